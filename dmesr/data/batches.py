@@ -1,0 +1,74 @@
+"""Tensors the models consume: left-padded training windows and evaluation inputs.
+
+Training uses each user's train part (``sequence[:-2]``), cut to its last ``max_len + 1``
+items; the model turns a window into inputs and targets. Evaluation uses, per user, the
+history before the target (truncated to ``max_len`` for the model) and the full history as the
+set of seen items to exclude from ranking.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dmesr.data.schema import SequenceSplit
+
+STAGES = ("valid", "test")
+
+
+def pad_left(sequences: list[np.ndarray], length: int) -> torch.Tensor:
+    """Right-align each sequence (keeping its last ``length`` items) in a zero-padded row."""
+    out = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, length - len(tail) :] = tail
+    return torch.from_numpy(out)
+
+
+class TrainWindows(Dataset):
+    """One left-padded window ``[max_len + 1]`` per user with at least two training items."""
+
+    def __init__(self, split: SequenceSplit, max_len: int):
+        parts = [split.sequence(u)[:-2] for u in range(split.num_users)]
+        self.users = np.array([u for u, part in enumerate(parts) if len(part) >= 2], dtype=np.int64)
+        self.windows = pad_left([parts[u] for u in self.users], max_len + 1)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.windows[index]
+
+
+@dataclass
+class EvalInputs:
+    histories: torch.Tensor  # [U, max_len] left-padded model input
+    targets: torch.Tensor  # [U] the held-out item
+    seen_offsets: torch.Tensor  # [U + 1] CSR offsets of each user's full history
+    seen_items: torch.Tensor  # all history items, users concatenated
+    negatives: torch.Tensor | None  # [U, k] sampled-protocol negatives, when the split has them
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def evaluation_inputs(split: SequenceSplit, stage: str, max_len: int) -> EvalInputs:
+    """Inputs for the validation (target ``sequence[-2]``) or test (target ``sequence[-1]``) stage."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown evaluation stage {stage!r}; known: {', '.join(STAGES)}")
+    cut = 2 if stage == "valid" else 1
+    histories = [split.sequence(u)[:-cut] for u in range(split.num_users)]
+    targets = np.array([split.sequence(u)[-cut] for u in range(split.num_users)], dtype=np.int64)
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    negatives = split.valid_negatives if stage == "valid" else split.test_negatives
+    return EvalInputs(
+        histories=pad_left(histories, max_len),
+        targets=torch.from_numpy(targets),
+        seen_offsets=torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
+        seen_items=torch.from_numpy(np.concatenate(histories).astype(np.int64)),
+        negatives=None if negatives is None else torch.from_numpy(np.asarray(negatives, dtype=np.int64)),
+    )

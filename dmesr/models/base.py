@@ -1,0 +1,91 @@
+"""The one interface every sequential backbone implements, and the pluggable item side.
+
+Conventions shared by data, models and evaluation:
+
+* internal item ids run 1..num_items; 0 is padding;
+* sequences are left-padded to a fixed length, so the most recent item sits at the last
+  position (index -1) of every row;
+* an :class:`ItemRepresentation` owns the item vectors. Backbones never hold their own item
+  embedding table: they ask ``items.tables()`` for the vectors, embed the input sequence with
+  them and score with the same vectors on the output side. DMESR swaps in its own item encoder
+  without touching the backbones.
+
+A representation may return several tables (LLM-ESR-style ``dual`` integration): the backbone
+then runs once per table with shared weights, and hidden states and tables are concatenated, so
+``score = sum_v <h_v, e_v>``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dmesr.config import ModelConfig
+
+
+class ItemRepresentation(nn.Module):
+    """Maps every item id (row 0 = padding) to a vector of width ``dim``."""
+
+    def __init__(self, num_items: int, dim: int):
+        super().__init__()
+        self.num_items = num_items
+        self.dim = dim
+
+    def tables(self) -> list[torch.Tensor]:
+        """One or more ``[num_items + 1, dim]`` tables, recomputed on every call (they may be trained)."""
+        raise NotImplementedError
+
+    def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
+        """An extra, already weighted training loss over the items of the batch (e.g. alignment)."""
+        return None
+
+
+class IDEmbedding(ItemRepresentation):
+    """The plain backbone: one trainable vector per item id."""
+
+    def __init__(self, num_items: int, dim: int):
+        super().__init__(num_items, dim)
+        self.embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.embedding.weight[0].zero_()
+
+    def tables(self) -> list[torch.Tensor]:
+        return [self.embedding.weight]
+
+
+class SequentialRecommender(nn.Module):
+    """Base class: subclasses implement :meth:`encode`; BERT4Rec also overrides the batch logic."""
+
+    def __init__(self, config: ModelConfig, items: ItemRepresentation, max_len: int):
+        super().__init__()
+        self.config = config
+        self.items = items
+        self.max_len = max_len
+        self.num_items = items.num_items
+
+    def encode(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """``seqs [B, L]`` (0 = padding) embedded with ``table`` -> hidden states ``[B, L, d]``."""
+        raise NotImplementedError
+
+    def hidden_and_table(self, seqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hidden states ``[B, L, d*V]`` and the matching item table ``[num_items + 1, d*V]``."""
+        tables = self.items.tables()
+        hidden = torch.cat([self.encode(seqs, table) for table in tables], dim=-1)
+        return hidden, torch.cat(tables, dim=-1)
+
+    def training_inputs(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training windows ``[B, L+1]`` -> (inputs ``[B, L]``, targets ``[B, L]``, 0 = no loss).
+
+        Default: next-item prediction at every position (SASRec, GRU4Rec).
+        """
+        return windows[:, :-1], windows[:, 1:]
+
+    def inference_inputs(self, histories: torch.Tensor) -> torch.Tensor:
+        """Histories ``[B, L]`` -> the input whose last position predicts the next item."""
+        return histories
+
+    def predict_scores(self, histories: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, num_items + 1]`` for the item following each history (column 0 = padding)."""
+        hidden, table = self.hidden_and_table(self.inference_inputs(histories))
+        return hidden[:, -1, :] @ table.T
