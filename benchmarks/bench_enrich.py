@@ -1,0 +1,87 @@
+"""Enrichment throughput on this machine: batched vs one-at-a-time description, encoder speed, cache sizes.
+
+    python benchmarks/bench_enrich.py --items 16 --repeats 3 --threads 1
+
+Describes the first ``--items`` ml-100k items (text view) with the cascade describer, once with
+one batch of all items and once item by item, each ``--repeats`` times, and prints median items/s.
+Then times the MiniLM encoder over all ml-100k item texts and reports how big the description
+cache and the saved features are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dmesr.data import load_raw
+from dmesr.enrich.cache import read_descriptions
+from dmesr.enrich.cascade import CascadeDescriber
+from dmesr.enrich.describers import DescribeRequest
+from dmesr.enrich.encoders import TextEncoder
+from dmesr.enrich.pipeline import default_enrich_dir, embed_items
+
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "descriptions" / "ml-100k.cascade.text.jsonl"
+
+
+def median_rate(count: int, run, repeats: int) -> float:
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - start)
+    return count / statistics.median(seconds)
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    items = load_raw("ml-100k").items
+    requests = [DescribeRequest(item=row.item, view="text", text=row.text) for row in items.head(args.items).itertuples()]
+
+    describer = CascadeDescriber(max_new_tokens=args.max_new_tokens, device="cpu")
+    describer.describe(requests[:2])  # load the models and warm up outside the timings
+    batched = median_rate(len(requests), lambda: describer.describe(requests), args.repeats)
+    single = median_rate(len(requests), lambda: [describer.describe([r]) for r in requests], args.repeats)
+    print(f"cascade describer, {args.items} items, max_new_tokens={args.max_new_tokens}, {args.threads} thread(s), "
+          f"median of {args.repeats}:")  # fmt: skip
+    print(f"  batched (one batch of {len(requests)}): {batched:.3f} items/s")
+    print(f"  one item at a time:         {single:.3f} items/s")
+    print(f"  speed-up: {batched / single:.2f}x")
+
+    encoder = TextEncoder(device="cpu", batch_size=64)
+    texts = items["text"].tolist()
+    rate = median_rate(len(texts), lambda: encoder.encode_with_tokens(texts, max_tokens=32), args.repeats)
+    print(f"MiniLM encoder (pooled + 32 token states), {len(texts)} texts: {rate:.1f} texts/s")
+
+    source = SHIPPED if SHIPPED.is_file() else default_enrich_dir("ml-100k") / "descriptions"
+    table = read_descriptions(source, "ml-100k")
+    if table.empty:
+        print(f"no ml-100k descriptions in {source} yet: cache sizes skipped")
+        return
+    cache_bytes = SHIPPED.stat().st_size if source == SHIPPED else folder_bytes(source)
+    print(f"description cache ({source}): {len(table)} descriptions, {cache_bytes / 1e6:.2f} MB, "
+          f"{cache_bytes / len(table):.0f} bytes each")  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        described = items[items["item"].isin(set(table["item"]))]
+        embed_items(described, "ml-100k", source, Path(folder) / "features", views=["text"])
+        size = folder_bytes(Path(folder) / "features")
+        print(f"features for {len(described)} items (text view, 32 tokens, float16): {size / 1e6:.2f} MB, "
+              f"{size / len(described) / 1e3:.1f} kB per item")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

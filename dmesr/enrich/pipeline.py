@@ -1,0 +1,205 @@
+"""The two offline stages as functions the CLI and notebooks call: describe, then embed.
+
+``describe_items`` walks an item table view by view in batches, skips what the cache already
+holds, writes each finished batch to disk before starting the next, and isolates bad items: a
+batch that fails is retried one item at a time, so one broken item costs only itself.
+``embed_items`` encodes the cached descriptions and the original texts into ``SemanticFeatures``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from dmesr.data.registry import dmesr_home
+from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
+from dmesr.enrich.describers import DescribeRequest, make_describer
+from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
+from dmesr.enrich.features import SemanticFeatures
+from dmesr.enrich.images import has_image_path, load_image
+from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
+from dmesr.enrich.store import save_features
+
+log = logging.getLogger(__name__)
+
+
+def default_enrich_dir(dataset: str) -> Path:
+    return dmesr_home() / "enrich" / Path(dataset).name
+
+
+def check_item_table(items: pd.DataFrame) -> pd.DataFrame:
+    missing = {"item", "text"} - set(items.columns)
+    if missing:
+        raise ValueError(f"item table lacks column(s) {sorted(missing)}")
+    if items["item"].astype(str).duplicated().any():
+        raise ValueError(f"item table has duplicate item ids, e.g. {items['item'][items['item'].duplicated()].iloc[0]!r}")
+    return items
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"2/4"`` or ``(2, 4)``: the third of four shards (0-based index i of n)."""
+    if shard is None:
+        return None
+    try:
+        index, count = (int(part) for part in (shard.split("/") if isinstance(shard, str) else shard))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n, got {shard!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
+    return index, count
+
+
+def in_shard(item: str, shard: tuple[int, int]) -> bool:
+    """Stable across runs, machines and table order: a hash of the item id."""
+    return int(hashlib.sha1(item.encode("utf-8")).hexdigest()[:8], 16) % shard[1] == shard[0]
+
+
+def select_items(items: pd.DataFrame, limit: int | None, shard) -> pd.DataFrame:
+    shard = parse_shard(shard)
+    if shard is not None:
+        items = items[[in_shard(str(item), shard) for item in items["item"]]]
+    return items if limit is None else items.head(int(limit))
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
+
+
+def describe_items(items: pd.DataFrame, dataset: str, describer: str = "cascade", views=VIEWS, cache_dir=None,
+                   limit: int | None = None, shard=None, batch_size: int = 16, progress: bool = True,
+                   **backend_options) -> dict:
+    """Describe every (item, view) not yet in the cache; returns a summary (done, cached, skipped, failed)."""
+    check_item_table(items)
+    views = [check_view(view) for view in views]
+    selected = select_items(items, limit, shard)
+    backend = make_describer(describer, **backend_options)
+    cache = DescriptionCache(cache_dir or default_enrich_dir(dataset) / "descriptions", dataset)
+    done = cache.done_keys()
+    skipped, failed, cached = Counter(), Counter(), 0
+    pending: dict[str, list[dict]] = {view: [] for view in views}
+    for row in selected.to_dict("records"):
+        for view in views:
+            key = (dataset, str(row["item"]), view, backend.describer_id, prompt_hash(view))
+            if key in done:
+                cached += 1
+            elif view == "image" and not has_image_path(row.get("image_path")):
+                skipped["no image"] += 1
+            elif view == "text" and not _text(row["text"]):
+                failed["empty item text"] += 1
+            else:
+                pending[view].append(row)
+    shard_tag = "all" if shard is None else "shard-{}-of-{}".format(*parse_shard(shard))
+    writer = cache.writer(backend.describer_id, shard_tag)
+    total = sum(len(rows) for rows in pending.values())
+    started, written = time.perf_counter(), 0
+    with tqdm(total=total, unit="item", desc=f"describe {dataset}", disable=not progress) as bar:
+        for view, rows in pending.items():
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start:start + batch_size]
+                requests = _requests(view, batch, skipped)
+                records = [
+                    dict(dataset=dataset, item=request.item, view=view, describer=backend.describer_id,
+                         prompt_hash=prompt_hash(view), description=description)
+                    for request, description in _describe_isolated(backend, requests, failed)
+                ]  # fmt: skip
+                writer.append(records)
+                written += len(records)
+                bar.update(len(batch))
+    seconds = time.perf_counter() - started
+    summary = dict(dataset=dataset, describer=backend.describer_id, views=views, items=len(selected),
+                   done=written, cached=cached, skipped=dict(skipped), failed=dict(failed),
+                   seconds=round(seconds, 2), items_per_s=round(written / seconds, 3) if written else 0.0,
+                   cache_file=str(writer.path))  # fmt: skip
+    log.info("describe summary: %s", summary)
+    if progress:
+        print(f"describe {dataset}: {written} done, {cached} already cached, skipped {dict(skipped)}, "
+              f"failed {dict(failed)} ({summary['items_per_s']} items/s)")  # fmt: skip
+    return summary
+
+
+def _requests(view: str, rows: list[dict], skipped: Counter) -> list[DescribeRequest]:
+    requests = []
+    for row in rows:
+        image = None
+        if view == "image":
+            image, reason = load_image(row["image_path"])
+            if image is None:
+                log.warning("item %s: %s (%s); no image view", row["item"], reason, row["image_path"])
+                skipped[reason] += 1
+                continue
+        requests.append(DescribeRequest(item=str(row["item"]), view=view, text=_text(row["text"]), image=image))
+    return requests
+
+
+def _describe_isolated(backend, requests: list[DescribeRequest], failed: Counter):
+    """(request, description) pairs; a failing batch is retried item by item, failures counted."""
+    if not requests:
+        return []
+    try:
+        descriptions = backend.describe(requests)
+        if len(descriptions) != len(requests):
+            raise RuntimeError(f"describer returned {len(descriptions)} descriptions for {len(requests)} items")
+        outputs = list(zip(requests, descriptions))
+    except Exception as error:  # noqa: BLE001 - any model error must cost one item, not the run
+        if len(requests) == 1:
+            log.warning("item %s (%s view) failed: %s", requests[0].item, requests[0].view, error)
+            failed[f"{type(error).__name__}: {str(error)[:80]}"] += 1
+            return []
+        return [pair for request in requests for pair in _describe_isolated(backend, [request], failed)]
+    kept = [(request, text) for request, text in outputs if text.strip()]
+    if len(kept) < len(outputs):
+        failed["empty description"] += len(outputs) - len(kept)
+    return kept
+
+
+def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out_dir=None,
+                encoder: str = DEFAULT_ENCODER, describer: str | None = None, views=VIEWS,
+                max_tokens: int = 32, batch_size: int = 64, device: str = "auto") -> SemanticFeatures:
+    """Encode descriptions (cache folder, JSONL or parquet) and original texts; saves and returns features."""
+    check_item_table(items)
+    source = Path(descriptions_source or default_enrich_dir(dataset) / "descriptions")
+    table = read_descriptions(source, dataset)
+    if describer is not None and "describer" in table.columns:
+        table = table[table["describer"] == describer]
+    table = table[table["view"].isin([check_view(view) for view in views])]
+    if table.empty:
+        raise ValueError(f"no {'/'.join(views)} descriptions for dataset {dataset!r} in {source}"
+                         + (f" from describer {describer!r}" if describer else "") + "; run describe first")
+    for column in ("describer", "prompt_hash"):
+        if column in table.columns and table.groupby("view")[column].nunique().max() > 1:
+            found = sorted(table[column].unique())
+            raise ValueError(f"{source} mixes several {column} values {found}; pick one with describer=...")
+    item_ids = items["item"].astype(str).to_numpy()
+    texts = [_text(text) for text in items["text"]]
+    if not all(texts):
+        raise ValueError(f"item {item_ids[texts.index('')]!r} has no text; the original-text features need one")
+    text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size)
+    pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens)
+    vectors, present = {}, {}
+    for view in views:
+        lookup = dict(zip(table.loc[table["view"] == view, "item"], table.loc[table["view"] == view, "description"]))
+        present[view] = np.array([item in lookup and bool(lookup[item].strip()) for item in item_ids])
+        vectors[view] = np.zeros((len(item_ids), text_encoder.dim), dtype=np.float32)
+        if present[view].any():
+            vectors[view][present[view]] = text_encoder.encode([lookup[i] for i in item_ids[present[view]]])
+    fingerprint = hashlib.sha256()
+    for frame in (items[["item", "text"]].astype(str), table[["item", "view", "description"]].sort_values(["item", "view"])):
+        fingerprint.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    meta = dict(dataset=dataset, encoder=encoder, descriptions=str(source),
+                describer=sorted(table["describer"].unique()) if "describer" in table.columns else None,
+                prompt_hashes={v: sorted(table.loc[table["view"] == v, "prompt_hash"].unique())
+                               for v in views} if "prompt_hash" in table.columns else None,
+                view_counts={view: int(mask_.sum()) for view, mask_ in present.items()},
+                source_fingerprint=fingerprint.hexdigest()[:16])  # fmt: skip
+    features = SemanticFeatures(item_ids=item_ids, views=vectors, view_present=present, text_pooled=pooled,
+                                text_tokens=tokens, text_mask=mask, meta=meta)  # fmt: skip
+    default_folder = default_enrich_dir(dataset) / "features" / safe_name(f"{describer or 'all'}__{Path(encoder).name}")
+    save_features(features, out_dir or default_folder)
+    return features

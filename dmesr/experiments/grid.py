@@ -1,0 +1,219 @@
+"""Experiment grids: one YAML file expands to every (dataset, backbone, method, seed) run.
+
+An experiment file names the axes of a grid and the config overrides of each method::
+
+    name: ml-100k-full
+    base: {data: {max_len: 50}, train: {max_epochs: 200, patience: 10}}   # shared config
+    datasets: [ml-100k, ml-latest-small]
+    models: [sasrec, bert4rec, gru4rec]
+    seeds: [1, 2, 3]
+    methods:                                   # name -> overrides (dotted or nested keys)
+      backbone: {items.kind: id}
+      dmesr: {items.kind: dmesr, items.integration: sum}
+    per_dataset: {ml-1m: {data.max_len: 200}}  # optional overrides for one dataset
+    only: {ml-1m: {methods: [backbone, dmesr]}}  # optional: restrict a dataset's methods / models
+
+A cell's config is built in this order, later winning: dataclass defaults, ``base``,
+``per_dataset[dataset]``, ``methods[method]``, then the cell's own dataset, model and seed.
+Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``. The method name is not
+part of the config (two names for one config would be the same run), so the runner writes it
+into the run directory as ``cell.json`` and the run store reads it from there.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dmesr.config import RunConfig, load_config
+from dmesr.training.run import run_directory
+
+EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only")
+REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
+ONLY_KEYS = ("methods", "models")
+# Config keys that the grid's axes own: a method setting them would contradict the grid.
+AXIS_KEYS = {("data", "dataset"): "datasets", ("model", "name"): "models", ("train", "seed"): "seeds"}
+
+
+@dataclass
+class Cell:
+    """One run of a grid; ``config`` is fully resolved."""
+
+    experiment: str
+    dataset: str
+    model: str
+    method: str
+    seed: int
+    config: RunConfig
+
+    @property
+    def run_dir(self) -> Path:
+        return run_directory(self.config)
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.model}/{self.method}/seed{self.seed}"
+
+    def identity(self) -> dict[str, Any]:
+        """What ``cell.json`` holds."""
+        return {"experiment": self.experiment, "dataset": self.dataset, "model": self.model,
+                "method": self.method, "seed": self.seed}
+
+
+def nested_overrides(overrides: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """``{"items.kind": "id", "train": {"lr": 0.1}}`` -> ``{"items": {"kind": "id"}, "train": {"lr": 0.1}}``."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{where} must be a mapping of config keys to values, got {overrides!r}")
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *parents, leaf = str(key).split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{where}: key {key!r} clashes with a value given for {part!r}")
+        if isinstance(value, dict):
+            section = node.setdefault(leaf, {})
+            if not isinstance(section, dict):
+                raise ValueError(f"{where}: key {key!r} is given both a value and a section")
+            _merge(section, nested_overrides(value, where))
+        else:
+            node[leaf] = value
+    return nested
+
+
+def _merge(into: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def _flat_keys(nested: dict[str, Any], prefix: tuple = ()) -> list[tuple]:
+    keys = []
+    for key, value in nested.items():
+        keys += _flat_keys(value, prefix + (key,)) if isinstance(value, dict) else [prefix + (key,)]
+    return keys
+
+
+def _checked_section(overrides: Any, where: str) -> dict[str, Any]:
+    """Nested overrides, validated against the config dataclasses so a typo names its section."""
+    nested = nested_overrides(overrides, where)
+    for key in _flat_keys(nested):
+        if key in AXIS_KEYS:
+            raise ValueError(f"{where} sets {'.'.join(key)}, which the grid's '{AXIS_KEYS[key]}' list controls")
+    try:
+        load_config(overrides=copy.deepcopy(nested))
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    return nested
+
+
+def _name_list(spec: dict, key: str, path: Path) -> list:
+    values = spec[key]
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{path}: '{key}' must be a non-empty list, got {values!r}")
+    if len(set(map(str, values))) != len(values):
+        raise ValueError(f"{path}: '{key}' lists a name twice: {values!r}")
+    return values
+
+
+def load_grid(path: str | Path) -> list[Cell]:
+    """Read an experiment YAML and expand it to its cells (dataset, model, method, seed order)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"experiment file not found: {path}")
+    spec = yaml.safe_load(path.read_text())
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: an experiment file must hold a mapping at the top level")
+    return expand_grid(spec, source=path)
+
+
+def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list[Cell]:
+    """The cells of an experiment mapping (see the module docstring for its keys)."""
+    unknown = sorted(set(spec) - set(EXPERIMENT_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown experiment key(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(EXPERIMENT_KEYS)}")
+    missing = [key for key in REQUIRED_KEYS if key not in spec]
+    if missing:
+        raise ValueError(f"{source}: missing experiment key(s) {', '.join(map(repr, missing))}")
+    name = str(spec["name"])
+    datasets = [str(d) for d in _name_list(spec, "datasets", source)]
+    models = [str(m) for m in _name_list(spec, "models", source)]
+    seeds = _name_list(spec, "seeds", source)
+    if not all(isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+        raise ValueError(f"{source}: 'seeds' must be integers, got {seeds!r}")
+    methods = spec["methods"]
+    if not isinstance(methods, dict) or not methods:
+        raise ValueError(f"{source}: 'methods' must be a non-empty mapping of method name -> overrides")
+
+    base = _checked_section(spec.get("base"), f"{source}: base")
+    base.setdefault("output_dir", str(Path("runs") / name))
+    method_overrides = {str(m): _checked_section(o, f"{source}: method {m!r}") for m, o in methods.items()}
+    per_dataset = _per_dataset(spec, datasets, source)
+    only = _restrictions(spec, datasets, models, list(method_overrides), source)
+
+    cells = []
+    for dataset in datasets:
+        for model in only.get(dataset, {}).get("models", models):
+            for method in only.get(dataset, {}).get("methods", list(method_overrides)):
+                for seed in seeds:
+                    overrides = _merge(_merge(copy.deepcopy(base), per_dataset.get(dataset, {})),
+                                       method_overrides[method])
+                    _merge(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
+                                       "train": {"seed": seed}})
+                    cells.append(Cell(name, dataset, model, method, seed, load_config(overrides=overrides)))
+    if not cells:
+        raise ValueError(f"{source}: the grid is empty")
+    _check_distinct_runs(cells, source)
+    return cells
+
+
+def _per_dataset(spec: dict, datasets: list[str], source) -> dict[str, dict]:
+    per_dataset = spec.get("per_dataset") or {}
+    if not isinstance(per_dataset, dict):
+        raise ValueError(f"{source}: 'per_dataset' must map dataset names to overrides")
+    for dataset in per_dataset:
+        if dataset not in datasets:
+            raise ValueError(f"{source}: per_dataset names {dataset!r}, which is not in datasets {datasets}")
+    return {d: _checked_section(o, f"{source}: per_dataset {d!r}") for d, o in per_dataset.items()}
+
+
+def _restrictions(spec: dict, datasets: list[str], models: list[str], methods: list[str], source) -> dict:
+    only = spec.get("only") or {}
+    if not isinstance(only, dict):
+        raise ValueError(f"{source}: 'only' must map dataset names to {{methods: [...], models: [...]}}")
+    known = {"methods": methods, "models": models}
+    for dataset, restriction in only.items():
+        if dataset not in datasets:
+            raise ValueError(f"{source}: only names {dataset!r}, which is not in datasets {datasets}")
+        if not isinstance(restriction, dict) or not restriction or set(restriction) - set(ONLY_KEYS):
+            raise ValueError(f"{source}: only[{dataset!r}] must be a mapping with keys from {ONLY_KEYS}, "
+                             f"got {restriction!r}")
+        for key, names in restriction.items():
+            if not isinstance(names, list) or not names:
+                raise ValueError(f"{source}: only[{dataset!r}].{key} must be a non-empty list")
+            for entry in names:
+                if entry not in known[key]:
+                    raise ValueError(f"{source}: only[{dataset!r}].{key} names unknown {key[:-1]} {entry!r}; "
+                                     f"known: {', '.join(known[key])}")
+    return only
+
+
+def _check_distinct_runs(cells: list[Cell], source) -> None:
+    """Two methods that resolve to one config would share (and overwrite) one run directory."""
+    owners: dict[Path, Cell] = {}
+    for cell in cells:
+        other = owners.setdefault(cell.run_dir, cell)
+        if other is not cell:
+            raise ValueError(f"{source}: methods {other.method!r} and {cell.method!r} give the same run config "
+                             f"for {cell.dataset}/{cell.model}/seed{cell.seed}; make their overrides differ")

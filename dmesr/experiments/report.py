@@ -1,0 +1,245 @@
+"""The results report: markdown tables computed from the run store, nothing typed in by hand.
+
+For every dataset: mean ± std over seeds of HR@5/10/20, NDCG@5/10/20 and MRR@10 per backbone x
+method; the relative improvement of each method over the same backbone with ID embeddings (the
+method named ``backbone``) with two paired significance tests; head/tail and short/long
+breakdowns; the sampled protocol when runs were evaluated with it. Then the dataset statistics
+and the hardware and wall time of every run. The command that wrote the report heads it.
+
+Significance (no correction for multiple comparisons, so read marks as indications):
+
+* over seeds: a paired t-test on the per-seed test metric of the method and its backbone, over
+  the seeds both have (at least 2);
+* over users: each run's ``test_per_user.npz`` is averaged over those paired seeds per user, then
+  the two per-user vectors are compared with a paired test (t-test by default). With many users
+  this test finds small differences that the seed test cannot.
+
+Relative improvement is ``100 * (mean(method) - mean(backbone)) / mean(backbone)`` over each
+cell's seeds, the numbers the main table shows.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dmesr.evaluation import paired_test
+from dmesr.experiments.store import BREAKDOWN_GROUPS, collect_runs, mean_std
+
+REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
+BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
+BASELINE_METHOD = "backbone"
+SEED_MARK, USER_MARK = "†", "‡"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@cache
+def _per_user(run_dir: str) -> dict[str, np.ndarray]:
+    path = Path(run_dir) / "test_per_user.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the per-user significance test needs it")
+    with np.load(path) as arrays:
+        return {name: arrays[name] for name in arrays.files}
+
+
+def _users_mean(runs: pd.DataFrame, metric: str) -> np.ndarray:
+    """Per-user ``metric`` averaged over the given runs (seeds) of one cell."""
+    vectors = [_per_user(run_dir)[metric] for run_dir in runs["run_dir"]]
+    if len({len(vector) for vector in vectors}) != 1:
+        raise ValueError(f"runs {list(runs['run_dir'])} have different numbers of test users")
+    return np.mean(vectors, axis=0)
+
+
+def compare_with_backbone(method_runs: pd.DataFrame, backbone_runs: pd.DataFrame, metrics, per_user_test: str):
+    """``{metric: {"rel_pct", "p_seeds", "p_users"}}`` and the paired seeds (p is None where untestable)."""
+    seeds = sorted(set(method_runs["seed"]) & set(backbone_runs["seed"]))
+    paired_method = method_runs.set_index("seed").loc[seeds].sort_index()
+    paired_backbone = backbone_runs.set_index("seed").loc[seeds].sort_index()
+    results = {}
+    for metric in metrics:
+        column = f"test_{metric}"
+        baseline_mean = backbone_runs[column].mean()
+        rel_pct = 100.0 * (method_runs[column].mean() - baseline_mean) / baseline_mean if baseline_mean else np.nan
+        p_seeds = p_users = None
+        if len(seeds) >= 2:
+            p_seeds = paired_test(paired_method[column].to_numpy(), paired_backbone[column].to_numpy(), "ttest")["p_value"]
+        if seeds:
+            p_users = paired_test(_users_mean(paired_method, metric), _users_mean(paired_backbone, metric),
+                                  per_user_test)["p_value"]
+        results[metric] = {"rel_pct": rel_pct, "p_seeds": p_seeds, "p_users": p_users}
+    return results, seeds
+
+
+def _p_text(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def _marks(result: dict, alpha: float) -> str:
+    return ((SEED_MARK if result["p_seeds"] is not None and result["p_seeds"] < alpha else "")
+            + (USER_MARK if result["p_users"] is not None and result["p_users"] < alpha else ""))
+
+
+def _cell_text(runs: pd.DataFrame, column: str) -> str:
+    values = runs[column].dropna()
+    return mean_std(values.mean(), values.std()) if len(values) else "n/a"
+
+
+def _seeds_text(count: int, most: int) -> str:
+    return str(count) if count == most else f"{count} of {most}"
+
+
+def _cells(runs: pd.DataFrame):
+    """(model, method, runs) per cell, the backbone first within each model."""
+    for model in sorted(runs["model"].unique()):
+        model_runs = runs[runs["model"] == model]
+        methods = sorted(model_runs["method"].unique(), key=lambda m: (m != BASELINE_METHOD, m))
+        for method in methods:
+            yield model, method, model_runs[model_runs["method"] == method]
+
+
+def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics) -> str:
+    """Main table, improvement + p-values, breakdowns and sampled protocol for one dataset's runs."""
+    most_seeds = runs.groupby(["model", "method"])["seed"].nunique().max()
+    main_rows, gain_rows, p_rows = [], [], []
+    for model, method, cell_runs in _cells(runs):
+        backbone_runs = runs[(runs["model"] == model) & (runs["method"] == BASELINE_METHOD)]
+        comparison = None
+        if method != BASELINE_METHOD and len(backbone_runs):
+            comparison, paired = compare_with_backbone(cell_runs, backbone_runs, metrics, per_user_test)
+            gain_rows.append([model, method, len(paired)]
+                             + [f"{comparison[m]['rel_pct']:+.1f}%{_marks(comparison[m], alpha)}" for m in metrics])
+            p_rows.append([model, method]
+                          + [f"{_p_text(comparison[m]['p_seeds'])} / {_p_text(comparison[m]['p_users'])}"
+                             for m in metrics])
+        main_rows.append([model, method, _seeds_text(cell_runs["seed"].nunique(), most_seeds)]
+                         + [_cell_text(cell_runs, f"test_{m}") + (_marks(comparison[m], alpha) if comparison else "")
+                            for m in metrics])
+    parts = ["### Test metrics (full ranking, mean ± std over seeds)",
+             markdown_table(["backbone", "method", "seeds", *metrics], main_rows)]
+    if gain_rows:
+        parts += [f"### Relative improvement over `{BASELINE_METHOD}` (same backbone)",
+                  markdown_table(["backbone", "method", "paired seeds", *metrics], gain_rows),
+                  f"p-values, over seeds (paired t-test) / over users (paired {per_user_test}):",
+                  markdown_table(["backbone", "method", *metrics], p_rows)]
+    else:
+        parts.append(f"No `{BASELINE_METHOD}` runs for this dataset: no improvements or significance tests.")
+    parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
+    return "\n\n".join(parts)
+
+
+def _breakdown_section(runs: pd.DataFrame, breakdown_metrics) -> list[str]:
+    columns = [f"{group}_{m}" for group in BREAKDOWN_GROUPS for m in breakdown_metrics]
+    present = [c for c in columns if c in runs and runs[c].notna().any()]
+    if not present:
+        return []
+    first = runs.iloc[0]
+    users = ", ".join(f"{group} {int(first[f'{group}_num_users'])}" for group in BREAKDOWN_GROUPS
+                      if f"{group}_num_users" in runs)
+    note = "Users per group: " + users
+    if "head_num_head_items" in runs:
+        note += f"; head items: the {int(first['head_num_head_items'])} most popular training items"
+    if "short_median_train_length" in runs:
+        note += f"; short/long split at the median training length {first['short_median_train_length']:g}"
+    rows = [[model, method] + [_cell_text(cell_runs, c) for c in present] for model, method, cell_runs in _cells(runs)]
+    return ["### Head/tail items and short/long users (test, mean ± std over seeds)", note + ".",
+            markdown_table(["backbone", "method", *[c.replace("_", " ") for c in present]], rows)]
+
+
+def _sampled_section(runs: pd.DataFrame, metrics) -> list[str]:
+    columns = [f"sampled_{m}" for m in metrics if f"sampled_{m}" in runs]
+    sampled = runs.dropna(subset=columns) if columns else runs.iloc[:0]
+    if sampled.empty:
+        return []
+    rows = [[model, method, cell_runs["seed"].nunique()] + [_cell_text(cell_runs, c) for c in columns]
+            for model, method, cell_runs in _cells(sampled)]
+    return ["### Sampled protocol (target among sampled negatives; only runs evaluated with it)",
+            markdown_table(["backbone", "method", "seeds", *[c.removeprefix("sampled_") for c in columns]], rows)]
+
+
+def _flatten(stats: dict, prefix: str = "") -> dict[str, object]:
+    flat = {}
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def dataset_statistics(runs: pd.DataFrame) -> str:
+    """Statistics of each split (from the runs' ``data.json``), one column per dataset."""
+    columns = {}
+    for dataset, dataset_runs in runs.groupby("dataset", sort=True):
+        data = [json.loads((Path(run_dir) / "data.json").read_text()) for run_dir in dataset_runs["run_dir"]]
+        fingerprints = {entry["fingerprint"] for entry in data}
+        if len(fingerprints) > 1:
+            raise ValueError(f"runs of {dataset} were trained on {len(fingerprints)} different splits; "
+                             "report them from separate run roots")
+        columns[dataset] = {**_flatten(data[0]["stats"]), "fingerprint": data[0]["fingerprint"][:12]}
+    names = list(columns)
+    keys = list(dict.fromkeys(key for stats in columns.values() for key in stats))
+    rows = [[key] + [_stat_text(columns[name].get(key, "")) for name in names] for key in keys]
+    return markdown_table(["statistic", *names], rows)
+
+
+def _stat_text(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def runs_table(runs: pd.DataFrame) -> str:
+    rows = [[r.dataset, r.model, r.method, r.seed, r.hardware, f"{r.best_epoch}/{r.epochs}",
+             f"{r.seconds_train_total:.1f}", f"{r.seconds_train_epoch_median:.2f}", f"{r.seconds_test_evaluation:.2f}"]
+            for r in runs.sort_values(["dataset", "model", "method", "seed"]).itertuples()]
+    return markdown_table(["dataset", "backbone", "method", "seed", "hardware", "best/last epoch",
+                           "train s", "s/epoch", "test eval s"], rows)
+
+
+def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str, metrics=REPORT_METRICS,
+                         alpha: float = 0.05, per_user_test: str = "ttest",
+                         breakdown_metrics=BREAKDOWN_METRICS) -> Path:
+    """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
+    missing = [f"test_{m}" for m in metrics if f"test_{m}" not in store]
+    if missing:
+        raise ValueError(f"the run store has no column(s) {', '.join(missing)}")
+    duplicated = store.duplicated(["dataset", "model", "method", "seed"], keep=False)
+    if duplicated.any():
+        first = store[duplicated].iloc[0]
+        raise ValueError(f"{duplicated.sum()} runs share a (dataset, backbone, method, seed), e.g. "
+                         f"{first['dataset']}/{first['model']}/{first['method']}/seed{first['seed']}: "
+                         "report runs of different configs from separate run roots")
+    _per_user.cache_clear()  # runs may have been re-evaluated since the last report
+    parts = ["# Results", f"Command: `{command}`",
+             f"{len(store)} finished runs. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
+             f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
+             f"{per_user_test} over test users p < {alpha}; both against the same backbone's `{BASELINE_METHOD}` "
+             "runs, without correction for multiple comparisons.",
+             "## Datasets", dataset_statistics(store)]
+    for dataset in sorted(store["dataset"].unique()):
+        runs = store[store["dataset"] == dataset]
+        parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]
+    total_hours = store["seconds_train_total"].sum() / 3600
+    parts += ["## Runs: hardware and wall time", f"Training time of all runs together: {total_hours:.2f} h.",
+              runs_table(store)]
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("\n\n".join(parts) + "\n")
+    return out_path
+
+
+def report(runs_root: str | Path, out_path: str | Path | None = None, command: str | None = None) -> Path:
+    """CLI entry: the report of every finished run under ``runs_root`` (default ``<runs_root>/results.md``)."""
+    out_path = Path(out_path) if out_path else Path(runs_root) / "results.md"
+    written = write_results_report(collect_runs(runs_root), out_path, command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    print(f"wrote {written}")
+    return written

@@ -1,0 +1,253 @@
+"""Run an experiment grid: finished cells are skipped, interrupted ones resume, failures are listed.
+
+    dmesr experiments run configs/experiments/main.yaml --dry-run     # each cell: done/partial/todo + time
+    dmesr experiments run configs/experiments/main.yaml --workers 2   # two processes, CPU threads split
+
+A cell is *done* when its run directory holds ``final.json`` (skipped without loading any data),
+*partial* when training started (``train_run`` resumes it from ``checkpoint.pt``), else *todo*.
+A failing cell is logged (traceback in ``<run dir>/error.log``) and the grid goes on; the summary
+at the end lists every failure. With ``workers > 1`` each cell runs in its own spawned process
+and ``train.num_threads`` is set to ``max(1, cores // workers)`` (unless the config sets it), so
+two workers on two cores do not fight over the same cores.
+
+``--shard i/n`` (0 <= i < n) runs cells ``i, i + n, i + 2n, ...`` of the grid. Grid order is fixed
+by the YAML, so the n shards partition the grid exactly; interleaving spreads each dataset's
+cells over every shard. A Slurm array, one GPU per shard::
+
+    #!/bin/bash
+    #SBATCH --array=0-7 --gres=gpu:1 --cpus-per-task=8 --time=24:00:00
+    dmesr experiments run configs/experiments/main.yaml --shard ${SLURM_ARRAY_TASK_ID}/8
+
+Several GPUs on one machine, one shard per GPU, then the report once all are done::
+
+    for gpu in 0 1 2 3; do
+        CUDA_VISIBLE_DEVICES=$gpu dmesr experiments run configs/experiments/main.yaml --shard $gpu/4 &
+    done; wait
+    dmesr report runs/main
+
+Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
+epochs of finished runs of the same dataset and model (same method first), minus the epochs a
+partial run already has. Without finished runs they use ``DEFAULT_SECONDS_PER_EPOCH`` times
+``train.max_epochs`` and are marked as a guess.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import statistics
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from dmesr.experiments.grid import Cell, load_grid
+from dmesr.experiments.store import write_store
+from dmesr.training.run import train_run
+
+DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
+STATUSES = ("done", "partial", "todo")
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # dry run: done | partial | todo; run: skipped | finished | failed
+    seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
+    error: str = ""  # last line of the error of a failed cell
+    estimate_source: str = ""  # dry run: "measured" or "guess"
+
+
+def cell_status(cell: Cell) -> str:
+    run_dir = cell.run_dir
+    if (run_dir / "final.json").exists():
+        return "done"
+    return "partial" if (run_dir / "config.yaml").exists() else "todo"
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"2/8"`` -> ``(2, 8)``; the index counts from 0 (like ``$SLURM_ARRAY_TASK_ID`` with ``--array=0-7``)."""
+    try:
+        index, count = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {shard!r}: need n >= 1 and 0 <= i < n")
+    return index, count
+
+
+def shard_cells(cells: list[Cell], shard: str) -> list[Cell]:
+    index, count = parse_shard(shard)
+    return cells[index::count]
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def with_thread_share(cell: Cell, workers: int) -> Cell:
+    """The cell with ``train.num_threads = max(1, cores // workers)`` unless its config sets threads."""
+    if cell.config.train.num_threads:
+        return cell
+    config = replace(cell.config, train=replace(cell.config.train, num_threads=max(1, available_cores() // workers)))
+    return replace(cell, config=config)
+
+
+def _finished_epochs(run_dir: Path) -> int:
+    log = run_dir / "epochs.jsonl"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def estimate_seconds(cells: list[Cell], statuses: list[str]) -> list[tuple[float, str]]:
+    """``(seconds, "measured" | "guess")`` still needed by each cell (0 for done cells)."""
+    finished: dict[tuple, list[tuple[float, int]]] = {}
+    for cell, status in zip(cells, statuses):
+        if status == "done":
+            final = json.loads((cell.run_dir / "final.json").read_text())
+            for key in ((cell.dataset, cell.model, cell.method), (cell.dataset, cell.model)):
+                finished.setdefault(key, []).append((final["seconds"]["train_epoch_median"], final["epochs"]))
+    estimates = []
+    for cell, status in zip(cells, statuses):
+        if status == "done":
+            estimates.append((0.0, "measured"))
+            continue
+        measured = finished.get((cell.dataset, cell.model, cell.method)) or finished.get((cell.dataset, cell.model))
+        if measured:
+            per_epoch = statistics.median(seconds for seconds, _ in measured)
+            epochs = statistics.median(count for _, count in measured)
+        else:
+            per_epoch, epochs = DEFAULT_SECONDS_PER_EPOCH, cell.config.train.max_epochs
+        seconds = per_epoch * max(0.0, epochs - _finished_epochs(cell.run_dir))
+        if cell.config.train.max_minutes > 0:
+            seconds = min(seconds, 60.0 * cell.config.train.max_minutes)
+        estimates.append((seconds, "measured" if measured else "guess"))
+    return estimates
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def dry_run_outcomes(cells: list[Cell], workers: int = 1) -> list[CellOutcome]:
+    """Status and remaining-time estimate of every cell, printed as a table; nothing runs."""
+    statuses = [cell_status(cell) for cell in cells]
+    outcomes = [CellOutcome(cell, status, seconds, estimate_source=source)
+                for cell, status, (seconds, source) in zip(cells, statuses, estimate_seconds(cells, statuses))]
+    width = max(len(cell.label) for cell in cells)
+    for outcome in outcomes:
+        estimate = "" if outcome.status == "done" else f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
+        print(f"{outcome.status:8s} {outcome.cell.label:{width}s} {estimate:20s} {outcome.cell.run_dir}")
+    counts = {status: statuses.count(status) for status in STATUSES}
+    remaining = sum(outcome.seconds for outcome in outcomes)
+    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['todo']} todo; "
+          f"about {_duration(remaining / workers)} left with {workers} worker(s)"
+          + (" (includes guesses: no finished run to measure)" if any(o.estimate_source == "guess" for o in outcomes) else ""))
+    return outcomes
+
+
+def run_cell(cell: Cell) -> tuple[float, str]:
+    """Train one cell (resuming if needed) -> ``(seconds, error)``; the error is "" on success.
+
+    Top-level so that spawned worker processes can import it. The traceback of a failure goes to
+    ``<run dir>/error.log``; a later successful run removes it.
+    """
+    started = time.perf_counter()
+    error_log = cell.run_dir / "error.log"
+    try:
+        _record_cell(cell)
+        train_run(cell.config, show_progress=False)
+    except Exception as error:  # noqa: BLE001 - one cell's failure must not stop the grid
+        with contextlib.suppress(OSError):
+            error_log.write_text(traceback.format_exc())
+        return time.perf_counter() - started, f"{type(error).__name__}: {error}"
+    error_log.unlink(missing_ok=True)
+    return time.perf_counter() - started, ""
+
+
+def _record_cell(cell: Cell) -> None:
+    """Write ``cell.json`` (which experiment and method a run directory belongs to)."""
+    run_dir = cell.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "cell.json"
+    if path.exists():
+        recorded = json.loads(path.read_text())
+        if (recorded["experiment"], recorded["method"]) != (cell.experiment, cell.method):
+            raise ValueError(f"{run_dir} already belongs to method {recorded['method']!r} of experiment "
+                             f"{recorded['experiment']!r}; give this experiment another output_dir")
+        return
+    path.write_text(json.dumps(cell.identity(), indent=2))
+
+
+def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_run: bool = False,
+             show_progress: bool = True) -> list[CellOutcome]:
+    """Run every cell that is not done (see the module docstring); returns one outcome per cell."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    cells = shard_cells(cells, shard) if shard else list(cells)
+    if not cells:
+        print(f"shard {shard} holds no cells of this grid")
+        return []
+    if dry_run:
+        return dry_run_outcomes(cells, workers)
+
+    outcomes: list[CellOutcome | None] = [
+        CellOutcome(cell, "skipped") if cell_status(cell) == "done" else None for cell in cells]
+    pending = {index: with_thread_share(cell, workers) for index, cell in enumerate(cells) if outcomes[index] is None}
+    progress = tqdm(total=len(pending), desc="cells", unit="cell", disable=not show_progress)
+
+    def record(index: int, seconds: float, error: str) -> None:
+        cell = pending[index]
+        outcomes[index] = CellOutcome(cell, "failed" if error else "finished", seconds, error)
+        if error:
+            progress.write(f"FAILED {cell.label}: {error} (traceback: {cell.run_dir / 'error.log'})")
+        progress.update()
+
+    if workers == 1:
+        for index, cell in pending.items():
+            progress.set_postfix_str(cell.label)
+            record(index, *run_cell(cell))
+    elif pending:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(run_cell, cell): index for index, cell in pending.items()}
+            for future in as_completed(futures):
+                try:
+                    record(futures[future], *future.result())
+                except Exception as error:  # noqa: BLE001 - e.g. a worker killed for memory
+                    record(futures[future], 0.0, f"{type(error).__name__}: {error}")
+    progress.close()
+    _print_summary(outcomes)
+    return outcomes
+
+
+def _print_summary(outcomes: list[CellOutcome]) -> None:
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("skipped", "finished", "failed")}
+    print(f"{len(outcomes)} cells: {counts['skipped']} already done, {counts['finished']} finished, "
+          f"{counts['failed']} failed ({_duration(sum(o.seconds for o in outcomes))} of training)")
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            print(f"  failed: {outcome.cell.label}: {outcome.error}")
+
+
+def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None = None, dry_run: bool = False,
+                    limit: int | None = None) -> list[CellOutcome]:
+    """CLI entry: expand the grid, keep ``shard`` then the first ``limit`` cells, run, write the store."""
+    cells = load_grid(yaml_path)
+    if shard:
+        cells = shard_cells(cells, shard)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        cells = cells[:limit]
+    outcomes = run_grid(cells, workers=workers, dry_run=dry_run)
+    if not dry_run:
+        for root in sorted({Path(cell.config.output_dir) for cell in cells}):
+            if any(root.glob("**/final.json")):
+                print(f"wrote {write_store(root)}")
+    return outcomes

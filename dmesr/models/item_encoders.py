@@ -1,0 +1,371 @@
+"""Item encoders: how an item id becomes the vector every backbone embeds and scores with.
+
+All of them are :class:`~dmesr.models.base.ItemRepresentation` subclasses, so SASRec, BERT4Rec
+and GRU4Rec use any of them unchanged. The frozen inputs (``SemanticFeatures``, produced offline)
+are kept as non-persistent buffers: ``.to(device)`` moves them, checkpoints stay small.
+
+Kinds (``ItemEncoderConfig.kind``):
+
+* ``id``      plain trainable ID table (the backbone baseline);
+* ``text``    ID + adapted pooled original text;
+* ``mllm``    ID + adapted MLLM description vector(s), one adapter per view, summed;
+* ``concat``  ID + one MLP over [MLLM view vectors; original-text vector; view-present flags]
+  (the "concat/MLP fusion instead of cross-attention" baseline);
+* ``llmesr``  LLM-ESR-style dual view: a semantic table (adapter over the mean of the item's
+  available frozen vectors) and a collaborative ID table initialised by PCA of those vectors;
+  two tables, the backbone runs once per table;
+* ``dmesr``   adapters -> cross-attention fusion (MLLM view vector = query, original-text tokens
+  = keys/values) -> ``z^img``, ``z^txt`` -> integration with the ID embedding (``sum``,
+  ``concat``, ``gate``, ``dual``), plus contrastive alignment of the two MLLM views as an
+  auxiliary loss.
+
+Interpretations made here (the paper only has an abstract; see docs/method):
+
+* the two views share one fusion module (each has its own adapter), so the token keys/values
+  are projected once per step for both views;
+* alignment acts on the adapted view vectors before fusion;
+* original text enters through the fusion when an item has an MLLM view to query with; an item
+  with no view, or every item when ``fusion="none"``, gets the adapted pooled original text as
+  its own term instead (so "without fusion" removes the mechanism, not the information);
+* with a single usable MLLM view (e.g. MovieLens, no images) there is no second view to align
+  with: the MLLM view is aligned with the pooled original text instead (``align_fallback``;
+  needs ``use_original_text``). Set ``align_weight=0`` or ``align_fallback=False`` to turn it off.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import nn
+
+from dmesr.config import ItemEncoderConfig
+from dmesr.enrich.features import SemanticFeatures
+from dmesr.models.alignment import SymmetricInfoNCE
+from dmesr.models.base import IDEmbedding, ItemRepresentation
+from dmesr.models.fusion import CrossAttentionFusion
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")
+INTEGRATIONS = ("sum", "concat", "gate", "dual")
+FUSIONS = ("cross_attention", "none")
+ORIGINAL_TEXT = "original_text"  # source name of the pooled original text, beside the MLLM view names
+FUSION_HEADS = 2
+
+
+class Adapter(nn.Sequential):
+    """Linear-GELU-Dropout-Linear from the frozen encoder space to the model width."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
+        super().__init__(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+
+
+class FrozenSemantics(nn.Module):
+    """The cached features of items 1..N as buffers (row r = item r + 1; no padding row).
+
+    A source is an MLLM view name or :data:`ORIGINAL_TEXT`. Token states are kept only for real
+    tokens, compacted to ``[num_real_tokens, D]`` float16, so adapting them skips padding.
+    """
+
+    def __init__(self, features: SemanticFeatures, num_items: int, views: list[str], with_tokens: bool):
+        super().__init__()
+        if len(features.text_pooled) != num_items:
+            raise ValueError(
+                f"features have {len(features.text_pooled)} items but the split has {num_items}; "
+                "align them with SemanticFeatures.aligned_to(split.item_ids)"
+            )
+        self.views = list(views)
+        self.input_dim = features.dim
+        for name in self.views:
+            self.register_buffer(f"vector_{name}", _checked(features.views[name], f"view {name!r}"), persistent=False)
+            present = torch.as_tensor(np.asarray(features.view_present[name], dtype=bool))
+            self.register_buffer(f"present_{name}", present, persistent=False)
+        self.register_buffer(
+            f"vector_{ORIGINAL_TEXT}", _checked(features.text_pooled, "original text"), persistent=False
+        )
+        self.register_buffer(f"present_{ORIGINAL_TEXT}", torch.ones(num_items, dtype=torch.bool), persistent=False)
+        self.with_tokens = with_tokens
+        if with_tokens:
+            mask = torch.as_tensor(np.asarray(features.text_mask, dtype=bool))
+            tokens = _checked(features.text_tokens, "original text tokens", dtype=torch.float16)
+            if tokens.shape[:2] != mask.shape or tokens.shape[2] != self.input_dim:
+                raise ValueError(f"text tokens {tuple(tokens.shape)} do not match mask {tuple(mask.shape)}")
+            self.register_buffer("token_mask", mask, persistent=False)
+            self.register_buffer("real_tokens", tokens[mask], persistent=False)
+            self.register_buffer("real_token_index", mask.flatten().nonzero().squeeze(1), persistent=False)
+
+    def vector(self, source: str) -> torch.Tensor:
+        return getattr(self, f"vector_{source}")
+
+    def present(self, source: str) -> torch.Tensor:
+        return getattr(self, f"present_{source}")
+
+    def adapted_tokens(self, adapter: nn.Module, dim: int) -> torch.Tensor:
+        """All items' token states through ``adapter`` -> ``[N, L, dim]``, zeros at padding."""
+        num_items, length = self.token_mask.shape
+        weight = next(adapter.parameters())
+        adapted = adapter(self.real_tokens.to(weight.dtype))
+        flat = adapted.new_zeros(num_items * length, dim).index_copy(0, self.real_token_index, adapted)
+        return flat.view(num_items, length, dim)
+
+
+def _checked(array: np.ndarray, what: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(array)).to(dtype)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"cached {what} features contain NaN or infinite values; re-run `dmesr embed`")
+    return tensor
+
+
+def _with_padding_row(table: torch.Tensor) -> torch.Tensor:
+    return torch.cat([table.new_zeros(1, table.shape[1]), table], dim=0)
+
+
+def _freeze(modules: list[nn.Module]) -> None:
+    for module in modules:
+        module.requires_grad_(False)
+
+
+class SemanticSumItems(ItemRepresentation):
+    """``text`` / ``mllm``: ID embedding + sum of adapted frozen vectors, each masked by presence."""
+
+    def __init__(self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]):
+        super().__init__(num_items, dim)
+        self.ids = IDEmbedding(num_items, dim)
+        self.semantics = semantics
+        self.sources = sources
+        self.adapters = nn.ModuleDict(
+            {s: Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout) for s in sources}
+        )
+        if config.freeze_adapters:
+            _freeze([self.adapters])
+
+    def tables(self) -> list[torch.Tensor]:
+        semantic = sum(
+            self.adapters[s](self.semantics.vector(s)) * self.semantics.present(s)[:, None] for s in self.sources
+        )
+        return [self.ids.tables()[0] + _with_padding_row(semantic)]
+
+
+class ConcatMLPItems(ItemRepresentation):
+    """``concat``: ID embedding + one MLP over all frozen vectors concatenated (absent views zeroed)."""
+
+    def __init__(self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]):
+        super().__init__(num_items, dim)
+        self.ids = IDEmbedding(num_items, dim)
+        self.semantics = semantics
+        self.sources = sources
+        # The presence flags let the MLP tell "view absent" from "view with a small vector".
+        in_dim = len(sources) * (semantics.input_dim + 1)
+        self.adapter = Adapter(in_dim, config.adapter_hidden, dim, config.dropout)
+        if config.freeze_adapters:
+            _freeze([self.adapter])
+
+    def tables(self) -> list[torch.Tensor]:
+        parts = []
+        for source in self.sources:
+            present = self.semantics.present(source)[:, None].to(self.semantics.vector(source).dtype)
+            parts += [self.semantics.vector(source) * present, present]
+        return [self.ids.tables()[0] + _with_padding_row(self.adapter(torch.cat(parts, dim=1)))]
+
+
+class LLMESRItems(ItemRepresentation):
+    """``llmesr``: [semantic table, collaborative table]; the latter starts as a PCA of the former's input.
+
+    The frozen semantic vector of an item is the mean of its available sources (present MLLM
+    views, plus the original text when used); ``views=()`` gives LLM-ESR's text-only setting.
+    The PCA projections are rescaled to the ID embeddings' init scale (std 0.02) so the
+    collaborative table trains like the ID baseline; missing components (``dim`` larger than
+    the rank) are drawn like ID embeddings.
+    """
+
+    def __init__(self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]):
+        super().__init__(num_items, dim)
+        self.semantics = semantics
+        self.sources = sources
+        self.adapter = Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout)
+        if config.freeze_adapters:
+            _freeze([self.adapter])
+        self.collaborative = IDEmbedding(num_items, dim)
+        with torch.no_grad():
+            self.collaborative.embedding.weight[1:] = self._pca_init(self.frozen_semantic(), dim)
+
+    def frozen_semantic(self) -> torch.Tensor:
+        total = sum(self.semantics.vector(s) * self.semantics.present(s)[:, None] for s in self.sources)
+        count = sum(self.semantics.present(s).float() for s in self.sources).clamp(min=1)
+        return total / count[:, None]
+
+    @staticmethod
+    def _pca_init(vectors: torch.Tensor, dim: int) -> torch.Tensor:
+        centred = vectors - vectors.mean(dim=0, keepdim=True)
+        u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+        rank = min(dim, int((s > 1e-6 * s.max().clamp(min=1e-12)).sum()))
+        projected = u[:, :rank] * s[:rank]
+        if rank:
+            projected = projected / projected.std().clamp(min=1e-12) * 0.02
+        filler = torch.randn(len(vectors), dim - rank) * 0.02
+        return torch.cat([projected, filler], dim=1)
+
+    def tables(self) -> list[torch.Tensor]:
+        semantic = _with_padding_row(self.adapter(self.frozen_semantic()))
+        return [semantic, self.collaborative.tables()[0]]
+
+
+class DMESRItems(ItemRepresentation):
+    """The DMESR item encoder (see the module docstring for the design and its interpretations)."""
+
+    def __init__(
+        self,
+        num_items: int,
+        dim: int,
+        config: ItemEncoderConfig,
+        semantics: FrozenSemantics,
+        align_fallback: bool = True,
+    ):
+        super().__init__(num_items, dim)
+        if not semantics.views:
+            raise ValueError("dmesr needs at least one MLLM view with data; the configured views have none")
+        self.views = semantics.views
+        self.integration = config.integration
+        self.align_weight = config.align_weight
+        self.use_original_text = config.use_original_text
+        self.fuse = config.use_original_text and config.fusion == "cross_attention"
+        self.ids = IDEmbedding(num_items, dim)
+        self.semantics = semantics
+        width, hidden = semantics.input_dim, config.adapter_hidden
+        self.view_adapters = nn.ModuleDict({v: Adapter(width, hidden, dim, config.dropout) for v in self.views})
+        adapters: list[nn.Module] = [self.view_adapters]
+        if self.fuse:
+            self.token_adapter = Adapter(width, hidden, dim, config.dropout)
+            self.fusion = CrossAttentionFusion(dim, FUSION_HEADS, config.dropout)
+            adapters.append(self.token_adapter)
+        if config.use_original_text:
+            self.text_adapter = Adapter(width, hidden, dim, config.dropout)
+            adapters.append(self.text_adapter)
+        if config.freeze_adapters:
+            _freeze(adapters)
+
+        self.alignment_pair = self._alignment_pair(align_fallback)
+        if self.alignment_pair is not None:
+            self.alignment = SymmetricInfoNCE(config.temperature, config.learnable_temperature)
+
+        # Components integrated with the ID embedding: one fused vector per view, plus the
+        # direct original-text term when it can reach some item.
+        self.components = list(self.views) + ([ORIGINAL_TEXT] if config.use_original_text else [])
+        num_parts = 1 + len(self.components)
+        if self.integration == "concat":
+            self.project = nn.Linear(num_parts * dim, dim)
+        elif self.integration == "gate":
+            self.gate = nn.Linear(num_parts * dim, num_parts)
+
+    def _alignment_pair(self, align_fallback: bool) -> tuple[str, str] | None:
+        if self.align_weight <= 0:
+            return None
+        if len(self.views) > 2:
+            raise ValueError(f"alignment is defined between two MLLM views, got {self.views}")
+        if len(self.views) == 2:
+            return self.views[0], self.views[1]
+        if align_fallback and self.use_original_text:
+            logger.info("one MLLM view (%s): aligning it with the original text instead", self.views[0])
+            return self.views[0], ORIGINAL_TEXT
+        return None
+
+    def _adapt(self, source: str, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        adapter = self.text_adapter if source == ORIGINAL_TEXT else self.view_adapters[source]
+        return adapter(self.semantics.vector(source)[rows])
+
+    def fused_views(self, return_attention: bool = False):
+        """``z^v`` for every item and view -> ``[N, V, d]`` (and attention ``[N, H, V, L]`` if asked)."""
+        queries = torch.stack([self._adapt(v) for v in self.views], dim=1)
+        if not self.fuse:
+            return (queries, None) if return_attention else queries
+        tokens = self.semantics.adapted_tokens(self.token_adapter, self.dim)
+        return self.fusion(queries, tokens, self.semantics.token_mask, return_attention=return_attention)
+
+    @torch.no_grad()
+    def attention_weights(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Cross-attention weights ``[n, heads, views, tokens]`` of the given items (for heatmaps)."""
+        if not self.fuse:
+            raise ValueError("this encoder has no cross-attention (fusion='none' or no original text)")
+        _, weights = self.fused_views(return_attention=True)
+        return weights[item_ids.to(weights.device) - 1]
+
+    def tables(self) -> list[torch.Tensor]:
+        fused = self.fused_views()
+        parts = [self.ids.tables()[0][1:]] + list(fused.unbind(dim=1))
+        present = [self.semantics.present(v) for v in self.views]
+        if self.use_original_text:
+            parts.append(self._adapt(ORIGINAL_TEXT))
+            has_view = torch.stack(present, dim=1).any(dim=1)
+            present.append(~has_view if self.fuse else torch.ones_like(has_view))
+        present = torch.stack([torch.ones_like(present[0])] + present, dim=1)  # ID always present
+        stacked = torch.stack(parts, dim=1) * present[:, :, None]  # [N, 1 + K, d], absent parts zero
+
+        if self.integration == "sum":
+            return [_with_padding_row(stacked.sum(dim=1))]
+        if self.integration == "concat":
+            return [_with_padding_row(self.project(stacked.flatten(1)))]
+        if self.integration == "gate":
+            logits = self.gate(stacked.flatten(1)).masked_fill(~present, float("-inf"))
+            weights = torch.softmax(logits, dim=1)
+            return [_with_padding_row((weights[:, :, None] * stacked).sum(dim=1))]
+        return [_with_padding_row(stacked[:, 0]), _with_padding_row(stacked[:, 1:].sum(dim=1))]  # dual
+
+    def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
+        """``align_weight * InfoNCE`` between the aligned pair over the batch's unique items."""
+        if self.alignment_pair is None:
+            return None
+        rows = torch.unique(item_ids[item_ids > 0]).to(self.ids.embedding.weight.device) - 1
+        first, second = self.alignment_pair
+        present = self.semantics.present(first)[rows] & self.semantics.present(second)[rows]
+        return self.align_weight * self.alignment(self._adapt(first, rows), self._adapt(second, rows), present)
+
+
+def _usable_views(config: ItemEncoderConfig, features: SemanticFeatures) -> list[str]:
+    """Configured views the features hold for at least one item; the others are skipped."""
+    usable = []
+    for view in config.views:
+        if view == ORIGINAL_TEXT:
+            raise ValueError(f"{ORIGINAL_TEXT!r} is reserved for the original text and cannot be a view name")
+        if view in features.views and np.asarray(features.view_present[view]).any():
+            usable.append(view)
+        else:
+            logger.info("view %r has no data for this dataset; skipped", view)
+    return usable
+
+
+def build_item_representation(
+    config: ItemEncoderConfig,
+    num_items: int,
+    dim: int,
+    features: SemanticFeatures | None,
+    *,
+    align_fallback: bool = True,
+) -> ItemRepresentation:
+    """The item encoder named by ``config.kind``; every kind but ``id`` needs ``features``."""
+    if config.kind not in KINDS:
+        raise ValueError(f"unknown item encoder kind {config.kind!r}; known: {', '.join(KINDS)}")
+    if config.integration not in INTEGRATIONS:
+        raise ValueError(f"unknown integration {config.integration!r}; known: {', '.join(INTEGRATIONS)}")
+    if config.fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {config.fusion!r}; known: {', '.join(FUSIONS)}")
+    if config.kind == "id":
+        return IDEmbedding(num_items, dim)
+    if features is None:
+        raise ValueError(f"item encoder {config.kind!r} needs semantic features; run `dmesr enrich` and `dmesr embed`")
+
+    views = _usable_views(config, features)
+    text = [ORIGINAL_TEXT] if config.use_original_text else []
+    with_tokens = config.kind == "dmesr" and config.use_original_text and config.fusion == "cross_attention"
+    semantics = FrozenSemantics(features, num_items, views, with_tokens)
+    if config.kind == "dmesr":
+        return DMESRItems(num_items, dim, config, semantics, align_fallback)
+    sources = {"text": [ORIGINAL_TEXT], "mllm": views, "concat": views + text, "llmesr": views + text}[config.kind]
+    if not sources:
+        raise ValueError(f"item encoder {config.kind!r} has nothing to encode: no usable MLLM view and no original text")
+    if config.kind == "llmesr":
+        return LLMESRItems(num_items, dim, config, semantics, sources)
+    if config.kind == "concat":
+        return ConcatMLPItems(num_items, dim, config, semantics, sources)
+    return SemanticSumItems(num_items, dim, config, semantics, sources)

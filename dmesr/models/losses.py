@@ -1,0 +1,94 @@
+"""Recommendation losses over hidden states and an item table, and the one training-step loss.
+
+* ``ce``: full softmax over all items (padding column 0 excluded). The strongest choice in
+  "Turning Dross Into Gold Loss" (RecSys 2023); memory grows with ``positions x items``.
+* ``bce``: one positive against ``num_negatives`` uniform negatives per position, binary
+  cross-entropy averaged over all those logits, as in that paper's sampled variant.
+* ``sampled_softmax``: softmax over the positive and the uniform negatives. Uniform sampling
+  makes the logQ correction a constant, so none is applied.
+
+Negatives are drawn once per call and shared by every position of the batch: one
+``[N, d] x [d, k]`` product instead of gathering ``N x k`` vectors. A negative that equals a
+position's positive is masked out of that position's loss.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dmesr.config import TrainConfig
+from dmesr.models.base import SequentialRecommender
+
+
+def full_cross_entropy(hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``hidden [N, d]``, ``table [n + 1, d]``, ``targets [N]`` in 1..n -> mean softmax cross-entropy."""
+    return F.cross_entropy(hidden @ table[1:].T, targets - 1)
+
+
+def _uniform_negatives(
+    table: torch.Tensor, targets: torch.Tensor, num_negatives: int, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectors ``[k, d]`` of ``k`` shared uniform negatives from 1..n, and ``[N, k]``: is it the positive?"""
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
+    num_items = table.shape[0] - 1
+    device = table.device if generator is None else generator.device
+    negatives = torch.randint(1, num_items + 1, (num_negatives,), generator=generator, device=device)
+    negatives = negatives.to(table.device)
+    return table[negatives], targets.unsqueeze(1) == negatives.unsqueeze(0)
+
+
+def bce_sampled(
+    hidden: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    num_negatives: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Binary cross-entropy of each positive (label 1) and ``num_negatives`` uniform negatives (label 0)."""
+    negative_vectors, collides = _uniform_negatives(table, targets, num_negatives, generator)
+    positive_logits = (hidden * table[targets]).sum(dim=-1)
+    negative_logits = hidden @ negative_vectors.T
+    # -log sigmoid(s) = softplus(-s) for positives; -log(1 - sigmoid(s)) = softplus(s) for negatives.
+    negative_terms = F.softplus(negative_logits).masked_fill(collides, 0.0)
+    total = F.softplus(-positive_logits).sum() + negative_terms.sum()
+    return total / (targets.numel() + (~collides).sum())
+
+
+def sampled_softmax(
+    hidden: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    num_negatives: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of the positive against itself plus ``num_negatives`` uniform negatives."""
+    negative_vectors, collides = _uniform_negatives(table, targets, num_negatives, generator)
+    positive_logits = (hidden * table[targets]).sum(dim=-1, keepdim=True)
+    negative_logits = (hidden @ negative_vectors.T).masked_fill(collides, float("-inf"))
+    logits = torch.cat([positive_logits, negative_logits], dim=1)
+    return -torch.log_softmax(logits, dim=1)[:, 0].mean()
+
+
+LOSSES = ("ce", "bce", "sampled_softmax")
+
+
+def sequence_loss(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig) -> torch.Tensor:
+    """Loss of one batch of training windows ``[B, L + 1]``, plus the item side's auxiliary loss."""
+    if train_config.loss not in LOSSES:
+        raise ValueError(f"unknown loss {train_config.loss!r}; known: {', '.join(LOSSES)}")
+    inputs, targets = model.training_inputs(windows)
+    hidden, table = model.hidden_and_table(inputs)
+    has_target = targets > 0
+    hidden, targets = hidden[has_target], targets[has_target]
+    if targets.numel() == 0:
+        raise ValueError("training batch has no target item: every window is empty or a single item")
+    if train_config.loss == "ce":
+        loss = full_cross_entropy(hidden, table, targets)
+    elif train_config.loss == "bce":
+        loss = bce_sampled(hidden, table, targets, train_config.num_negatives)
+    else:
+        loss = sampled_softmax(hidden, table, targets, train_config.num_negatives)
+    auxiliary = model.items.auxiliary_loss(torch.unique(windows[windows > 0]))
+    return loss if auxiliary is None else loss + auxiliary

@@ -1,0 +1,160 @@
+"""One training run from a config: data -> model -> trainer -> test of the best checkpoint.
+
+A run directory is named by what was run and a hash of everything that changes the result,
+``<output_dir>/<dataset>/<model>/<item kind>-<hash>-seed<seed>``, and holds
+``config.yaml`` (resolved config), ``data.json`` (data fingerprint and statistics), the trainer's
+files, and after the test ``final.json`` + ``test_per_user.npz`` (per-user metrics for paired
+significance tests). Running the same config again resumes or, when finished, returns at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from dmesr.config import RunConfig, config_from_dict, save_config
+from dmesr.data import prepare_split
+from dmesr.data.batches import evaluation_inputs
+from dmesr.data.schema import SequenceSplit
+from dmesr.evaluation import breakdown, evaluate
+from dmesr.models import build_model
+from dmesr.models.base import SequentialRecommender
+from dmesr.models.item_encoders import build_item_representation
+from dmesr.training.distributed import DistContext, init_distributed, shutdown
+from dmesr.training.runtime import load_checkpoint, seed_everything, select_device, set_threads
+from dmesr.training.trainer import Trainer
+
+# Settings that do not change what is computed, only where or how fast.
+_NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads")}
+
+
+def config_hash(config: RunConfig) -> str:
+    def strip(node: dict, path: tuple = ()) -> dict:
+        return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
+                for k, v in node.items() if path + (k,) not in _NOT_HASHED}
+    text = json.dumps(strip(config.to_dict()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def run_directory(config: RunConfig) -> Path:
+    return (Path(config.output_dir) / Path(config.data.dataset).name / config.model.name
+            / f"{config.items.kind}-{config_hash(config)}-seed{config.train.seed}")
+
+
+def build_run_model(config: RunConfig, split: SequenceSplit) -> SequentialRecommender:
+    features = None
+    if config.items.kind != "id":
+        from dmesr.enrich.store import load_dataset_features  # only semantic runs need the caches
+
+        features = load_dataset_features(config.data.dataset, config.items).aligned_to(split.item_ids)
+    items = build_item_representation(config.items, split.num_items, config.model.hidden_size, features)
+    return build_model(config.model, items, config.data.max_len)
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit) -> None:
+    saved_config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if config_hash(saved_config) != config_hash(config):
+        raise ValueError(f"{run_dir} holds a run with a different config; choose another output_dir")
+    saved_data = json.loads((run_dir / "data.json").read_text())
+    if saved_data["fingerprint"] != split.fingerprint:
+        raise ValueError(f"{run_dir} was trained on other data (fingerprint {saved_data['fingerprint'][:12]}, "
+                         f"now {split.fingerprint[:12]})")
+
+
+def train_run(config: RunConfig, show_progress: bool = True, split: SequenceSplit | None = None) -> Path:
+    """Train (or resume) one run and test its best checkpoint once. Returns the run directory."""
+    set_threads(config.train.num_threads)
+    device = select_device(config.train.device)
+    dist_context = init_distributed(device)
+    if dist_context.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist_context.local_rank)
+    try:
+        return _train_run(config, device, dist_context, show_progress, split)
+    finally:
+        shutdown(dist_context)
+
+
+def _train_run(config: RunConfig, device: torch.device, dist_context: DistContext, show_progress: bool,
+               split: SequenceSplit | None) -> Path:
+    split = split or prepare_split(config.data)
+    run_dir = run_directory(config)
+    if (run_dir / "config.yaml").exists():
+        _check_same_run(run_dir, config, split)
+        if (run_dir / "final.json").exists():
+            if dist_context.is_main and show_progress:
+                print(f"finished run found, nothing to do: {run_dir}")
+            return run_dir
+    elif dist_context.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / "config.yaml")
+        (run_dir / "data.json").write_text(json.dumps({"fingerprint": split.fingerprint, "stats": split.stats}, indent=2))
+
+    seed_everything(config.train.seed, config.train.deterministic)
+    model = build_run_model(config, split)
+    trainer = Trainer(model, split, config, run_dir, device, dist_context, show_progress)
+    state = trainer.fit()
+    if not dist_context.is_main:
+        return run_dir
+    trainer.load_best()
+    started = time.perf_counter()
+    result, groups = test_model(model, split, config, device)
+    eval_seconds = time.perf_counter() - started
+    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    final = {
+        "dataset": split.name, "model": config.model.name, "items": config.items.kind, "seed": config.train.seed,
+        "best_epoch": state.best_epoch, "epochs": state.epoch, "stopped": state.stopped,
+        "valid": next(row for row in epochs if row["epoch"] == state.best_epoch),
+        "test": result.metrics, "test_breakdown": groups,
+        "seconds": {"train_total": round(state.train_seconds, 2), "to_best": round(state.seconds_to_best, 2),
+                    "train_epoch_median": float(np.median([row["train_seconds"] for row in epochs])),
+                    "test_evaluation": round(eval_seconds, 3)},
+        "hardware": hardware(), "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    np.savez(run_dir / "test_per_user.npz", **result.per_user)
+    (run_dir / "final.json").write_text(json.dumps(final, indent=2))
+    if show_progress:
+        print(f"test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
+        print(f"wrote {run_dir}")
+    return run_dir
+
+
+def test_model(model: SequentialRecommender, split: SequenceSplit, config: RunConfig, device: torch.device):
+    """The single test-split evaluation of a selected model: metrics and head/tail, short/long groups."""
+    inputs = evaluation_inputs(split, "test", config.data.max_len)
+    result = evaluate(model, inputs, config.eval, device)
+    return result, breakdown(result, inputs, split, config.eval)
+
+
+def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto") -> Path:
+    """Re-evaluate a finished run's best checkpoint on the test split, e.g. with the sampled protocol."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "best.pt").exists():
+        raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
+    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    split = prepare_split(config.data)
+    _check_same_run(run_dir, config, split)
+    if protocol:
+        config.eval.protocol = protocol
+    model = build_run_model(config, split)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
+    out = run_dir / f"evaluation-{config.eval.protocol}.json"
+    out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups},
+                              indent=2))
+    print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
+    print(f"wrote {out}")
+    return out

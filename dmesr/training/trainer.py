@@ -1,0 +1,224 @@
+"""The training loop: epochs over training windows, validation after each epoch, early stopping
+on validation NDCG@10, the best checkpoint kept, resumable after any interruption.
+
+Files in the run directory (all written atomically by rank 0):
+
+* ``checkpoint.pt``  model + optimizer + RNG + trainer state after the last finished epoch
+* ``best.pt``        model weights of the best validation epoch
+* ``epochs.jsonl`` / ``epochs.csv``  one row per epoch: loss, validation metrics, seconds
+
+Resuming: a new ``Trainer`` on the same run directory continues after the last finished epoch.
+The epoch's shuffling depends only on (seed, epoch) and the RNG state is restored, so an
+interrupted and resumed run trains exactly as an uninterrupted one. The test split is never
+looked at here: :func:`dmesr.training.run.train_run` evaluates it once, for the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dmesr.config import RunConfig, TrainConfig
+from dmesr.data.batches import TrainWindows, evaluation_inputs
+from dmesr.data.schema import SequenceSplit
+from dmesr.evaluation import evaluate
+from dmesr.models.base import SequentialRecommender
+from dmesr.models.losses import sequence_loss
+from dmesr.training.distributed import DistContext, barrier
+from dmesr.training.runtime import atomic_save, load_checkpoint
+
+SELECTION_METRIC = "NDCG@10"
+
+
+class LossModule(nn.Module):
+    """Wraps a model so that ``forward`` returns the training loss: what DDP needs to sync gradients."""
+
+    def __init__(self, model: SequentialRecommender, train_config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.train_config = train_config
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return sequence_loss(self.model, windows, self.train_config)
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # last finished epoch
+    best_epoch: int = 0
+    best_score: float = -1.0
+    epochs_without_improvement: int = 0
+    train_seconds: float = 0.0  # training + validation wall time so far
+    seconds_to_best: float = 0.0
+    stopped: str = ""  # why training ended: "patience", "max_epochs", "time budget"
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: SequentialRecommender,
+        split: SequenceSplit,
+        config: RunConfig,
+        run_dir: Path,
+        device: torch.device,
+        dist_context: DistContext | None = None,
+        show_progress: bool = True,
+    ):
+        self.model = model.to(device)
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.dist = dist_context or DistContext()
+        self.show_progress = show_progress and self.dist.is_main
+        self.train_windows = TrainWindows(split, config.data.max_len)
+        if len(self.train_windows) == 0:
+            raise ValueError(f"dataset {split.name!r} has no user with at least 2 training interactions")
+        self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        loss_module = LossModule(self.model, config.train)
+        if self.dist.enabled:
+            device_ids = [self.dist.local_rank] if device.type == "cuda" else None
+            loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=device_ids)
+        self.loss_module = loss_module
+        self.state = TrainState()
+
+    # ----------------------------------------------------------------------------- files
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    def _save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
+        atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "state": asdict(self.state),
+                "torch_rng": torch.get_rng_state(),
+            },
+            self.checkpoint_path,
+        )
+
+    def _resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            return
+        saved = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.state = TrainState(**saved["state"])
+        torch.set_rng_state(saved["torch_rng"])
+        if self.dist.is_main:
+            self._drop_logged_epochs_after(self.state.epoch)
+            print(f"resuming {self.run_dir} after epoch {self.state.epoch}")
+
+    def _drop_logged_epochs_after(self, epoch: int) -> None:
+        """An interruption between logging and checkpointing must not leave a duplicate row on resume."""
+        log = self.run_dir / "epochs.jsonl"
+        if not log.exists():
+            return
+        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        log.unlink()
+        (self.run_dir / "epochs.csv").unlink(missing_ok=True)
+        for row in rows:
+            if row["epoch"] <= epoch:
+                self._log_epoch(row)
+
+    def _log_epoch(self, row: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.run_dir / "epochs.jsonl", "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        csv_path = self.run_dir / "epochs.csv"
+        new_file = not csv_path.exists()
+        with open(csv_path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+
+    # ----------------------------------------------------------------------------- loop
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch)
+        return torch.randperm(len(self.train_windows), generator=generator)
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        batches = self._epoch_order(epoch).split(self.config.train.batch_size)
+        total, count = 0.0, 0
+        progress = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not self.show_progress)
+        for rows in progress:
+            if len(rows) < self.dist.world_size:
+                continue  # every rank needs at least one row to join the gradient all-reduce
+            windows = self.train_windows.windows[self.dist.shard(rows)].to(self.device, non_blocking=True)
+            loss = self.loss_module(windows)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.item()
+            count += 1
+            progress.set_postfix(loss=f"{total / count:.4f}")
+        mean_loss = torch.tensor(total / max(count, 1))
+        if self.dist.enabled:  # log the loss of the whole batch, not of this rank's half
+            torch.distributed.all_reduce(mean_loss, op=torch.distributed.ReduceOp.AVG)
+        return mean_loss.item()
+
+    def validate(self) -> dict[str, float]:
+        return evaluate(self.model, self.valid_inputs, self.config.eval, self.device).metrics
+
+    def fit(self) -> TrainState:
+        """Train until patience, ``max_epochs`` or the time budget runs out; returns the final state."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()
+        train = self.config.train
+        budget = train.max_minutes * 60 if train.max_minutes > 0 else float("inf")
+        while not self.state.stopped:
+            epoch = self.state.epoch + 1
+            started = time.perf_counter()
+            loss = self.train_epoch(epoch)
+            train_seconds = time.perf_counter() - started
+            valid = self.validate()
+            epoch_seconds = time.perf_counter() - started
+            self.state.epoch = epoch
+            self.state.train_seconds += epoch_seconds
+            score = valid[SELECTION_METRIC]
+            if score > self.state.best_score:
+                self.state.best_score, self.state.best_epoch = score, epoch
+                self.state.epochs_without_improvement = 0
+                self.state.seconds_to_best = self.state.train_seconds
+                if self.dist.is_main:
+                    atomic_save({"model": self.model.state_dict()}, self.best_path)
+            else:
+                self.state.epochs_without_improvement += 1
+            if self.state.epochs_without_improvement >= train.patience:
+                self.state.stopped = "patience"
+            elif epoch >= train.max_epochs:
+                self.state.stopped = "max_epochs"
+            elif self.state.train_seconds >= budget:
+                self.state.stopped = "time budget"
+            self._log_epoch(
+                {"epoch": epoch, "loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
+                 "epoch_seconds": round(epoch_seconds, 3), **{f"valid_{k}": round(v, 6) for k, v in valid.items()}}
+            )
+            self._save_checkpoint()
+            barrier(self.dist)
+            if self.show_progress:
+                print(f"epoch {epoch:3d}  loss {loss:.4f}  valid {SELECTION_METRIC} {score:.4f}  "
+                      f"best {self.state.best_score:.4f} @ {self.state.best_epoch}  ({epoch_seconds:.1f}s)")
+        return self.state
+
+    def load_best(self) -> None:
+        self.model.load_state_dict(load_checkpoint(self.best_path)["model"])

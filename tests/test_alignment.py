@@ -1,0 +1,95 @@
+"""Symmetric InfoNCE: known values, exclusion of items lacking a view, the degenerate batch, and a toy
+problem where the loss must make matched pairs each other's nearest neighbours."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dmesr.models.alignment import SymmetricInfoNCE
+
+
+def test_perfectly_aligned_one_hot_views_give_the_analytic_loss():
+    n, tau = 5, 0.5
+    views = torch.eye(n)
+    loss = SymmetricInfoNCE(temperature=tau)(views, views)
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + (n - 1)))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_loss_is_symmetric_in_its_views():
+    torch.manual_seed(0)
+    a, b = torch.randn(8, 6), torch.randn(8, 6)
+    loss = SymmetricInfoNCE()
+    assert loss(a, b).item() == pytest.approx(loss(b, a).item(), rel=1e-6)
+
+
+def test_items_lacking_a_view_are_excluded_not_zero_filled():
+    torch.manual_seed(0)
+    a, b = torch.randn(6, 4), torch.randn(6, 4)
+    present = torch.tensor([True, False, True, True, False, True])
+    loss = SymmetricInfoNCE()
+    reference = loss(a[present], b[present])
+    a_missing, b_missing = a.clone(), b.clone()
+    a_missing[~present] = float("nan")  # whatever an absent view holds must not leak in
+    b_missing[~present] = 0.0
+    assert loss(a_missing, b_missing, present).item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("usable", [0, 1])
+def test_fewer_than_two_items_give_a_zero_loss_that_still_backpropagates(usable):
+    a = torch.randn(3, 4, requires_grad=True)
+    b = torch.randn(3, 4, requires_grad=True)
+    present = torch.arange(3) < usable
+    loss = SymmetricInfoNCE()(a, b, present)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_learnable_temperature_gets_gradient_and_is_clamped():
+    torch.manual_seed(0)
+    loss = SymmetricInfoNCE(temperature=0.1, learnable=True, min_temperature=0.02, max_temperature=0.5)
+    loss(torch.randn(6, 4), torch.randn(6, 4)).backward()
+    assert loss.log_temperature.grad is not None and loss.log_temperature.grad.item() != 0.0
+    with torch.no_grad():
+        loss.log_temperature.fill_(-50.0)
+    assert loss.temperature.item() == pytest.approx(0.02)
+    fixed = SymmetricInfoNCE(temperature=0.1)
+    assert not any(p.requires_grad for p in fixed.parameters())
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="temperature"):
+        SymmetricInfoNCE(temperature=5.0)
+    with pytest.raises(ValueError, match="views must both be"):
+        SymmetricInfoNCE()(torch.randn(4, 3), torch.randn(4, 5))
+
+
+def _retrieval_accuracy(a: torch.Tensor, b: torch.Tensor) -> float:
+    similarity = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+    return (similarity.argmax(dim=1) == torch.arange(len(a))).float().mean().item()
+
+
+def test_training_two_linear_maps_makes_matched_pairs_nearest_neighbours():
+    torch.manual_seed(0)
+    n = 128
+    latent = torch.randn(n, 8)
+    image_view = latent @ torch.randn(8, 12) + 0.05 * torch.randn(n, 12)  # two different spaces
+    text_view = latent @ torch.randn(8, 10) + 0.05 * torch.randn(n, 10)
+    map_image, map_text = torch.nn.Linear(12, 16), torch.nn.Linear(10, 16)
+    before = _retrieval_accuracy(map_image(image_view), map_text(text_view))
+    loss_fn = SymmetricInfoNCE(temperature=0.1)
+    optimizer = torch.optim.Adam([*map_image.parameters(), *map_text.parameters()], lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = loss_fn(map_image(image_view), map_text(text_view))
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = _retrieval_accuracy(map_image(image_view), map_text(text_view))
+    assert before < 0.3
+    assert after > 0.97

@@ -1,0 +1,137 @@
+"""Experiment grids: expansion, override order, per-dataset restrictions, clear errors, shards."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dmesr.experiments.grid import expand_grid, load_grid, nested_overrides
+from dmesr.experiments.runner import parse_shard, shard_cells
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
+
+
+def spec(**changes):
+    base = {
+        "name": "demo",
+        "base": {"data": {"max_len": 20}, "train.max_epochs": 3},
+        "datasets": ["ml-100k", "ml-1m"],
+        "models": ["sasrec", "gru4rec"],
+        "seeds": [1, 2],
+        "methods": {"backbone": {"items.kind": "id"},
+                    "dmesr": {"items": {"kind": "dmesr", "align_weight": 0.5}},
+                    "dmesr-no-align": {"items.kind": "dmesr", "items.align_weight": 0}},
+    }
+    return {**base, **changes}
+
+
+def test_expansion_counts_order_and_overrides():
+    cells = expand_grid(spec())
+    assert len(cells) == 2 * 2 * 3 * 2
+    assert [c.label for c in cells[:3]] == ["ml-100k/sasrec/backbone/seed1", "ml-100k/sasrec/backbone/seed2",
+                                            "ml-100k/sasrec/dmesr/seed1"]
+    by_label = {c.label: c for c in cells}
+    cell = by_label["ml-1m/gru4rec/dmesr-no-align/seed2"]
+    assert (cell.config.data.dataset, cell.config.model.name, cell.config.train.seed) == ("ml-1m", "gru4rec", 2)
+    assert cell.config.items.kind == "dmesr" and cell.config.items.align_weight == 0.0
+    assert by_label["ml-1m/gru4rec/dmesr/seed2"].config.items.align_weight == 0.5
+    assert cell.config.data.max_len == 20 and cell.config.train.max_epochs == 3  # base applies everywhere
+    assert cell.config.output_dir == str(Path("runs") / "demo")
+    assert cell.run_dir.parts[:4] == ("runs", "demo", "ml-1m", "gru4rec")
+    # the seed is not part of the config hash: seeds of one method differ only in the seed suffix
+    assert by_label["ml-1m/gru4rec/dmesr/seed1"].run_dir.name.rsplit("-seed", 1)[0] == \
+        by_label["ml-1m/gru4rec/dmesr/seed2"].run_dir.name.rsplit("-seed", 1)[0]
+    assert len({c.run_dir for c in cells}) == len(cells)
+
+
+def test_per_dataset_overrides_and_only_restrictions():
+    cells = expand_grid(spec(per_dataset={"ml-1m": {"data.max_len": 200}},
+                             only={"ml-1m": {"methods": ["backbone", "dmesr"], "models": ["sasrec"]}}))
+    counts = Counter((c.dataset, c.model, c.method) for c in cells)
+    assert sum(1 for c in cells if c.dataset == "ml-100k") == 2 * 3 * 2
+    assert {key for key in counts if key[0] == "ml-1m"} == {("ml-1m", "sasrec", "backbone"), ("ml-1m", "sasrec", "dmesr")}
+    assert all(count == 2 for count in counts.values())
+    assert {c.config.data.max_len for c in cells if c.dataset == "ml-1m"} == {200}
+    assert {c.config.data.max_len for c in cells if c.dataset == "ml-100k"} == {20}
+
+
+def test_method_overrides_beat_base_and_output_dir_is_configurable():
+    cells = expand_grid(spec(base={"train.lr": 0.01, "output_dir": "/tmp/x"},
+                             methods={"backbone": {}, "fast": {"train.lr": 0.1}}))
+    assert {c.method: c.config.train.lr for c in cells} == {"backbone": 0.01, "fast": 0.1}
+    assert {c.config.output_dir for c in cells} == {"/tmp/x"}
+
+
+def test_nested_overrides_merge_dotted_and_nested_keys():
+    assert nested_overrides({"items.kind": "id", "items": {"fusion": "none"}, "train": {"lr": 1}}, "x") == \
+        {"items": {"kind": "id", "fusion": "none"}, "train": {"lr": 1}}
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"method": {}}, "unknown experiment key(s) 'method'"),
+    ({"methods": {"backbone": {"items.knd": "id"}}}, "method 'backbone': unknown config key 'items.knd'"),
+    ({"methods": {"m": {"model.name": "gru4rec"}}}, "sets model.name, which the grid's 'models' list controls"),
+    ({"only": {"ml-1m": {"methods": ["dmesr-typo"]}}}, "unknown method 'dmesr-typo'"),
+    ({"only": {"ml-20m": {"methods": ["backbone"]}}}, "only names 'ml-20m'"),
+    ({"per_dataset": {"ml-20m": {"data.max_len": 9}}}, "per_dataset names 'ml-20m'"),
+    ({"datasets": []}, "'datasets' must be a non-empty list"),
+    ({"methods": {}}, "'methods' must be a non-empty mapping"),
+    ({"seeds": [1, 1]}, "lists a name twice"),
+    ({"seeds": ["a"]}, "'seeds' must be integers"),
+    ({"methods": {"a": {"train.lr": 0.1}, "b": {"train.lr": 0.1}}}, "methods 'a' and 'b' give the same run config"),
+    ({"base": {"train.max_epochs": "many"}}, "base: config key 'train.max_epochs' expects a number"),
+])
+def test_bad_experiments_fail_with_a_clear_error(changes, message):
+    with pytest.raises(ValueError) as error:
+        expand_grid(spec(**changes))
+    assert message in str(error.value)
+
+
+def test_missing_key_and_missing_file(tmp_path):
+    incomplete = spec()
+    del incomplete["seeds"]
+    with pytest.raises(ValueError, match="missing experiment key.*'seeds'"):
+        expand_grid(incomplete)
+    with pytest.raises(FileNotFoundError, match="experiment file not found"):
+        load_grid(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_grid(tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("count", [1, 3, 7, 30])
+def test_shards_partition_the_grid_exactly_once(count):
+    cells = expand_grid(spec())
+    shards = [shard_cells(cells, f"{index}/{count}") for index in range(count)]
+    labels = [cell.label for shard in shards for cell in shard]
+    assert sorted(labels) == sorted(cell.label for cell in cells)  # every cell, none twice
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1  # balanced
+    assert [c.label for c in shard_cells(cells, f"0/{count}")] == [c.label for c in shards[0]]  # deterministic
+
+
+@pytest.mark.parametrize("text", ["4/4", "-1/4", "1/0", "1-4", "a/b"])
+def test_bad_shard_is_refused(text):
+    with pytest.raises(ValueError, match="shard"):
+        parse_shard(text)
+
+
+def test_shipped_experiment_files_expand():
+    smoke = load_grid(CONFIGS / "smoke.yaml")
+    assert len(smoke) == 4 and {c.config.train.max_epochs for c in smoke} == {2}
+    assert {(c.model, c.method) for c in smoke} == {(m, k) for m in ("sasrec", "gru4rec") for k in ("backbone", "text")}
+    main = load_grid(CONFIGS / "main.yaml")
+    methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
+    assert len(methods) == 12
+    counts = Counter(c.dataset for c in main)
+    assert counts["ml-100k"] == counts["ml-latest-small"] == 3 * 12 * 3
+    ml1m = {(c.model, c.method) for c in main if c.dataset == "ml-1m"}
+    assert {"backbone", "dmesr"} <= {method for _, method in ml1m}
+    assert {model for model, _ in ml1m} == {"sasrec", "bert4rec", "gru4rec"}
+    assert {c.config.data.max_len for c in main if c.dataset == "ml-1m"} == {200}
+    by_method = {c.method: c.config.items for c in main if c.dataset == "ml-100k" and c.model == "sasrec"}
+    assert by_method["dmesr-no-image"].views == ("text",) and by_method["dmesr-no-textview"].views == ("image",)
+    assert by_method["dmesr-no-fusion"].fusion == "none" and by_method["dmesr-no-text"].use_original_text is False
+    assert by_method["dmesr-frozen-adapters"].freeze_adapters is True

@@ -1,0 +1,181 @@
+"""Results report from a hand-made run store (values and p-values recomputed here) and split export."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dmesr.evaluation import paired_test
+from dmesr.experiments.export import export_split
+from dmesr.experiments.report import REPORT_METRICS, write_results_report
+from dmesr.experiments.store import collect_runs, mean_std
+from tests.conftest import make_tiny_split
+
+NUM_USERS = 60
+GROUPS = ("head", "tail", "short", "long")
+
+
+def write_run(root, model, method, seed, per_user, sampled=None):
+    """A finished run directory as train_run and the runner leave it, with given per-user metrics."""
+    run_dir = root / "toy" / model / f"{method}-cafe0000-seed{seed}"
+    run_dir.mkdir(parents=True)
+    means = {name: float(values.mean()) for name, values in per_user.items()}
+    final = {"dataset": "toy", "model": model, "items": "id" if method == "backbone" else "dmesr", "seed": seed,
+             "best_epoch": 3, "epochs": 5, "stopped": "patience", "valid": {},
+             "test": means, "test_breakdown": {g: {**means, "num_users": NUM_USERS / 2} for g in GROUPS},
+             "seconds": {"train_total": 10.0 * seed, "to_best": 6.0, "train_epoch_median": 2.0, "test_evaluation": 0.1},
+             "hardware": "Test CPU", "torch": "x", "parameters": 1}
+    (run_dir / "final.json").write_text(json.dumps(final))
+    (run_dir / "cell.json").write_text(json.dumps({"experiment": "toy-grid", "dataset": "toy", "model": model,
+                                                   "method": method, "seed": seed}))
+    (run_dir / "data.json").write_text(json.dumps({"fingerprint": "f" * 64,
+                                                   "stats": {"users": NUM_USERS, "sequence_length": {"mean": 7.25}}}))
+    np.savez(run_dir / "test_per_user.npz", **per_user)
+    if sampled is not None:
+        (run_dir / "evaluation-sampled.json").write_text(json.dumps({"protocol": "sampled", "test": sampled}))
+
+
+def per_user_metrics(rng, hit_rate):
+    ranks = np.where(rng.random(NUM_USERS) < hit_rate, rng.integers(0, 5, NUM_USERS), 50)
+    metrics = {}
+    for k in (5, 10, 20):
+        metrics[f"HR@{k}"] = (ranks < k).astype(float)
+        metrics[f"NDCG@{k}"] = np.where(ranks < k, 1 / np.log2(ranks + 2), 0.0)
+        metrics[f"MRR@{k}"] = np.where(ranks < k, 1 / (ranks + 1), 0.0)
+    return metrics
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "runs"
+    for seed in (1, 2, 3):
+        write_run(root, "sasrec", "backbone", seed, per_user_metrics(rng, 0.3), sampled={"HR@10": 0.5 + seed / 100})
+        write_run(root, "sasrec", "dmesr", seed, per_user_metrics(rng, 0.6))
+    for seed in (1, 2):
+        write_run(root, "sasrec", "two-seeds", seed, per_user_metrics(rng, 0.4))
+    write_run(root, "gru4rec", "dmesr", 1, per_user_metrics(rng, 0.5))  # no backbone for gru4rec
+    return collect_runs(root)
+
+
+def expected_tests(store, method, metric):
+    def by_seed(name):
+        return store[(store["model"] == "sasrec") & (store["method"] == name)].sort_values("seed")
+
+    candidate, backbone = by_seed(method), by_seed("backbone")
+    seeds = sorted(set(candidate["seed"]) & set(backbone["seed"]))
+    candidate, backbone = candidate[candidate["seed"].isin(seeds)], backbone[backbone["seed"].isin(seeds)]
+    seed_p = paired_test(candidate[f"test_{metric}"].to_numpy(), backbone[f"test_{metric}"].to_numpy())["p_value"]
+
+    def users(runs):
+        return np.mean([np.load(f"{run_dir}/test_per_user.npz")[metric] for run_dir in runs["run_dir"]], axis=0)
+
+    return seed_p, paired_test(users(candidate), users(backbone))["p_value"]
+
+
+def section(text, title):
+    start = text.index(title)
+    end = text.find("\n### ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
+    out = write_results_report(store, tmp_path / "out" / "results.md", command="dmesr report runs")
+    text = out.read_text()
+    assert text.startswith("# Results\n\nCommand: `dmesr report runs`")
+    main = section(text, "### Test metrics")
+    rows = [line for line in main.splitlines() if line.startswith("| sasrec") or line.startswith("| gru4rec")]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| gru4rec", "dmesr", "1 of 3"], ["| sasrec", "backbone", "3"], ["| sasrec", "dmesr", "3"],
+        ["| sasrec", "two-seeds", "2 of 3"]]
+    for method in ("dmesr", "two-seeds"):
+        seed_p, user_p = expected_tests(store, method, "NDCG@10")
+        p_row = next(line for line in section(text, "p-values").splitlines() if line.startswith(f"| sasrec | {method} |"))
+        assert p_row.split(" | ")[2 + REPORT_METRICS.index("NDCG@10")] == f"{seed_p:.3g} / {user_p:.3g}"
+        marks = ("†" if seed_p < 0.05 else "") + ("‡" if user_p < 0.05 else "")
+        cell_runs = store[(store["model"] == "sasrec") & (store["method"] == method)]
+        value = mean_std(cell_runs["test_NDCG@10"].mean(), cell_runs["test_NDCG@10"].std()) + marks
+        assert f"| {value} |" in next(r for r in rows if r.startswith(f"| sasrec | {method} |"))
+        all_backbone = store[(store["model"] == "sasrec") & (store["method"] == "backbone")]["test_NDCG@10"]
+        gain = 100 * (cell_runs["test_NDCG@10"].mean() - all_backbone.mean()) / all_backbone.mean()  # every seed
+        gain_row = next(line for line in section(text, "### Relative improvement").splitlines()
+                        if line.startswith(f"| sasrec | {method} |"))
+        assert f"| {gain:+.1f}%{marks} |" in gain_row
+    assert expected_tests(store, "dmesr", "HR@10")[1] < 0.05  # hit rate 0.6 against 0.3 over 60 users: the per-user test sees it
+    # gru4rec has no backbone runs: it is listed but never compared
+    assert "| gru4rec | dmesr |" not in section(text, "### Relative improvement")
+    assert "| users | 60 |" in text and "| sequence_length.mean | 7.25 |" in text
+    assert "head HR@10" in section(text, "### Head/tail") and "Users per group: head 30" in text
+    sampled = section(text, "### Sampled protocol")
+    assert "| sasrec | backbone | 3 |" in sampled and "| sasrec | dmesr |" not in sampled
+    assert f"| {mean_std(0.52, 0.01)} |" in sampled
+    assert "| toy | sasrec | backbone | 2 | Test CPU | 3/5 | 20.0 | 2.00 | 0.10 |" in text
+    assert "Training time of all runs together: 0.03 h." in text  # (6*20 + 2*15 + 10) s = 160 s
+
+
+def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):
+    with pytest.raises(ValueError, match="share a \\(dataset, backbone, method, seed\\)"):
+        write_results_report(pd.concat([store, store.iloc[:1]]), tmp_path / "r.md", command="x")
+    with pytest.raises(ValueError, match="no column\\(s\\) test_NDCG@50"):
+        write_results_report(store, tmp_path / "r.md", command="x", metrics=("NDCG@50",))
+    only_methods = store[store["method"] != "backbone"]
+    text = write_results_report(only_methods, tmp_path / "r.md", command="x").read_text()
+    assert "No `backbone` runs for this dataset" in text
+
+
+def test_runs_outside_a_grid_are_named_by_their_item_encoder(store, tmp_path):
+    backbone_dir, dmesr_dir = (store[(store["model"] == "sasrec") & (store["method"] == m)]["run_dir"].iloc[0]
+                               for m in ("backbone", "dmesr"))
+    for run_dir in (backbone_dir, dmesr_dir):
+        (Path(run_dir) / "cell.json").unlink()
+    runs = collect_runs(tmp_path / "runs").set_index("run_dir")
+    assert runs.loc[backbone_dir, "method"] == "backbone" and runs.loc[backbone_dir, "experiment"] == ""
+    assert runs.loc[dmesr_dir, "method"] == "dmesr"  # the item-encoder kind written in final.json
+
+
+def read_folder(folder):
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def test_export_is_deterministic_checksummed_and_complete(tmp_path):
+    split = make_tiny_split()
+    first = read_folder(export_split(split, tmp_path / "a"))
+    second = read_folder(export_split(make_tiny_split(), tmp_path / "b"))
+    assert first == second
+    assert set(first) == {"item_map.csv", "user_map.csv", "train.csv", "valid.csv", "test.csv", "README.md",
+                          "sampled_negatives_valid.csv", "sampled_negatives_test.csv", "SHA256SUMS"}
+    sums = dict(reversed(line.split("  ")) for line in first["SHA256SUMS"].decode().splitlines())
+    assert set(sums) == set(first) - {"SHA256SUMS"}
+    assert all(hashlib.sha256(first[name]).hexdigest() == digest for name, digest in sums.items())
+
+    folder = tmp_path / "a"
+    train, valid, test = (pd.read_csv(folder / f"{stage}.csv") for stage in ("train", "valid", "test"))
+    assert len(train) == split.num_users * 10 and len(valid) == len(test) == split.num_users
+    rebuilt = pd.concat([train, valid, test]).sort_values(["user", "position"])
+    assert np.array_equal(rebuilt["item"].to_numpy(), split.flat_items)
+    assert np.array_equal(test.sort_values("user")["item"].to_numpy(), split.flat_items[split.offsets[1:] - 1])
+    items = pd.read_csv(folder / "item_map.csv")
+    assert list(items.columns) == ["item", "original_id", "text"] and items["item"].tolist() == list(range(1, 31))
+    assert items["text"].iloc[4] == "Title: item 5."
+    negatives = pd.read_csv(folder / "sampled_negatives_test.csv")
+    assert np.array_equal(negatives.pivot(index="user", columns="rank", values="item").to_numpy(), split.test_negatives)
+    assert split.fingerprint in first["README.md"].decode()
+
+
+def test_export_refuses_foreign_files_and_drops_stale_negatives(tmp_path):
+    folder = export_split(make_tiny_split(), tmp_path / "x")
+    export_split(dataclasses.replace(make_tiny_split(), valid_negatives=None, test_negatives=None), folder)
+    assert not (folder / "sampled_negatives_test.csv").exists()
+    assert "sampled_negatives" not in (folder / "SHA256SUMS").read_text()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not part of an export \\(notes.txt\\)"):
+        export_split(make_tiny_split(), folder)
+    short = dataclasses.replace(make_tiny_split(), offsets=np.array([0, 2, 480]))
+    with pytest.raises(ValueError, match="needs >= 3 interactions"):
+        export_split(short, tmp_path / "y")

@@ -1,0 +1,138 @@
+"""Grid runner: real tiny runs, skip-when-done, dry-run statuses and estimates, failures, workers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import dmesr.experiments.runner as runner
+from dmesr.experiments.grid import expand_grid
+from dmesr.experiments.report import report
+from dmesr.experiments.runner import cell_status, estimate_seconds, experiments_run, run_grid, with_thread_share
+from dmesr.experiments.store import collect_runs, write_store
+from tests.conftest import make_tiny_split
+
+TINY = {"data.max_len": 8, "model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 1,
+        "train.batch_size": 8, "train.lr": 0.01, "train.max_epochs": 2, "train.patience": 50, "train.device": "cpu"}
+
+
+def tiny_grid(tmp_path, models=("sasrec",), seeds=(1,), **changes):
+    spec = {"name": "tiny", "base": {**TINY, "output_dir": str(tmp_path / "runs")}, "datasets": ["tiny"],
+            "models": list(models), "seeds": list(seeds),
+            "methods": {"backbone": {}, "slow-lr": {"train.lr": 0.001}}, **changes}
+    return expand_grid(spec)
+
+
+@pytest.fixture
+def tiny_data(monkeypatch):
+    """Every run trains on the synthetic split (no download)."""
+    monkeypatch.setattr("dmesr.training.run.prepare_split", lambda config: make_tiny_split())
+
+
+def test_grid_runs_then_second_run_does_nothing(tmp_path, tiny_data, monkeypatch):
+    cells = tiny_grid(tmp_path)
+    assert [cell_status(c) for c in cells] == ["todo", "todo"]
+    outcomes = run_grid(cells, show_progress=False)
+    assert [o.status for o in outcomes] == ["finished", "finished"]
+    for cell in cells:
+        assert cell_status(cell) == "done"
+        assert json.loads((cell.run_dir / "cell.json").read_text()) == cell.identity()
+        assert json.loads((cell.run_dir / "final.json").read_text())["epochs"] == 2
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+
+    monkeypatch.setattr(runner, "train_run", must_not_train)
+    started = time.perf_counter()
+    again = run_grid(cells, show_progress=False)
+    assert [o.status for o in again] == ["skipped", "skipped"]
+    assert time.perf_counter() - started < 1.0
+
+    store = collect_runs(tmp_path / "runs")
+    assert sorted(store["method"]) == ["backbone", "slow-lr"] and set(store["experiment"]) == {"tiny"}
+    assert {"head_NDCG@10", "long_HR@10", "test_MRR@10"} <= set(store.columns)
+    csv_path = write_store(tmp_path / "runs")
+    assert csv_path.read_text().splitlines()[0].startswith("dataset,model,method,")
+    assert (tmp_path / "runs" / "store.parquet").exists()
+    text = report(tmp_path / "runs", tmp_path / "results.md", command="dmesr report runs").read_text()
+    assert "| sasrec | slow-lr | 1 |" in text  # one seed: a per-user test, no seed test
+    assert "Command: `dmesr report runs`" in text
+
+
+def test_failing_cell_is_logged_and_the_grid_goes_on(tmp_path, tiny_data, capsys):
+    cells = tiny_grid(tmp_path, models=("nosuchmodel", "sasrec"), methods={"backbone": {}})
+    outcomes = run_grid(cells, show_progress=False)
+    assert [o.status for o in outcomes] == ["failed", "finished"]
+    assert "unknown model 'nosuchmodel'" in outcomes[0].error
+    assert "ValueError" in (cells[0].run_dir / "error.log").read_text()
+    summary = capsys.readouterr().out
+    assert "2 cells: 0 already done, 1 finished, 1 failed" in summary
+    assert "failed: tiny/nosuchmodel/backbone/seed1: ValueError: unknown model" in summary
+
+
+def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_data, capsys):
+    cells = tiny_grid(tmp_path, seeds=(1, 2, 3))
+    guesses = run_grid(cells, dry_run=True)
+    assert [o.status for o in guesses] == ["todo"] * 6
+    assert all(o.estimate_source == "guess" and o.seconds == runner.DEFAULT_SECONDS_PER_EPOCH * 2 for o in guesses)
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+    run_grid(cells[:1], show_progress=False)  # backbone seed 1: done
+    partial = cells[1]  # backbone seed 2: interrupted after its first epoch
+    (partial.run_dir).mkdir(parents=True)
+    (partial.run_dir / "config.yaml").write_text("")
+    (partial.run_dir / "epochs.jsonl").write_text('{"epoch": 1}\n')
+    capsys.readouterr()
+
+    outcomes = run_grid(cells, dry_run=True)
+    assert [o.status for o in outcomes] == ["done", "partial", "todo", "todo", "todo", "todo"]
+    per_epoch = json.loads((cells[0].run_dir / "final.json").read_text())["seconds"]["train_epoch_median"]
+    assert outcomes[1].seconds == pytest.approx(per_epoch * 1) and outcomes[1].estimate_source == "measured"
+    assert outcomes[2].seconds == pytest.approx(per_epoch * 2)
+    # slow-lr has no finished run of its own: the same dataset and model's runs stand in
+    assert outcomes[3].estimate_source == "measured" and outcomes[3].seconds == pytest.approx(per_epoch * 2)
+    printed = capsys.readouterr().out
+    assert "6 cells: 1 done, 1 partial, 4 todo" in printed
+    assert estimate_seconds(cells[:1], ["done"]) == [(0.0, "measured")]
+
+
+def test_threads_are_shared_between_workers(monkeypatch):
+    monkeypatch.setattr(runner, "available_cores", lambda: 2)
+    cell = expand_grid({"name": "t", "datasets": ["d"], "models": ["sasrec"], "seeds": [1], "methods": {"m": {}}})[0]
+    assert with_thread_share(cell, 2).config.train.num_threads == 1
+    assert with_thread_share(cell, 4).config.train.num_threads == 1
+    assert with_thread_share(cell, 1).config.train.num_threads == 2
+    assert cell.config.train.num_threads == 0  # the original cell is unchanged
+    pinned = expand_grid({"name": "t", "base": {"train.num_threads": 3}, "datasets": ["d"], "models": ["sasrec"],
+                          "seeds": [1], "methods": {"m": {}}})[0]
+    assert with_thread_share(pinned, 2).config.train.num_threads == 3  # an explicit setting is kept
+
+
+def write_atomic_dataset(folder, split):
+    """The synthetic split as RecBole atomic files, so that spawned workers can load it by path."""
+    folder.mkdir(parents=True)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(split.num_users):
+        lines += [f"{split.user_ids[user]}\t{split.item_ids[item - 1]}\t{t}" for t, item in enumerate(split.sequence(user))]
+    (folder / f"{folder.name}.inter").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_two_worker_processes_run_a_grid_from_yaml(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMESR_HOME", str(tmp_path / "home"))
+    write_atomic_dataset(tmp_path / "walk", make_tiny_split())
+    experiment = tmp_path / "tiny.yaml"
+    experiment.write_text(json.dumps({
+        "name": "tiny", "base": {**TINY, "data.num_sampled_negatives": 5, "output_dir": str(tmp_path / "runs")},
+        "datasets": [str(tmp_path / "walk")],
+        "models": ["sasrec", "gru4rec"], "seeds": [1], "methods": {"backbone": {}}}))
+    outcomes = experiments_run(experiment, workers=2)
+    assert [o.status for o in outcomes] == ["finished", "finished"], [o.error for o in outcomes]
+    store = collect_runs(tmp_path / "runs")
+    assert sorted(store["model"]) == ["gru4rec", "sasrec"]
+    assert (tmp_path / "runs" / "store.csv").exists()
+    assert np.all(store["test_HR@10"].between(0, 1))
+    assert [o.status for o in experiments_run(experiment, limit=1)] == ["skipped"]

@@ -1,0 +1,83 @@
+"""Cross-attention fusion: shapes, masking (padding gets exactly zero weight), normalisation,
+items without tokens, and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dmesr.models.fusion import CrossAttentionFusion
+
+
+def _inputs(n=5, queries=2, length=7, dim=8, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, queries, dim, generator=generator)
+    tokens = torch.randn(n, length, dim, generator=generator)
+    lengths = torch.tensor([7, 3, 1, 5, 2])[:n]
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    return q, tokens, mask
+
+
+def test_shapes_for_one_and_several_queries():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()
+    q, tokens, mask = _inputs()
+    fused, weights = fusion(q, tokens, mask, return_attention=True)
+    assert fused.shape == (5, 2, 8) and weights.shape == (5, 2, 2, 7)
+    single = fusion(q[:, 0], tokens, mask)
+    assert single.shape == (5, 8)
+    torch.testing.assert_close(single, fused[:, 0])  # queries do not interact
+
+
+def test_padding_gets_exactly_zero_weight_and_real_tokens_sum_to_one():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()
+    q, tokens, mask = _inputs()
+    _, weights = fusion(q, tokens, mask, return_attention=True)
+    padding = ~mask[:, None, None, :].expand_as(weights)
+    assert (weights[padding] == 0).all()
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(5, 2, 2))
+
+
+def test_padding_token_states_do_not_change_the_output():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()
+    q, tokens, mask = _inputs()
+    changed = tokens.clone()
+    changed[~mask] = 1e4
+    torch.testing.assert_close(fusion(q, tokens, mask), fusion(q, changed, mask))
+
+
+def test_item_without_tokens_keeps_its_query_path_and_has_no_nan():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()
+    q, tokens, mask = _inputs()
+    mask[1] = False
+    fused, weights = fusion(q, tokens, mask, return_attention=True)
+    assert torch.isfinite(fused).all()
+    assert (weights[1] == 0).all()
+    # With no token to attend to, the attention contribution is the output bias alone.
+    attended = fusion.output.bias.expand(2, 8)
+    hidden = fusion.attention_norm(q[1] + attended)
+    torch.testing.assert_close(fused[1], fusion.output_norm(hidden + fusion.feed_forward(hidden)))
+
+
+def test_gradients_reach_every_parameter_and_the_inputs():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.1)
+    q, tokens, mask = _inputs()
+    q.requires_grad_(True)
+    tokens.requires_grad_(True)
+    fusion(q, tokens, mask).pow(2).sum().backward()
+    for name, parameter in fusion.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert (tokens.grad[~mask] == 0).all() and tokens.grad[mask].abs().sum() > 0
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        CrossAttentionFusion(dim=10, num_heads=3)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2)
+    q, tokens, mask = _inputs()
+    with pytest.raises(ValueError, match="fusion inputs disagree"):
+        fusion(q, tokens, mask[:, :4])

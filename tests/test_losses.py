@@ -1,0 +1,122 @@
+"""Losses against explicit references, collision masking, and the training-step loss wiring."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dmesr.config import ModelConfig, TrainConfig
+from dmesr.models import IDEmbedding, build_model
+from dmesr.models.losses import bce_sampled, full_cross_entropy, sampled_softmax, sequence_loss
+
+
+def random_problem(num_rows=7, num_items=9, dim=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(num_rows, dim, generator=generator)
+    table = torch.randn(num_items + 1, dim, generator=generator)
+    targets = torch.randint(1, num_items + 1, (num_rows,), generator=generator)
+    return hidden, table, targets
+
+
+def test_full_cross_entropy_by_hand():
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    table = torch.tensor([[50.0, 50.0], [1.0, 0.0], [0.0, 1.0]])  # huge padding row must not matter
+    targets = torch.tensor([1, 1])
+    expected = (-math.log(math.e / (math.e + 1)) - math.log(1 / (1 + math.e**2))) / 2
+    assert full_cross_entropy(hidden, table, targets).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_full_cross_entropy_matches_explicit_logits():
+    hidden, table, targets = random_problem()
+    logits = hidden @ table.T
+    expected = F.cross_entropy(logits[:, 1:], targets - 1)
+    torch.testing.assert_close(full_cross_entropy(hidden, table, targets), expected)
+
+
+def drawn_negatives(seed: int, num_items: int, k: int) -> torch.Tensor:
+    return torch.randint(1, num_items + 1, (k,), generator=torch.Generator().manual_seed(seed))
+
+
+def test_sampled_softmax_matches_reference_and_masks_collisions():
+    hidden, table, targets = random_problem()
+    negatives = drawn_negatives(3, 9, 6)
+    loss = sampled_softmax(hidden, table, targets, 6, generator=torch.Generator().manual_seed(3))
+    rows = []
+    for h, t in zip(hidden, targets):
+        others = negatives[negatives != t]  # the positive is never its own negative
+        logits = torch.cat([(h * table[t]).sum().view(1), table[others] @ h])
+        rows.append(-torch.log_softmax(logits, dim=0)[0])
+    torch.testing.assert_close(loss, torch.stack(rows).mean())
+    assert any((negatives == t).any() for t in targets), "the seed should produce at least one collision"
+
+
+def test_bce_matches_reference_and_masks_collisions():
+    hidden, table, targets = random_problem()
+    negatives = drawn_negatives(3, 9, 6)
+    loss = bce_sampled(hidden, table, targets, 6, generator=torch.Generator().manual_seed(3))
+    terms = []
+    for h, t in zip(hidden, targets):
+        terms.append(-F.logsigmoid((h * table[t]).sum()).view(1))
+        terms.append(-F.logsigmoid(-(table[negatives[negatives != t]] @ h)))
+    torch.testing.assert_close(loss, torch.cat(terms).mean())
+
+
+def test_single_item_catalogue_has_only_collisions():
+    hidden, table, targets = random_problem(num_items=1)
+    assert sampled_softmax(hidden, table, targets, 5).item() == 0.0
+    expected = F.softplus(-(hidden * table[targets]).sum(dim=1)).mean()
+    torch.testing.assert_close(bce_sampled(hidden, table, targets, 5), expected)
+
+
+@pytest.mark.parametrize("loss_function", [bce_sampled, sampled_softmax])
+def test_sampled_losses_need_a_negative(loss_function):
+    hidden, table, targets = random_problem()
+    with pytest.raises(ValueError, match="num_negatives must be at least 1, got 0"):
+        loss_function(hidden, table, targets, 0)
+
+
+class CountingIDs(IDEmbedding):
+    """IDs with a fixed auxiliary loss that records which items it was asked about."""
+
+    def auxiliary_loss(self, item_ids):
+        self.seen = item_ids
+        return torch.tensor(0.5)
+
+
+def small_model(name="sasrec", items=None):
+    torch.manual_seed(0)
+    config = ModelConfig(name=name, hidden_size=8, num_layers=1, num_heads=1, dropout=0.0)
+    return build_model(config, items or IDEmbedding(12, 8), max_len=5)
+
+
+def test_sequence_loss_is_ce_over_target_positions_plus_auxiliary():
+    model = small_model(items=CountingIDs(12, 8))
+    windows = torch.tensor([[0, 0, 0, 3, 4, 12], [1, 2, 3, 4, 5, 6]])
+    hidden, table = model.hidden_and_table(windows[:, :-1])
+    targets = torch.tensor([[0, 0, 0, 4, 12], [2, 3, 4, 5, 6]])  # item 3 follows only padding: no target
+    assert torch.equal(model.training_inputs(windows)[1], targets)
+    logits = hidden[targets > 0] @ table[1:].T
+    expected = F.cross_entropy(logits, targets[targets > 0] - 1) + 0.5
+    torch.testing.assert_close(sequence_loss(model, windows, TrainConfig(loss="ce")), expected)
+    assert model.items.seen.tolist() == [1, 2, 3, 4, 5, 6, 12]
+
+
+@pytest.mark.parametrize("loss", ["bce", "sampled_softmax"])
+def test_sequence_loss_sampled_variants_give_finite_gradients(loss):
+    model = small_model("gru4rec")
+    windows = torch.randint(1, 13, (4, 6))
+    value = sequence_loss(model, windows, TrainConfig(loss=loss, num_negatives=5))
+    value.backward()
+    assert torch.isfinite(value) and value > 0
+    assert model.items.embedding.weight.grad.abs().sum() > 0
+
+
+def test_sequence_loss_rejects_unknown_losses_and_empty_batches():
+    model = small_model()
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; known: ce, bce, sampled_softmax"):
+        sequence_loss(model, torch.ones(2, 6, dtype=torch.long), TrainConfig(loss="hinge"))
+    with pytest.raises(ValueError, match="no target item"):
+        sequence_loss(model, torch.tensor([[0, 0, 0, 0, 0, 7]]), TrainConfig(loss="ce"))  # one item
