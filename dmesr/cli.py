@@ -4,6 +4,9 @@
     dmesr data stats ml-1m            preprocess (cached) and print statistics
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
+    dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
+    dmesr report runs/main [--out reports/results.md]
+    dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
 
 Precedence: explicit flags and ``--set`` > ``--config`` YAML > defaults.
 """
@@ -54,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--protocol", choices=["full", "sampled"])
     evaluate.add_argument("--device", default="auto")
+
+    experiments = subparsers.add_parser("experiments", help="run a grid of experiments from YAML")
+    experiments_sub = experiments.add_subparsers(dest="action", required=True)
+    grid = experiments_sub.add_parser("run", help="run (or resume) every cell; finished cells are skipped")
+    grid.add_argument("grid_yaml")
+    grid.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    grid.add_argument("--shard", help="i/n: run only this slice of the grid (Slurm arrays, several GPUs)")
+    grid.add_argument("--limit", type=int, help="run only the first N cells")
+    grid.add_argument("--dry-run", action="store_true", help="list cells, their status and estimated time")
+
+    report = subparsers.add_parser("report", help="results tables from a folder of finished runs")
+    report.add_argument("runs_root")
+    report.add_argument("--out", help="markdown file (default: RUNS_ROOT/results.md)")
+
+    export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
+    export.add_argument("dataset")
+    export.add_argument("out_dir")
+    export.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings")
     return parser
 
 
@@ -90,6 +111,21 @@ def _dispatch(args) -> int:
         from dmesr.training.run import evaluate_run
 
         evaluate_run(args.run_dir, args.protocol, args.device)
+        return 0
+    if args.command == "experiments":
+        from dmesr.experiments import experiments_run
+
+        experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit)
+        return 0
+    if args.command == "report":
+        from dmesr.experiments import report
+
+        report(args.runs_root, args.out)
+        return 0
+    if args.command == "export":
+        from dmesr.experiments import export
+
+        export(args.dataset, args.out_dir, [f"data.{pair}" for pair in args.set])
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

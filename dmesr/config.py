@@ -68,6 +68,7 @@ class TrainConfig:
     loss: str = "ce"  # ce (full softmax) | bce (sampled negatives) | sampled_softmax
     num_negatives: int = 256  # for bce / sampled_softmax
     batch_size: int = 128
+    all_windows: bool = False  # train on every max_len window of long histories, not only the last
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_epochs: int = 200

@@ -163,7 +163,7 @@ def test_cascade_on_real_bundled_weights(tmp_path):
         "image_path": [None, photo],
     })  # fmt: skip
     summary = describe_items(items, "real", "cascade", views=["image", "text"], cache_dir=tmp_path,
-                             max_new_tokens=24, progress=False)  # fmt: skip
+                             max_new_tokens=16, progress=False)  # fmt: skip
     assert summary["done"] == 3 and summary["skipped"] == {"no image": 1} and not summary["failed"]
     table = read_descriptions(tmp_path, "real").set_index(["item", "view"])["description"]
     assert all(len(text.split()) >= 5 for text in table)

@@ -81,7 +81,7 @@ def expected_tests(store, method, metric):
 
 def section(text, title):
     start = text.index(title)
-    end = text.find("\n### ", start + 1)
+    end = text.find("\n#", start + 1)  # the next heading of any level
     return text[start:] if end < 0 else text[start:end]
 
 
@@ -90,7 +90,7 @@ def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
     text = out.read_text()
     assert text.startswith("# Results\n\nCommand: `dmesr report runs`")
     main = section(text, "### Test metrics")
-    rows = [line for line in main.splitlines() if line.startswith("| sasrec") or line.startswith("| gru4rec")]
+    rows = [line for line in main.splitlines() if line.startswith(("| sasrec", "| gru4rec"))]
     assert [row.split(" | ")[:3] for row in rows] == [
         ["| gru4rec", "dmesr", "1 of 3"], ["| sasrec", "backbone", "3"], ["| sasrec", "dmesr", "3"],
         ["| sasrec", "two-seeds", "2 of 3"]]
@@ -116,7 +116,7 @@ def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
     assert "| sasrec | backbone | 3 |" in sampled and "| sasrec | dmesr |" not in sampled
     assert f"| {mean_std(0.52, 0.01)} |" in sampled
     assert "| toy | sasrec | backbone | 2 | Test CPU | 3/5 | 20.0 | 2.00 | 0.10 |" in text
-    assert "Training time of all runs together: 0.03 h." in text  # (6*20 + 2*15 + 10) s = 160 s
+    assert "Training time of all runs together: 160 s (0.04 h)." in text  # 2 * (10 + 20 + 30) + 10 + 20 + 10
 
 
 def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):
@@ -127,6 +127,9 @@ def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):
     only_methods = store[store["method"] != "backbone"]
     text = write_results_report(only_methods, tmp_path / "r.md", command="x").read_text()
     assert "No `backbone` runs for this dataset" in text
+    only_backbone = store[store["method"] == "backbone"]
+    text = write_results_report(only_backbone, tmp_path / "r.md", command="x").read_text()
+    assert "Only `backbone` runs for this dataset: nothing to compare." in text and "p-values" not in text
 
 
 def test_runs_outside_a_grid_are_named_by_their_item_encoder(store, tmp_path):

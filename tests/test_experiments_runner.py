@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-import dmesr.experiments.runner as runner
+from dmesr.experiments import runner
 from dmesr.experiments.grid import expand_grid
 from dmesr.experiments.report import report
 from dmesr.experiments.runner import cell_status, estimate_seconds, experiments_run, run_grid, with_thread_share
@@ -32,6 +32,7 @@ def tiny_data(monkeypatch):
     monkeypatch.setattr("dmesr.training.run.prepare_split", lambda config: make_tiny_split())
 
 
+@pytest.mark.slow  # ~6 s: the first training in a process imports torch's optimizer machinery
 def test_grid_runs_then_second_run_does_nothing(tmp_path, tiny_data, monkeypatch):
     cells = tiny_grid(tmp_path)
     assert [cell_status(c) for c in cells] == ["todo", "todo"]

@@ -74,6 +74,14 @@ def test_gradients_reach_every_parameter_and_the_inputs():
     assert (tokens.grad[~mask] == 0).all() and tokens.grad[mask].abs().sum() > 0
 
 
+def test_output_scale_sets_the_initial_scale_of_the_fused_vectors():
+    torch.manual_seed(0)
+    q, tokens, mask = _inputs()
+    for scale in (1.0, 0.02):
+        fused = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0, output_scale=scale).eval()(q, tokens, mask)
+        torch.testing.assert_close(fused.std(dim=-1, unbiased=False), torch.full((5, 2), scale), rtol=1e-3, atol=0)
+
+
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         CrossAttentionFusion(dim=10, num_heads=3)

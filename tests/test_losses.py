@@ -29,11 +29,21 @@ def test_full_cross_entropy_by_hand():
     assert full_cross_entropy(hidden, table, targets).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_full_cross_entropy_matches_explicit_logits():
-    hidden, table, targets = random_problem()
-    logits = hidden @ table.T
-    expected = F.cross_entropy(logits[:, 1:], targets - 1)
-    torch.testing.assert_close(full_cross_entropy(hidden, table, targets), expected)
+@pytest.mark.parametrize("num_rows, num_items", [(7, 9), (1500, 2000)])  # one chunk; several chunks
+def test_full_cross_entropy_and_gradients_match_explicit_logits(num_rows, num_items):
+    hidden, table, targets = random_problem(num_rows, num_items)
+    hidden.requires_grad_(True)
+    table.requires_grad_(True)
+    expected = F.cross_entropy((hidden @ table.T)[:, 1:], targets - 1)
+    expected_grads = torch.autograd.grad(expected * 3, (hidden, table))
+    loss = full_cross_entropy(hidden, table, targets)
+    grads = torch.autograd.grad(loss * 3, (hidden, table))
+    torch.testing.assert_close(loss, expected)
+    for grad, expected_grad in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+    assert (grads[1][0] == 0).all(), "the padding row must get no gradient"
+    with torch.no_grad():
+        torch.testing.assert_close(full_cross_entropy(hidden, table, targets), expected)
 
 
 def drawn_negatives(seed: int, num_items: int, k: int) -> torch.Tensor:

@@ -30,12 +30,25 @@ def pad_left(sequences: list[np.ndarray], length: int) -> torch.Tensor:
 
 
 class TrainWindows(Dataset):
-    """One left-padded window ``[max_len + 1]`` per user with at least two training items."""
+    """Left-padded training windows ``[max_len + 1]`` cut from each user's train part.
 
-    def __init__(self, split: SequenceSplit, max_len: int):
-        parts = [split.sequence(u)[:-2] for u in range(split.num_users)]
-        self.users = np.array([u for u, part in enumerate(parts) if len(part) >= 2], dtype=np.int64)
-        self.windows = pad_left([parts[u] for u in self.users], max_len + 1)
+    ``all_windows=False``: one window per user, the last ``max_len + 1`` items (the common
+    practice). ``all_windows=True``: the whole train part is covered by windows ending at
+    ``len, len - max_len, len - 2 * max_len, ...`` (consecutive windows share one item), so
+    every transition of a history longer than ``max_len`` is trained on exactly once.
+    """
+
+    def __init__(self, split: SequenceSplit, max_len: int, all_windows: bool = False):
+        windows, users = [], []
+        for user in range(split.num_users):
+            part = split.sequence(user)[:-2]
+            ends = range(len(part), 1, -max_len) if all_windows else [len(part)]
+            for end in ends:
+                if end >= 2:
+                    windows.append(part[max(0, end - max_len - 1) : end])
+                    users.append(user)
+        self.users = np.array(users, dtype=np.int64)
+        self.windows = pad_left(windows, max_len + 1)
 
     def __len__(self) -> int:
         return len(self.users)

@@ -36,6 +36,7 @@ REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR
 BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
 BASELINE_METHOD = "backbone"
 SEED_MARK, USER_MARK = "†", "‡"
+TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -125,13 +126,15 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
         main_rows.append([model, method, _seeds_text(cell_runs["seed"].nunique(), most_seeds)]
                          + [_cell_text(cell_runs, f"test_{m}") + (_marks(comparison[m], alpha) if comparison else "")
                             for m in metrics])
-    parts = ["### Test metrics (full ranking, mean ± std over seeds)",
-             markdown_table(["backbone", "method", "seeds", *metrics], main_rows)]
+    parts = ["### Test metrics (mean ± std over seeds)",
+             markdown_table(["model", "method", "seeds", *metrics], main_rows)]
     if gain_rows:
-        parts += [f"### Relative improvement over `{BASELINE_METHOD}` (same backbone)",
-                  markdown_table(["backbone", "method", "paired seeds", *metrics], gain_rows),
-                  f"p-values, over seeds (paired t-test) / over users (paired {per_user_test}):",
-                  markdown_table(["backbone", "method", *metrics], p_rows)]
+        parts += [f"### Relative improvement over `{BASELINE_METHOD}` (same model)",
+                  markdown_table(["model", "method", "paired seeds", *metrics], gain_rows),
+                  f"p-values, over seeds (paired t-test) / over users (paired {TEST_NAMES[per_user_test]}):",
+                  markdown_table(["model", "method", *metrics], p_rows)]
+    elif set(runs["method"]) == {BASELINE_METHOD}:
+        parts.append(f"Only `{BASELINE_METHOD}` runs for this dataset: nothing to compare.")
     else:
         parts.append(f"No `{BASELINE_METHOD}` runs for this dataset: no improvements or significance tests.")
     parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
@@ -153,7 +156,7 @@ def _breakdown_section(runs: pd.DataFrame, breakdown_metrics) -> list[str]:
         note += f"; short/long split at the median training length {first['short_median_train_length']:g}"
     rows = [[model, method] + [_cell_text(cell_runs, c) for c in present] for model, method, cell_runs in _cells(runs)]
     return ["### Head/tail items and short/long users (test, mean ± std over seeds)", note + ".",
-            markdown_table(["backbone", "method", *[c.replace("_", " ") for c in present]], rows)]
+            markdown_table(["model", "method", *[c.replace("_", " ") for c in present]], rows)]
 
 
 def _sampled_section(runs: pd.DataFrame, metrics) -> list[str]:
@@ -164,7 +167,7 @@ def _sampled_section(runs: pd.DataFrame, metrics) -> list[str]:
     rows = [[model, method, cell_runs["seed"].nunique()] + [_cell_text(cell_runs, c) for c in columns]
             for model, method, cell_runs in _cells(sampled)]
     return ["### Sampled protocol (target among sampled negatives; only runs evaluated with it)",
-            markdown_table(["backbone", "method", "seeds", *[c.removeprefix("sampled_") for c in columns]], rows)]
+            markdown_table(["model", "method", "seeds", *[c.removeprefix("sampled_") for c in columns]], rows)]
 
 
 def _flatten(stats: dict, prefix: str = "") -> dict[str, object]:
@@ -201,7 +204,7 @@ def runs_table(runs: pd.DataFrame) -> str:
     rows = [[r.dataset, r.model, r.method, r.seed, r.hardware, f"{r.best_epoch}/{r.epochs}",
              f"{r.seconds_train_total:.1f}", f"{r.seconds_train_epoch_median:.2f}", f"{r.seconds_test_evaluation:.2f}"]
             for r in runs.sort_values(["dataset", "model", "method", "seed"]).itertuples()]
-    return markdown_table(["dataset", "backbone", "method", "seed", "hardware", "best/last epoch",
+    return markdown_table(["dataset", "model", "method", "seed", "hardware", "best/last epoch",
                            "train s", "s/epoch", "test eval s"], rows)
 
 
@@ -209,6 +212,8 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
                          alpha: float = 0.05, per_user_test: str = "ttest",
                          breakdown_metrics=BREAKDOWN_METRICS) -> Path:
     """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
+    if per_user_test not in TEST_NAMES:
+        raise ValueError(f"unknown per-user test {per_user_test!r}; known: {', '.join(TEST_NAMES)}")
     missing = [f"test_{m}" for m in metrics if f"test_{m}" not in store]
     if missing:
         raise ValueError(f"the run store has no column(s) {', '.join(missing)}")
@@ -220,16 +225,17 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
                          "report runs of different configs from separate run roots")
     _per_user.cache_clear()  # runs may have been re-evaluated since the last report
     parts = ["# Results", f"Command: `{command}`",
-             f"{len(store)} finished runs. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
-             f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
-             f"{per_user_test} over test users p < {alpha}; both against the same backbone's `{BASELINE_METHOD}` "
-             "runs, without correction for multiple comparisons.",
+             (f"Finished runs: {len(store)}. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
+              f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
+              f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{BASELINE_METHOD}` "
+              "method (ID embeddings) of the same model, without correction for multiple comparisons."),
              "## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
         parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]
-    total_hours = store["seconds_train_total"].sum() / 3600
-    parts += ["## Runs: hardware and wall time", f"Training time of all runs together: {total_hours:.2f} h.",
+    total = store["seconds_train_total"].sum()
+    parts += ["## Runs: hardware and wall time",
+              f"Training time of all runs together: {total:.0f} s ({total / 3600:.2f} h).",
               runs_table(store)]
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

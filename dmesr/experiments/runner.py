@@ -59,7 +59,7 @@ class CellOutcome:
     cell: Cell
     status: str  # dry run: done | partial | todo; run: skipped | finished | failed
     seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
-    error: str = ""  # last line of the error of a failed cell
+    error: str = ""  # "<ExceptionType>: <message>" of a failed cell (traceback in <run dir>/error.log)
     estimate_source: str = ""  # dry run: "measured" or "guess"
 
 
@@ -130,7 +130,7 @@ def estimate_seconds(cells: list[Cell], statuses: list[str]) -> list[tuple[float
 
 
 def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
@@ -229,7 +229,7 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
 def _print_summary(outcomes: list[CellOutcome]) -> None:
     counts = {status: sum(o.status == status for o in outcomes) for status in ("skipped", "finished", "failed")}
     print(f"{len(outcomes)} cells: {counts['skipped']} already done, {counts['finished']} finished, "
-          f"{counts['failed']} failed ({_duration(sum(o.seconds for o in outcomes))} of training)")
+          f"{counts['failed']} failed ({_duration(sum(o.seconds for o in outcomes))} of wall time in cells)")
     for outcome in outcomes:
         if outcome.status == "failed":
             print(f"  failed: {outcome.cell.label}: {outcome.error}")

@@ -23,7 +23,9 @@ from torch import nn
 class CrossAttentionFusion(nn.Module):
     """Queries ``[N, Q, d]`` attend over tokens ``[N, L, d]`` (padding masked) -> fused ``[N, Q, d]``."""
 
-    def __init__(self, dim: int, num_heads: int = 2, dropout: float = 0.1, ff_multiplier: int = 4):
+    def __init__(
+        self, dim: int, num_heads: int = 2, dropout: float = 0.1, ff_multiplier: int = 4, output_scale: float = 1.0
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"fusion width {dim} is not divisible by {num_heads} heads")
@@ -44,6 +46,9 @@ class CrossAttentionFusion(nn.Module):
             nn.Dropout(dropout),
         )
         self.output_norm = nn.LayerNorm(dim)
+        # LayerNorm outputs have unit scale per component; ``output_scale`` sets the initial gain so
+        # fused vectors can start at the scale of the embeddings they are added to.
+        nn.init.constant_(self.output_norm.weight, output_scale)
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         n, length, _ = x.shape

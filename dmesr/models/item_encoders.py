@@ -53,6 +53,7 @@ INTEGRATIONS = ("sum", "concat", "gate", "dual")
 FUSIONS = ("cross_attention", "none")
 ORIGINAL_TEXT = "original_text"  # source name of the pooled original text, beside the MLLM view names
 FUSION_HEADS = 2
+ID_INIT_STD = 0.02  # the std IDEmbedding draws its vectors with
 
 
 class Adapter(nn.Sequential):
@@ -203,8 +204,8 @@ class LLMESRItems(ItemRepresentation):
         rank = min(dim, int((s > 1e-6 * s.max().clamp(min=1e-12)).sum()))
         projected = u[:, :rank] * s[:rank]
         if rank:
-            projected = projected / projected.std().clamp(min=1e-12) * 0.02
-        filler = torch.randn(len(vectors), dim - rank) * 0.02
+            projected = projected / projected.std().clamp(min=1e-12) * ID_INIT_STD
+        filler = torch.randn(len(vectors), dim - rank) * ID_INIT_STD
         return torch.cat([projected, filler], dim=1)
 
     def tables(self) -> list[torch.Tensor]:
@@ -238,7 +239,9 @@ class DMESRItems(ItemRepresentation):
         adapters: list[nn.Module] = [self.view_adapters]
         if self.fuse:
             self.token_adapter = Adapter(width, hidden, dim, config.dropout)
-            self.fusion = CrossAttentionFusion(dim, FUSION_HEADS, config.dropout)
+            # Start the fused vectors at the ID embeddings' scale (std 0.02), like the adapter
+            # outputs of the other kinds, so no variant begins with far larger logits.
+            self.fusion = CrossAttentionFusion(dim, FUSION_HEADS, config.dropout, output_scale=ID_INIT_STD)
             adapters.append(self.token_adapter)
         if config.use_original_text:
             self.text_adapter = Adapter(width, hidden, dim, config.dropout)
@@ -317,6 +320,8 @@ class DMESRItems(ItemRepresentation):
         if self.alignment_pair is None:
             return None
         rows = torch.unique(item_ids[item_ids > 0]).to(self.ids.embedding.weight.device) - 1
+        if rows.numel() and int(rows[-1]) >= self.num_items:
+            raise ValueError(f"item id {int(rows[-1]) + 1} is out of range 1..{self.num_items} (a mask token?)")
         first, second = self.alignment_pair
         present = self.semantics.present(first)[rows] & self.semantics.present(second)[rows]
         return self.align_weight * self.alignment(self._adapt(first, rows), self._adapt(second, rows), present)

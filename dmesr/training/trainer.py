@@ -77,7 +77,7 @@ class Trainer:
         self.device = device
         self.dist = dist_context or DistContext()
         self.show_progress = show_progress and self.dist.is_main
-        self.train_windows = TrainWindows(split, config.data.max_len)
+        self.train_windows = TrainWindows(split, config.data.max_len, config.train.all_windows)
         if len(self.train_windows) == 0:
             raise ValueError(f"dataset {split.name!r} has no user with at least 2 training interactions")
         self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)

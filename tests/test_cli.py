@@ -1,0 +1,32 @@
+import pytest
+
+from dmesr.cli import main
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    assert capsys.readouterr().out.split() == ["ml-100k", "ml-1m", "ml-latest-small"]
+
+
+def test_unknown_dataset_is_one_clear_line(capsys):
+    assert main(["data", "stats", "no-such-data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown dataset 'no-such-data'" in err and "ml-1m" in err
+
+
+def test_bad_override_is_reported(capsys):
+    assert main(["train", "--set", "train.nonsense=1"]) == 2
+    assert "unknown config key 'train.nonsense'" in capsys.readouterr().err
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a finished dmesr run directory" in capsys.readouterr().err
+
+
+def test_help_lists_every_stage(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("data", "train", "evaluate", "experiments", "report", "export"):
+        assert command in out
