@@ -139,9 +139,13 @@ def test_two_tables_concatenate_and_scores_add_up(name):
     torch.testing.assert_close(scores, per_view)
 
 
+# Cloze training learns from the ~20% masked positions only, so BERT4Rec needs more steps.
+STEPS = {"sasrec": 40, "gru4rec": 40, "bert4rec": 100}
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_few_adam_steps_learn_a_cyclic_walk(name):
-    """Every user walks the catalogue in order: after 40 steps the next item is clearly predictable."""
+    """Every user walks the catalogue in order: after a few steps the next item is clearly predictable."""
     torch.manual_seed(1)
     config = ModelConfig(name=name, hidden_size=WIDTH, num_layers=1, num_heads=1, dropout=0.1)
     model = build_model(config, IDEmbedding(NUM_ITEMS, WIDTH), MAX_LEN)
@@ -150,7 +154,7 @@ def test_a_few_adam_steps_learn_a_cyclic_walk(name):
     windows[:16, :8] = 0  # some short histories
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
-    for _ in range(40):
+    for _ in range(STEPS[name]):
         loss = sequence_loss(model, windows, TrainConfig(loss="ce"))
         optimizer.zero_grad()
         loss.backward()

@@ -196,7 +196,8 @@ def test_item_without_any_view_falls_back_to_id_plus_original_text():
     with torch.no_grad():
         table = items.tables()[0]
         rows = torch.tensor(NO_VIEW)
-        expected = items.ids.embedding.weight[rows + 1] + items.text_adapter(items.semantics.vector("original_text")[rows])
+        text_term = items.text_adapter(items.semantics.vector("original_text")[rows])
+        expected = items.ids.embedding.weight[rows + 1] + text_term
     torch.testing.assert_close(table[rows + 1], expected)
     # an item with views gets its original text through the fusion only, not as an extra term
     with torch.no_grad():
@@ -224,7 +225,8 @@ def test_alignment_loss_and_its_single_view_fallback():
     assert single.alignment_pair == ("text", "original_text")
     assert torch.isfinite(single.auxiliary_loss(batch))
     torch.manual_seed(0)
-    no_fallback = build_item_representation(config(), NUM_ITEMS, DIM, make_features(views=("text",)), align_fallback=False)
+    single_view = make_features(views=("text",))
+    no_fallback = build_item_representation(config(), NUM_ITEMS, DIM, single_view, align_fallback=False)
     assert no_fallback.auxiliary_loss(batch) is None
     assert build(features=make_features(views=("text",)), use_original_text=False).auxiliary_loss(batch) is None
     assert build(align_weight=0.0).auxiliary_loss(batch) is None

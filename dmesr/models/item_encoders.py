@@ -19,7 +19,7 @@ Kinds (``ItemEncoderConfig.kind``):
   ``concat``, ``gate``, ``dual``), plus contrastive alignment of the two MLLM views as an
   auxiliary loss.
 
-Interpretations made here (the paper only has an abstract; see docs/method):
+Interpretations made here (the paper only has an abstract):
 
 * the two views share one fusion module (each has its own adapter), so the token keys/values
   are projected once per step for both views;
@@ -87,7 +87,6 @@ class FrozenSemantics(nn.Module):
             f"vector_{ORIGINAL_TEXT}", _checked(features.text_pooled, "original text"), persistent=False
         )
         self.register_buffer(f"present_{ORIGINAL_TEXT}", torch.ones(num_items, dtype=torch.bool), persistent=False)
-        self.with_tokens = with_tokens
         if with_tokens:
             mask = torch.as_tensor(np.asarray(features.text_mask, dtype=bool))
             tokens = _checked(features.text_tokens, "original text tokens", dtype=torch.float16)
@@ -103,13 +102,12 @@ class FrozenSemantics(nn.Module):
     def present(self, source: str) -> torch.Tensor:
         return getattr(self, f"present_{source}")
 
-    def adapted_tokens(self, adapter: nn.Module, dim: int) -> torch.Tensor:
-        """All items' token states through ``adapter`` -> ``[N, L, dim]``, zeros at padding."""
+    def adapted_tokens(self, adapter: nn.Module) -> torch.Tensor:
+        """All items' token states through ``adapter`` -> ``[N, L, d]``, zeros at padding."""
         num_items, length = self.token_mask.shape
-        weight = next(adapter.parameters())
-        adapted = adapter(self.real_tokens.to(weight.dtype))
-        flat = adapted.new_zeros(num_items * length, dim).index_copy(0, self.real_token_index, adapted)
-        return flat.view(num_items, length, dim)
+        adapted = adapter(self.real_tokens.to(next(adapter.parameters()).dtype))  # float16 cast on the fly
+        flat = adapted.new_zeros(num_items * length, adapted.shape[1]).index_copy(0, self.real_token_index, adapted)
+        return flat.view(num_items, length, -1)
 
 
 def _checked(array: np.ndarray, what: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -131,7 +129,9 @@ def _freeze(modules: list[nn.Module]) -> None:
 class SemanticSumItems(ItemRepresentation):
     """``text`` / ``mllm``: ID embedding + sum of adapted frozen vectors, each masked by presence."""
 
-    def __init__(self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]):
+    def __init__(
+        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
+    ):
         super().__init__(num_items, dim)
         self.ids = IDEmbedding(num_items, dim)
         self.semantics = semantics
@@ -152,7 +152,9 @@ class SemanticSumItems(ItemRepresentation):
 class ConcatMLPItems(ItemRepresentation):
     """``concat``: ID embedding + one MLP over all frozen vectors concatenated (absent views zeroed)."""
 
-    def __init__(self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]):
+    def __init__(
+        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
+    ):
         super().__init__(num_items, dim)
         self.ids = IDEmbedding(num_items, dim)
         self.semantics = semantics
@@ -181,7 +183,9 @@ class LLMESRItems(ItemRepresentation):
     the rank) are drawn like ID embeddings.
     """
 
-    def __init__(self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]):
+    def __init__(
+        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
+    ):
         super().__init__(num_items, dim)
         self.semantics = semantics
         self.sources = sources
@@ -253,10 +257,8 @@ class DMESRItems(ItemRepresentation):
         if self.alignment_pair is not None:
             self.alignment = SymmetricInfoNCE(config.temperature, config.learnable_temperature)
 
-        # Components integrated with the ID embedding: one fused vector per view, plus the
-        # direct original-text term when it can reach some item.
-        self.components = list(self.views) + ([ORIGINAL_TEXT] if config.use_original_text else [])
-        num_parts = 1 + len(self.components)
+        # Parts integrated: the ID embedding, one fused vector per view, the direct original-text term.
+        num_parts = 1 + len(self.views) + int(config.use_original_text)
         if self.integration == "concat":
             self.project = nn.Linear(num_parts * dim, dim)
         elif self.integration == "gate":
@@ -279,11 +281,11 @@ class DMESRItems(ItemRepresentation):
         return adapter(self.semantics.vector(source)[rows])
 
     def fused_views(self, return_attention: bool = False):
-        """``z^v`` for every item and view -> ``[N, V, d]`` (and attention ``[N, H, V, L]`` if asked)."""
+        """``z^v`` of every item per view -> ``[N, V, d]`` (with fusion, also attention ``[N, H, V, L]`` if asked)."""
         queries = torch.stack([self._adapt(v) for v in self.views], dim=1)
         if not self.fuse:
-            return (queries, None) if return_attention else queries
-        tokens = self.semantics.adapted_tokens(self.token_adapter, self.dim)
+            return queries
+        tokens = self.semantics.adapted_tokens(self.token_adapter)
         return self.fusion(queries, tokens, self.semantics.token_mask, return_attention=return_attention)
 
     @torch.no_grad()
@@ -368,7 +370,7 @@ def build_item_representation(
         return DMESRItems(num_items, dim, config, semantics, align_fallback)
     sources = {"text": [ORIGINAL_TEXT], "mllm": views, "concat": views + text, "llmesr": views + text}[config.kind]
     if not sources:
-        raise ValueError(f"item encoder {config.kind!r} has nothing to encode: no usable MLLM view and no original text")
+        raise ValueError(f"item encoder {config.kind!r} has nothing to encode: no usable MLLM view, no original text")
     if config.kind == "llmesr":
         return LLMESRItems(num_items, dim, config, semantics, sources)
     if config.kind == "concat":
