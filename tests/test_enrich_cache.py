@@ -146,7 +146,9 @@ def test_missing_columns_and_unknown_names_are_clear_errors(tmp_path):
 def test_export_is_sorted_and_readable_as_precomputed(tmp_path):
     items = pd.DataFrame({"item": ["10", "2", "1"], "text": ["a", "b", "c"]})
     source = precomputed_file(tmp_path, list(items["item"]), views=("text",))
-    describe_items(items, "d", "precomputed", views=["text"], cache_dir=tmp_path / "cache", path=source, progress=False)
+    ready = describers.make_describer("precomputed", path=source)  # a loaded describer is reused as is
+    for limit in (1, 3):
+        describe_items(items, "d", ready, views=["text"], cache_dir=tmp_path / "cache", limit=limit, progress=False)
     count = export_descriptions(tmp_path / "cache", "d", tmp_path / "out.jsonl")
     exported = read_descriptions(tmp_path / "out.jsonl")
     assert count == 3 and list(exported["item"]) == ["1", "2", "10"]

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from dmesr.enrich.cache import read_descriptions
+from dmesr.enrich.describers import make_describer
 from dmesr.enrich.hf import HFGenerator
 from dmesr.enrich.pipeline import describe_items
 
@@ -142,6 +143,21 @@ def test_causal_lm_writes_text_view_and_refuses_images(tiny_causal_lm, tmp_path)
     assert sum(image_failures.values()) == 2  # two items have pictures; the model cannot see them
     table = read_descriptions(tmp_path / "cache", "toy")
     assert set(table["view"]) <= {"text"}
+
+
+def test_no_repeat_ngram_option_breaks_word_loops(tiny_causal_lm):
+    prompts = ["in two sentences describe the film", "what kind of person would enjoy this book"]
+    looping = HFGenerator(tiny_causal_lm, max_new_tokens=12, device="cpu").generate(prompts)
+    guarded = HFGenerator(tiny_causal_lm, max_new_tokens=12, no_repeat_ngram_size=2, device="cpu").generate(prompts)
+
+    def repeated_bigrams(text):
+        words = text.split()
+        pairs = list(zip(words, words[1:]))
+        return len(pairs) - len(set(pairs))
+
+    assert sum(map(repeated_bigrams, looping)) > 0  # random weights loop, like a tiny real LM does
+    assert sum(map(repeated_bigrams, guarded)) == 0
+    assert make_describer("hf", model="m", no_repeat_ngram_size=2).describer_id == "hf:m:mnt64:nr2"
 
 
 def test_remote_code_model_needs_explicit_flag(tmp_path):

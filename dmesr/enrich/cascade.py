@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dmesr.enrich.describers import Describer, DescribeRequest, single_view
+from dmesr.enrich.describers import Describer, DescribeRequest, generation_tag, single_view
 from dmesr.enrich.prompts import build_prompt
 
 CLASSIFIER_SIZE = 224
@@ -67,9 +67,11 @@ class ImageTagger:
 
 
 class CascadeDescriber(Describer):
-    def __init__(self, *, top_k: int = 5, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto"):
-        self.top_k, self.max_new_tokens, self.device, self.dtype = top_k, max_new_tokens, device, dtype
-        self.describer_id = f"cascade:efficientnet-lite0+smollm2-135m-q4_1:k{top_k}:mnt{max_new_tokens}"
+    def __init__(self, *, top_k: int = 5, max_new_tokens: int = 64, no_repeat_ngram_size: int = 0,
+                 device: str = "auto", dtype: str = "auto"):
+        self.top_k, self.device, self.dtype = top_k, device, dtype
+        self.generation = dict(max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
+        self.describer_id = f"cascade:efficientnet-lite0+smollm2-135m-q4_1:k{top_k}:{generation_tag(**self.generation)}"
         self._writer = None
         self._tagger = None
 
@@ -79,8 +81,8 @@ class CascadeDescriber(Describer):
             from dmesr.enrich.hf import HFGenerator
 
             gguf = smollm2_gguf()
-            self._writer = HFGenerator(gguf.parent, gguf_file=gguf.name, max_new_tokens=self.max_new_tokens,
-                                       device=self.device, dtype=self.dtype)  # fmt: skip
+            self._writer = HFGenerator(gguf.parent, gguf_file=gguf.name, device=self.device, dtype=self.dtype,
+                                       **self.generation)  # fmt: skip
         return self._writer
 
     @property

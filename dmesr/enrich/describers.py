@@ -38,6 +38,11 @@ class Describer(ABC):
     def describe(self, requests: list[DescribeRequest]) -> list[str]: ...
 
 
+def generation_tag(max_new_tokens: int, no_repeat_ngram_size: int) -> str:
+    """The generation settings that change the text, for the describer id (and so the cache key)."""
+    return f"mnt{max_new_tokens}" + (f":nr{no_repeat_ngram_size}" if no_repeat_ngram_size else "")
+
+
 def single_view(requests: list[DescribeRequest]) -> str:
     views = {request.view for request in requests}
     if len(views) != 1:
@@ -46,13 +51,13 @@ def single_view(requests: list[DescribeRequest]) -> str:
 
 
 class HFDescriber(Describer):
-    def __init__(self, model: str, *, max_new_tokens: int = 64, device: str = "auto", dtype: str = "auto",
-                 trust_remote_code: bool = False):
+    def __init__(self, model: str, *, max_new_tokens: int = 64, no_repeat_ngram_size: int = 0, device: str = "auto",
+                 dtype: str = "auto", trust_remote_code: bool = False):
         if not model:
             raise ValueError("the hf describer needs model=<hub name or local folder>")
-        self.options = dict(model=model, max_new_tokens=max_new_tokens, device=device, dtype=dtype,
-                            trust_remote_code=trust_remote_code)  # fmt: skip
-        self.describer_id = f"hf:{model}:mnt{max_new_tokens}"
+        self.options = dict(model=model, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
+                            device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # fmt: skip
+        self.describer_id = f"hf:{model}:{generation_tag(max_new_tokens, no_repeat_ngram_size)}"
         self._generator = None
 
     @property
@@ -91,8 +96,8 @@ DESCRIBERS = ("cascade", "hf", "precomputed")
 
 
 def make_describer(name: str, **options) -> Describer:
-    """``cascade`` (options: top_k, max_new_tokens, device, dtype), ``hf`` (model, max_new_tokens,
-    device, dtype, trust_remote_code) or ``precomputed`` (path)."""
+    """``cascade`` (options: top_k, max_new_tokens, no_repeat_ngram_size, device, dtype), ``hf`` (model,
+    max_new_tokens, no_repeat_ngram_size, device, dtype, trust_remote_code) or ``precomputed`` (path)."""
     if name == "cascade":
         from dmesr.enrich.cascade import CascadeDescriber
 

@@ -62,10 +62,12 @@ class HFGenerator:
     """Loads one model and turns prompts (+ optional images) into greedy completions."""
 
     def __init__(self, model: str | Path, *, device: str | None = "auto", dtype: str | None = "auto",
-                 max_new_tokens: int = 64, trust_remote_code: bool = False, gguf_file: str | None = None):
+                 max_new_tokens: int = 64, no_repeat_ngram_size: int = 0, trust_remote_code: bool = False,
+                 gguf_file: str | None = None):
         self.model_name = str(model)
         self.device = resolve_device(device)
         self.max_new_tokens = int(max_new_tokens)
+        self.no_repeat_ngram_size = int(no_repeat_ngram_size)  # > 0 stops small models' word loops
         config = _load_config(self.model_name, trust_remote_code, gguf_file)
         options = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype, self.device))
         if gguf_file:
@@ -110,13 +112,14 @@ class HFGenerator:
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         else:
             nested = None if images is None else [[image] for image in images]
-            inputs = self.processor(text=texts, images=nested, return_tensors="pt", padding=True)
-        inputs = {name: value.to(self.device) for name, value in inputs.items()}
+            inputs = self.processor(text=texts, images=nested, return_tensors="pt", padding=True,
+                                    add_special_tokens=False)  # the chat template already holds them
+        inputs = {name: value.to(self.device) if torch.is_tensor(value) else value for name, value in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         output = self.model.generate(
             **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
+            no_repeat_ngram_size=self.no_repeat_ngram_size, pad_token_id=self.tokenizer.pad_token_id,
         )  # fmt: skip
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from dmesr.data.registry import dmesr_home
 from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
-from dmesr.enrich.describers import DescribeRequest, make_describer
+from dmesr.enrich.describers import Describer, DescribeRequest, make_describer
 from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
@@ -72,14 +72,18 @@ def _text(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
 
 
-def describe_items(items: pd.DataFrame, dataset: str, describer: str = "cascade", views=VIEWS, cache_dir=None,
-                   limit: int | None = None, shard=None, batch_size: int = 16, progress: bool = True,
+def describe_items(items: pd.DataFrame, dataset: str, describer: str | Describer = "cascade", views=VIEWS,
+                   cache_dir=None, limit: int | None = None, shard=None, batch_size: int = 16, progress: bool = True,
                    **backend_options) -> dict:
-    """Describe every (item, view) not yet in the cache; returns a summary (done, cached, skipped, failed)."""
+    """Describe every (item, view) not yet in the cache; returns a summary (done, cached, skipped, failed).
+
+    ``describer`` is a backend name (its options in ``backend_options``) or a ready ``Describer``,
+    which keeps its loaded models across calls.
+    """
     check_item_table(items)
     views = [check_view(view) for view in views]
     selected = select_items(items, limit, shard)
-    backend = make_describer(describer, **backend_options)
+    backend = describer if isinstance(describer, Describer) else make_describer(describer, **backend_options)
     cache = DescriptionCache(cache_dir or default_enrich_dir(dataset) / "descriptions", dataset)
     done = cache.done_keys()
     skipped, failed, cached = Counter(), Counter(), 0

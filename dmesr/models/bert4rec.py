@@ -45,7 +45,7 @@ class BERT4Rec(SequentialRecommender):
         )
 
     def encode(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        batch, length = seqs.shape
+        length = seqs.shape[1]
         if length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds the model's max_len {self.max_len}")
         is_mask = seqs == self.mask_token

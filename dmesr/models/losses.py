@@ -6,7 +6,8 @@
   on CPU this halves the time of the loss (which dominates a SASRec step) and on any device
   it bounds memory.
 * ``bce``: one positive against ``num_negatives`` uniform negatives per position, binary
-  cross-entropy averaged over all those logits, as in that paper's sampled variant.
+  cross-entropy averaged over all those logits (the paper's sampled variant, which draws
+  negatives per sequence rather than per batch).
 * ``sampled_softmax``: softmax over the positive and the uniform negatives. Uniform sampling
   makes the logQ correction a constant, so none is applied.
 
