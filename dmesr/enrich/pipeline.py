@@ -25,13 +25,30 @@ from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
 from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
-from dmesr.enrich.store import save_features
+from dmesr.enrich.store import load_features, save_features
 
 log = logging.getLogger(__name__)
 
 
 def default_enrich_dir(dataset: str) -> Path:
     return dmesr_home() / "enrich" / Path(dataset).name
+
+
+def features_folder(dataset: str, describer: str, encoder: str = DEFAULT_ENCODER) -> Path:
+    """Where ``embed_items`` stores, and training looks for, one dataset's features."""
+    return default_enrich_dir(dataset) / "features" / safe_name(f"{describer}__{Path(encoder).name}")
+
+
+def load_dataset_features(dataset: str, items_config) -> SemanticFeatures:
+    """The features training uses for ``items_config`` (its ``describer`` and ``encoder`` fields)."""
+    folder = features_folder(dataset, items_config.describer, items_config.encoder)
+    if not (folder / "meta.json").is_file():
+        raise FileNotFoundError(
+            f"no semantic features for dataset {dataset!r}, describer {items_config.describer!r}, encoder "
+            f"{items_config.encoder!r} (looked in {folder}); run `dmesr embed --dataset {dataset} "
+            f"--describer {items_config.describer}` first"
+        )
+    return load_features(folder, encoder=items_config.encoder)
 
 
 def check_item_table(items: pd.DataFrame) -> pd.DataFrame:
@@ -170,8 +187,8 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
     check_item_table(items)
     source = Path(descriptions_source or default_enrich_dir(dataset) / "descriptions")
     table = read_descriptions(source, dataset)
-    if describer is not None and "describer" in table.columns:
-        table = table[table["describer"] == describer]
+    if describer is not None and "describer" in table.columns:  # a name selects every id it starts
+        table = table[table["describer"].astype(str).str.startswith(describer)]
     table = table[table["view"].isin([check_view(view) for view in views])]
     if table.empty:
         raise ValueError(f"no {'/'.join(views)} descriptions for dataset {dataset!r} in {source}"
@@ -204,6 +221,5 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
                 source_fingerprint=fingerprint.hexdigest()[:16])  # fmt: skip
     features = SemanticFeatures(item_ids=item_ids, views=vectors, view_present=present, text_pooled=pooled,
                                 text_tokens=tokens, text_mask=mask, meta=meta)  # fmt: skip
-    default_folder = default_enrich_dir(dataset) / "features" / safe_name(f"{describer or 'all'}__{Path(encoder).name}")
-    save_features(features, out_dir or default_folder)
+    save_features(features, out_dir or features_folder(dataset, describer or "all", encoder))
     return features

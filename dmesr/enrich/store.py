@@ -58,9 +58,13 @@ def load_features(folder: str | Path, mmap: bool = True, *, encoder: str | None 
         raise FileNotFoundError(f"no semantic features in {folder} (meta.json missing); run `dmesr embed`")
     meta = json.loads(meta_path.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"features in {folder} have format {meta.get('format_version')!r}; this dmesr reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"features in {folder} have format {meta.get('format_version')!r}; this dmesr reads {FORMAT_VERSION}"
+        )
     if encoder is not None and meta.get("encoder") != encoder:
-        raise ValueError(f"features in {folder} were encoded with {meta.get('encoder')!r}, not {encoder!r}; re-run `dmesr embed`")
+        raise ValueError(
+            f"features in {folder} were encoded with {meta.get('encoder')!r}, not {encoder!r}; re-run `dmesr embed`"
+        )
     mode = "r" if mmap else None
 
     def array(name: str) -> np.ndarray:

@@ -70,7 +70,8 @@ class FrozenSemantics(nn.Module):
     tokens, compacted to ``[num_real_tokens, D]`` float16, so adapting them skips padding.
     """
 
-    def __init__(self, features: SemanticFeatures, num_items: int, views: list[str], with_tokens: bool):
+    def __init__(self, features: SemanticFeatures, num_items: int, views: list[str], with_tokens: bool,
+                 token_pca_dim: int = 0):
         super().__init__()
         if len(features.text_pooled) != num_items:
             raise ValueError(
@@ -92,8 +93,12 @@ class FrozenSemantics(nn.Module):
             tokens = _checked(features.text_tokens, "original text tokens", dtype=torch.float16)
             if tokens.shape[:2] != mask.shape or tokens.shape[2] != self.input_dim:
                 raise ValueError(f"text tokens {tuple(tokens.shape)} do not match mask {tuple(mask.shape)}")
+            real_tokens = tokens[mask]
+            if token_pca_dim > 0:
+                real_tokens = _pca_reduce(real_tokens.float(), token_pca_dim)
+            self.token_dim = real_tokens.shape[1]
             self.register_buffer("token_mask", mask, persistent=False)
-            self.register_buffer("real_tokens", tokens[mask], persistent=False)
+            self.register_buffer("real_tokens", real_tokens, persistent=False)
             self.register_buffer("real_token_index", mask.flatten().nonzero().squeeze(1), persistent=False)
 
     def vector(self, source: str) -> torch.Tensor:
@@ -108,6 +113,13 @@ class FrozenSemantics(nn.Module):
         adapted = adapter(self.real_tokens.to(next(adapter.parameters()).dtype))  # float16 cast on the fly
         flat = adapted.new_zeros(num_items * length, adapted.shape[1]).index_copy(0, self.real_token_index, adapted)
         return flat.view(num_items, length, -1)
+
+
+def _pca_reduce(vectors: torch.Tensor, dim: int) -> torch.Tensor:
+    """Centred projection on the top ``dim`` principal directions (deterministic: eigh of the covariance)."""
+    centred = vectors - vectors.mean(dim=0, keepdim=True)
+    _, directions = torch.linalg.eigh(centred.T @ centred)
+    return centred @ directions[:, -dim:].flip(1)
 
 
 def _checked(array: np.ndarray, what: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -242,7 +254,9 @@ class DMESRItems(ItemRepresentation):
         self.view_adapters = nn.ModuleDict({v: Adapter(width, hidden, dim, config.dropout) for v in self.views})
         adapters: list[nn.Module] = [self.view_adapters]
         if self.fuse:
-            self.token_adapter = Adapter(width, hidden, dim, config.dropout)
+            # after the frozen PCA a linear map suffices: the attention's key/value projections follow it
+            self.token_adapter = (nn.Linear(semantics.token_dim, dim) if config.token_pca_dim > 0
+                                  else Adapter(width, hidden, dim, config.dropout))
             # Start the fused vectors at the ID embeddings' scale (std 0.02), like the adapter
             # outputs of the other kinds, so no variant begins with far larger logits.
             self.fusion = CrossAttentionFusion(dim, FUSION_HEADS, config.dropout, output_scale=ID_INIT_STD)
@@ -365,7 +379,7 @@ def build_item_representation(
     views = _usable_views(config, features)
     text = [ORIGINAL_TEXT] if config.use_original_text else []
     with_tokens = config.kind == "dmesr" and config.use_original_text and config.fusion == "cross_attention"
-    semantics = FrozenSemantics(features, num_items, views, with_tokens)
+    semantics = FrozenSemantics(features, num_items, views, with_tokens, config.token_pca_dim)
     if config.kind == "dmesr":
         return DMESRItems(num_items, dim, config, semantics, align_fallback)
     sources = {"text": [ORIGINAL_TEXT], "mllm": views, "concat": views + text, "llmesr": views + text}[config.kind]

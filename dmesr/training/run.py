@@ -51,7 +51,7 @@ def run_directory(config: RunConfig) -> Path:
 def build_run_model(config: RunConfig, split: SequenceSplit) -> SequentialRecommender:
     features = None
     if config.items.kind != "id":
-        from dmesr.enrich.store import load_dataset_features  # only semantic runs need the caches
+        from dmesr.enrich.pipeline import load_dataset_features  # only semantic runs need the caches
 
         features = load_dataset_features(config.data.dataset, config.items).aligned_to(split.item_ids)
     items = build_item_representation(config.items, split.num_items, config.model.hidden_size, features)

@@ -1,0 +1,265 @@
+"""Looking inside trained runs: recommendations per user, embedding spaces, alignment, attention.
+
+The logic behind notebooks 03 (alignment), 04 (attention heatmaps) and 06 (the explorer app):
+notebooks only call these functions and draw. Everything here reads a finished run directory
+(``best.pt`` + ``config.yaml``) and never trains. Top-k lists follow the full-ranking protocol:
+items of the user's history are not recommended, the held-out target always may be.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from dmesr.config import RunConfig, config_from_dict
+from dmesr.data import prepare_split
+from dmesr.data.batches import pad_left
+from dmesr.data.schema import SequenceSplit
+from dmesr.models.base import SequentialRecommender
+from dmesr.models.item_encoders import ORIGINAL_TEXT, DMESRItems
+
+STAGES = {"valid": 2, "test": 1}  # stage -> how many items at the end are held out
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    config: RunConfig
+    split: SequenceSplit
+    model: SequentialRecommender  # best checkpoint, eval mode, on the CPU
+
+
+def load_trained(run_dir: str | Path, split: SequenceSplit | None = None) -> TrainedRun:
+    """The best checkpoint of a finished run; ``split`` (default: rebuilt from the config) must be its data."""
+    from dmesr.training.run import build_run_model
+    from dmesr.training.runtime import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "best.pt").is_file():
+        raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
+    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    split = split or prepare_split(config.data)
+    model = build_run_model(config, split)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    return TrainedRun(run_dir=run_dir, config=config, split=split, model=model.eval())
+
+
+def _check_user(split: SequenceSplit, user: int) -> None:
+    if not 0 <= user < split.num_users:
+        raise ValueError(f"user index {user} is out of range 0..{split.num_users - 1}")
+
+
+def held_out(split: SequenceSplit, user: int, stage: str = "test") -> tuple[np.ndarray, int]:
+    """``(history, target)`` of ``user`` at ``stage`` (internal item ids)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
+    _check_user(split, user)
+    sequence = split.sequence(user)
+    cut = STAGES[stage]
+    return sequence[:-cut], int(sequence[-cut])
+
+
+@torch.no_grad()
+def top_k(run: TrainedRun, users, k: int = 10, stage: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """``(items [U, k], hit [U, k])``: each user's top-``k`` from the history before the ``stage`` target,
+    in one batch (the item table is computed once), and where the target is among them."""
+    held = [held_out(run.split, int(user), stage) for user in users]
+    inputs = pad_left([history for history, _ in held], run.config.data.max_len)
+    scores = run.model.predict_scores(inputs).clone()
+    scores[:, 0] = -torch.inf  # padding
+    targets = np.array([target for _, target in held])
+    if run.config.eval.exclude_history:
+        for row, (history, target) in enumerate(held):
+            scores[row, torch.as_tensor(np.setdiff1d(history, [target]), dtype=torch.long)] = -torch.inf
+    items = torch.topk(scores, k, dim=1).indices.numpy()
+    return items, items == targets[:, None]
+
+
+def recommend(run: TrainedRun, user: int, k: int = 10, stage: str = "test") -> pd.DataFrame:
+    """Top-``k`` items for one user with their score order, ``hit`` marking the held-out target, and display info."""
+    items, hits = top_k(run, [user], k, stage)
+    return pd.DataFrame({"rank": np.arange(1, k + 1), "item_id": items[0], "hit": hits[0]}).join(
+        item_info(run.split, items[0]))
+
+
+def item_info(split: SequenceSplit, item_ids, descriptions: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Display columns of internal ids (title or text, genres, image path, and the MLLM description per view)."""
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    if len(item_ids) and (item_ids.min() < 1 or item_ids.max() > split.num_items):
+        raise ValueError(f"item ids must lie in 1..{split.num_items}")
+    rows = split.items.iloc[item_ids - 1].reset_index(drop=True)
+    columns = [c for c in ("item", "title", "genres", "text", "image_path") if c in rows.columns]
+    table = rows[columns].copy()
+    if descriptions is not None:
+        for view, group in descriptions.groupby("view"):
+            lookup = dict(zip(group["item"].astype(str), group["description"]))
+            table[f"{view} view"] = [lookup.get(str(item), "") for item in table["item"]]
+    return table
+
+
+def user_history(split: SequenceSplit, user: int, stage: str = "test", descriptions: pd.DataFrame | None = None,
+                 last: int = 10) -> pd.DataFrame:
+    """The last ``last`` items the model sees before the ``stage`` target, oldest first."""
+    history, _ = held_out(split, user, stage)
+    shown = history[-last:]
+    table = item_info(split, shown, descriptions)
+    table.insert(0, "position", np.arange(len(history) - len(shown), len(history)) + 1)
+    return table
+
+
+def embedding_spaces(model: SequentialRecommender) -> dict[str, np.ndarray]:
+    """Item vectors ``[num_items, D]`` per space: the scoring table and, where the encoder has them,
+    the ID part, the frozen original text and the frozen and fused MLLM views."""
+    items = model.items
+    with torch.no_grad():
+        spaces = {"item (scoring)": torch.cat(items.tables(), dim=-1)[1:]}
+        if hasattr(items, "ids"):
+            spaces["ID embedding"] = items.ids.tables()[0][1:]
+        semantics = getattr(items, "semantics", None)
+        if semantics is not None:
+            spaces["original text (frozen)"] = semantics.vector(ORIGINAL_TEXT)
+            for view in semantics.views:
+                spaces[f"MLLM {view} view (frozen)"] = semantics.vector(view)
+        if isinstance(items, DMESRItems):
+            for index, view in enumerate(items.views):
+                spaces[f"fused {view} view"] = items.fused_views()[:, index]
+    return {name: vectors.detach().float().numpy() for name, vectors in spaces.items()}
+
+
+def _unit(vectors) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("cannot compare a zero vector by cosine similarity (an item missing this view?)")
+    return vectors / norms
+
+
+def nearest_items(vectors, item_id: int, k: int = 10) -> pd.DataFrame:
+    """The ``k`` items closest to ``item_id`` by cosine similarity in ``vectors [num_items, D]`` (row = id - 1)."""
+    vectors = np.asarray(vectors)
+    if not 1 <= item_id <= len(vectors):
+        raise ValueError(f"item id {item_id} is out of range 1..{len(vectors)}")
+    unit = _unit(vectors)
+    similarity = unit @ unit[item_id - 1]
+    similarity[item_id - 1] = -np.inf
+    order = np.argsort(-similarity, kind="stable")[:k]
+    return pd.DataFrame({"item_id": order + 1, "cosine": similarity[order]})
+
+
+def aligned_pair(model: SequentialRecommender) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
+    """``(first, second, a, b, present)``: the adapted vectors the DMESR alignment loss compares.
+
+    The pair is the two MLLM views, or (one view only) the view and the original text, as in
+    :class:`DMESRItems`; rows where either is missing are False in ``present``.
+    """
+    items = model.items
+    if not isinstance(items, DMESRItems):
+        raise ValueError(f"alignment needs a DMESR item encoder, got {type(items).__name__}")
+    views = list(items.views)
+    first, second = (views[0], views[1]) if len(views) >= 2 else (views[0], ORIGINAL_TEXT)
+    if second == ORIGINAL_TEXT and not items.use_original_text:
+        raise ValueError("one MLLM view and no original text: this encoder has no pair to align")
+    with torch.no_grad():
+        a, b = items._adapt(first), items._adapt(second)
+        present = items.semantics.present(first) & items.semantics.present(second)
+    return first, second, a.numpy(), b.numpy(), present.numpy()
+
+
+def matched_pair_accuracy(a, b) -> float:
+    """Share of rows whose nearest row of ``b`` (cosine) is their own: 1.0 = every pair retrieves its partner."""
+    a, b = _unit(a), _unit(b)
+    if a.shape != b.shape:
+        raise ValueError(f"paired vectors must have the same shape, got {a.shape} and {b.shape}")
+    return float(np.mean(np.argmax(a @ b.T, axis=1) == np.arange(len(a))))
+
+
+def alignment_uniformity(a, b, t: float = 2.0) -> dict[str, float]:
+    """Wang & Isola (2020) on unit vectors: ``alignment`` = mean squared distance of pairs (lower = closer),
+    ``uniformity`` = log mean exp(-t * squared distance) over all rows of both (lower = more spread)."""
+    a, b = _unit(a), _unit(b)
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"need two [N >= 2, D] arrays of one shape, got {a.shape} and {b.shape}")
+    both = np.concatenate([a, b])
+    squared = np.clip(2.0 - 2.0 * both @ both.T, 0.0, None)
+    off_diagonal = squared[~np.eye(len(both), dtype=bool)]
+    return {"alignment": float(np.mean(np.sum((a - b) ** 2, axis=1))),
+            "uniformity": float(np.log(np.mean(np.exp(-t * off_diagonal))))}  # fmt: skip
+
+
+def text_tokens(texts: list[str], max_tokens: int, encoder: str = "all-MiniLM-L6-v2") -> list[list[str]]:
+    """The word pieces whose states the encoder kept for each text (its first ``max_tokens``, [CLS] included)."""
+    from transformers import AutoTokenizer
+
+    from dmesr.enrich.encoders import MAX_ENCODER_TOKENS, encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path(encoder))
+    encoded = tokenizer(list(texts), truncation=True, max_length=MAX_ENCODER_TOKENS)["input_ids"]
+    return [tokenizer.convert_ids_to_tokens(ids)[:max_tokens] for ids in encoded]
+
+
+def attention_over_tokens(model: SequentialRecommender, item_id: int) -> tuple[np.ndarray, list[str]]:
+    """Cross-attention of one item over its real original-text tokens: ``([heads * views, tokens], row labels)``."""
+    items = model.items
+    if not isinstance(items, DMESRItems):
+        raise ValueError(f"attention weights need a DMESR item encoder, got {type(items).__name__}")
+    weights = items.attention_weights(torch.tensor([item_id]))[0]  # [heads, views, tokens]
+    real = int(items.semantics.token_mask[item_id - 1].sum())
+    heads, views = weights.shape[:2]
+    labels = [f"{view} view, head {head + 1}" for head in range(heads) for view in items.views]
+    return weights[:, :, :real].reshape(heads * views, real).float().numpy(), labels
+
+
+def compare_recommendations(runs: dict[str, TrainedRun], user: int, k: int = 10, stage: str = "test") -> pd.DataFrame:
+    """Top-``k`` of several runs side by side (one column per run), a hit marked with a check mark."""
+    columns = {}
+    for name, run in runs.items():
+        top = recommend(run, user, k, stage)
+        label = top["title"] if "title" in top.columns else top["text"]
+        columns[name] = [f"✔ {text}" if hit else str(text) for text, hit in zip(label, top["hit"])]
+    return pd.DataFrame(columns, index=pd.RangeIndex(1, k + 1, name="rank"))
+
+
+def neighbours_by_space(spaces: dict[str, np.ndarray], split: SequenceSplit, item_id: int, k: int = 10) -> pd.DataFrame:
+    """The ``k`` nearest items of ``item_id`` in each embedding space, as titles (one column per space)."""
+    columns = {}
+    for name, vectors in spaces.items():
+        present = np.linalg.norm(vectors, axis=1) > 0  # items without this view have a zero vector
+        if not present[item_id - 1]:
+            columns[name] = ["(item has no vector here)"] + [""] * (k - 1)
+            continue
+        rows = np.flatnonzero(present)
+        position = int(np.searchsorted(rows, item_id - 1))
+        near = nearest_items(vectors[rows], position + 1, k)
+        info = item_info(split, rows[near["item_id"].to_numpy() - 1] + 1)
+        label = info["title"] if "title" in info.columns else info["text"]
+        shown = [f"{text} ({cosine:.2f})" for text, cosine in zip(label, near["cosine"])]
+        columns[name] = shown + [""] * (k - len(shown))
+    return pd.DataFrame(columns, index=pd.RangeIndex(1, k + 1, name="rank"))
+
+
+def html_table(table: pd.DataFrame, image_column: str = "image_path", thumbnail: int = 96) -> str:
+    """``table`` as HTML with the pictures named in ``image_column`` inlined as thumbnails (others: no image)."""
+    from dmesr.enrich.images import has_image_path, load_image
+
+    def picture(path) -> str:
+        if not has_image_path(path):
+            return "(no image)"
+        image, reason = load_image(path, max_side=thumbnail)
+        if image is None:
+            return f"({reason})"
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"/>'
+
+    shown = table.astype(object).map(lambda value: html.escape(str(value)))  # escape=False below: escape text here
+    if image_column in table.columns:
+        shown[image_column] = [picture(path) for path in table[image_column]]
+    return shown.to_html(escape=False, index=False)

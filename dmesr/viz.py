@@ -1,0 +1,228 @@
+"""The plots the notebooks and reports share: each function draws one figure and returns it.
+
+Functions take plain arrays / tables (not models), never call ``plt.show`` and never save, so
+they run under any backend (Agg in tests and papermill) and the caller decides where a figure
+goes (``save_figure``). Colours come from matplotlib's default cycle or ``tab10`` / ``tab20``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+# Stage colours of the leave-one-out diagram: the train part, the validation and the test target.
+SPLIT_COLOURS = {"train": "#9ecae1", "valid": "#fdae6b", "test": "#e6550d"}
+
+
+def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1) -> tuple[Figure, np.ndarray]:
+    """A figure that is not registered with pyplot, so notebooks and tests leak no open figures."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots(1, columns, squeeze=False)[0]
+    return figure, axes
+
+
+def _finite(values, what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        raise ValueError(f"cannot plot {what}: no values")
+    if not np.isfinite(array).all():
+        raise ValueError(f"cannot plot {what}: it contains NaN or infinite values")
+    return array
+
+
+def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
+    """Write ``figure`` as ``<folder>/<name>.png`` (folder created) and return the path."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path
+
+
+def sequence_length_histogram(lengths, title: str = "", bins: int = 40) -> Figure:
+    """Histogram of users' history lengths on a log x axis (MovieLens lengths span 3 orders of magnitude)."""
+    lengths = _finite(lengths, "sequence lengths")
+    if lengths.min() < 1:
+        raise ValueError(f"sequence lengths must be >= 1, got {lengths.min():g}")
+    figure, (axis,) = _figure()
+    edges = np.geomspace(lengths.min(), lengths.max() + 1, bins + 1)
+    axis.hist(lengths, bins=edges, color="#3182bd")
+    axis.set_xscale("log")
+    axis.axvline(np.median(lengths), color="black", linestyle="--", label=f"median {np.median(lengths):g}")
+    axis.set(xlabel="interactions per user", ylabel="users", title=title or "Sequence lengths")
+    axis.legend()
+    return figure
+
+
+def popularity_curve(counts, head_fraction: float = 0.2, title: str = "") -> Figure:
+    """Items ranked by interaction count (log y), the head (top ``head_fraction`` of items) shaded.
+
+    The legend states the share of interactions the head holds: the long-tail picture in one number.
+    """
+    counts = np.sort(_finite(counts, "item popularity"))[::-1]
+    if not 0.0 < head_fraction < 1.0:
+        raise ValueError(f"head fraction must lie strictly between 0 and 1, got {head_fraction}")
+    num_head = round(head_fraction * len(counts))
+    share = counts[:num_head].sum() / max(counts.sum(), 1.0)
+    figure, (axis,) = _figure()
+    ranks = np.arange(1, len(counts) + 1)
+    axis.plot(ranks, np.maximum(counts, 0.5), color="#3182bd")  # 0.5: zero counts stay visible on a log axis
+    axis.axvspan(0.5, num_head + 0.5, color="#fdae6b", alpha=0.4,
+                 label=f"head: top {head_fraction:.0%} of items, {share:.0%} of interactions")  # fmt: skip
+    axis.set_yscale("log")
+    axis.set(xlabel="item rank by popularity", ylabel="interactions", title=title or "Item popularity")
+    axis.legend()
+    return figure
+
+
+def leave_one_out_diagram(sequences: dict[str, list[str]], title: str = "") -> Figure:
+    """One row per user: the chronological history as boxes, train part / validation / test target coloured.
+
+    ``sequences`` maps a row label to item labels in time order (at least 3 per row).
+    """
+    if not sequences:
+        raise ValueError("cannot draw the leave-one-out split of no users")
+    longest = max(len(items) for items in sequences.values())
+    figure, (axis,) = _figure(width=max(6.0, 0.9 * longest), height=0.8 + 0.6 * len(sequences))
+    for row, (label, items) in enumerate(sequences.items()):
+        if len(items) < 3:
+            raise ValueError(f"row {label!r} has {len(items)} items; leave-one-out needs at least 3")
+        for position, item in enumerate(items):
+            stage = "test" if position == len(items) - 1 else "valid" if position == len(items) - 2 else "train"
+            axis.add_patch(_box(position, row, SPLIT_COLOURS[stage]))
+            axis.text(position + 0.5, row + 0.5, str(item)[:10], ha="center", va="center", fontsize=7)
+    handles = [_box(0, 0, colour) for colour in SPLIT_COLOURS.values()]
+    axis.legend(handles, ["train part", "validation target", "test target"], loc="upper center",
+                bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)  # fmt: skip
+    axis.set(xlim=(0, longest), ylim=(len(sequences), 0), title=title or "Leave-one-out split (time runs right)")
+    axis.set_yticks(np.arange(len(sequences)) + 0.5, list(sequences))
+    axis.set_xticks([])
+    return figure
+
+
+def _box(x: float, y: float, colour: str):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((x + 0.05, y + 0.1), 0.9, 0.8, facecolor=colour, edgecolor="white")
+
+
+def tsne_2d(vectors, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """t-SNE of ``vectors [N, D]`` to ``[N, 2]``: PCA init and a fixed seed, so the picture is reproducible."""
+    from sklearn.manifold import TSNE
+
+    vectors = _finite(vectors, "t-SNE input")
+    if vectors.ndim != 2 or len(vectors) < 3:
+        raise ValueError(f"t-SNE needs a [N >= 3, D] array, got shape {vectors.shape}")
+    perplexity = min(perplexity, (len(vectors) - 1) / 3)  # sklearn requires perplexity < N
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
+
+
+def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, title: str = "") -> Figure:
+    """One scatter per panel (``name -> [N, 2]`` points), coloured by ``colours`` labels, shaped by ``markers``.
+
+    Every panel holds the same N rows, so colours and markers are shared (e.g. genre and view).
+    """
+    if not panels:
+        raise ValueError("cannot draw an embedding scatter without panels")
+    colours = np.asarray(colours).astype(str)
+    markers = np.full(len(colours), "", dtype=object) if markers is None else np.asarray(markers).astype(str)
+    for name, points in panels.items():
+        if np.shape(points) != (len(colours), 2):
+            raise ValueError(f"panel {name!r} has shape {np.shape(points)}, expected ({len(colours)}, 2)")
+    labels = sorted(set(colours))
+    palette = dict(zip(labels, _palette(len(labels))))
+    shapes = dict(zip(sorted(set(markers)), "o^sDvP*X"))
+    figure, axes = _figure(width=5.0 * len(panels), height=4.5, columns=len(panels))
+    for axis, (name, points) in zip(axes, panels.items()):
+        points = _finite(points, f"panel {name!r}")
+        for marker, shape in shapes.items():
+            for label in labels:
+                rows = (colours == label) & (markers == marker)
+                if rows.any():
+                    axis.scatter(points[rows, 0], points[rows, 1], s=12, color=palette[label], marker=shape, alpha=0.75)
+        axis.set(title=name, xticks=[], yticks=[])
+    # one legend entry per colour and one per marker, not one per combination
+    handles = [Line2D([], [], linestyle="", marker="o", color=palette[label], label=label) for label in labels]
+    if len(shapes) > 1:
+        handles += [Line2D([], [], linestyle="", marker=shape, color="black", label=marker)
+                    for marker, shape in shapes.items()]
+    axes[-1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def _palette(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return [cmap(index % cmap.N) for index in range(count)]
+
+
+def attention_heatmap(weights, tokens: list[str], rows: list[str], title: str = "") -> Figure:
+    """Attention ``[len(rows), len(tokens)]`` (e.g. one row per head or view) over the text's tokens.
+
+    The colour scale spans the weights' own range (the bar shows it): near-uniform attention stays readable.
+    """
+    weights = _finite(weights, "attention weights")
+    if weights.shape != (len(rows), len(tokens)):
+        raise ValueError(f"attention of shape {weights.shape} does not match {len(rows)} rows x {len(tokens)} tokens")
+    figure, (axis,) = _figure(width=max(4.0, 0.35 * len(tokens) + 1.5), height=0.9 + 0.45 * len(rows))
+    image = axis.imshow(weights, aspect="auto", cmap="viridis")
+    axis.set_xticks(np.arange(len(tokens)), tokens, rotation=90, fontsize=7)
+    axis.set_yticks(np.arange(len(rows)), rows, fontsize=8)
+    axis.set_title(title or "Cross-attention over original-text tokens", fontsize=9)
+    figure.colorbar(image, ax=axis, fraction=0.03)
+    return figure
+
+
+def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: str = "method",
+                marks: dict | None = None, title: str = "") -> Figure:
+    """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars, grouped by ``group``, one colour per ``hue``.
+
+    ``summary`` is a :func:`dmesr.experiments.store.summarize` table (or any with those columns);
+    ``marks`` maps ``(group value, hue value)`` to a text drawn above the bar (significance marks).
+    A missing std (a single seed) draws no error bar.
+    """
+    needed = [group, hue, f"{metric}_mean", f"{metric}_std"]
+    missing = [column for column in needed if column not in summary.columns]
+    if missing:
+        raise ValueError(f"summary table lacks column(s) {missing}")
+    if summary.empty:
+        raise ValueError("cannot draw a bar plot of an empty summary table")
+    groups = list(dict.fromkeys(summary[group]))
+    hues = list(dict.fromkeys(summary[hue]))
+    width = 0.8 / len(hues)
+    figure, (axis,) = _figure(width=max(5.0, 1.2 * len(groups) * max(1, len(hues) / 3)))
+    for index, (name, colour) in enumerate(zip(hues, _palette(len(hues)))):
+        rows = summary[summary[hue] == name].set_index(group).reindex(groups)
+        positions = np.arange(len(groups)) + (index - (len(hues) - 1) / 2) * width
+        means, stds = rows[f"{metric}_mean"].to_numpy(float), rows[f"{metric}_std"].to_numpy(float)
+        axis.bar(positions, means, width, yerr=np.nan_to_num(stds), capsize=3, color=colour, label=str(name))
+        for position, mean, std, key in zip(positions, means, stds, groups):
+            mark = (marks or {}).get((key, name))
+            if mark and np.isfinite(mean):
+                axis.text(position, mean + np.nan_to_num(std), mark, ha="center", va="bottom", fontsize=9)
+    axis.set_xticks(np.arange(len(groups)), [str(g) for g in groups])
+    axis.set(ylabel=metric, title=title or f"{metric} (mean ± std over seeds)")
+    axis.legend(fontsize=8, ncol=min(len(hues), 4))
+    return figure
+
+
+def training_curves(curves: dict[str, pd.DataFrame], metric: str = "NDCG@10", title: str = "") -> Figure:
+    """Validation ``metric`` per epoch, one line per run (``name -> epochs table`` with ``epoch`` and ``valid_<metric>``
+    or ``<metric>`` columns, as in a run's ``epochs.jsonl``)."""
+    if not curves:
+        raise ValueError("cannot draw training curves of no runs")
+    figure, (axis,) = _figure()
+    for name, epochs in curves.items():
+        column = next((c for c in (f"valid_{metric}", metric) if c in epochs.columns), None)
+        if column is None or "epoch" not in epochs.columns:
+            raise ValueError(f"run {name!r}: epochs table lacks 'epoch' and {metric!r} columns")
+        axis.plot(epochs["epoch"], epochs[column], marker="o", label=name)
+    axis.set(xlabel="epoch", ylabel=f"validation {metric}", title=title or f"Validation {metric}")
+    axis.legend(fontsize=8)
+    return figure

@@ -1,0 +1,167 @@
+"""The explorer logic behind notebooks 03, 04 and 06, on the tiny synthetic split and random features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dmesr.config import RunConfig
+from dmesr.data.batches import pad_left
+from dmesr.enrich.features import SemanticFeatures
+from dmesr.explorer import (
+    TrainedRun,
+    aligned_pair,
+    alignment_uniformity,
+    attention_over_tokens,
+    compare_recommendations,
+    embedding_spaces,
+    held_out,
+    html_table,
+    matched_pair_accuracy,
+    nearest_items,
+    neighbours_by_space,
+    recommend,
+    top_k,
+    user_history,
+)
+from dmesr.models import build_model
+from dmesr.models.item_encoders import build_item_representation
+
+
+def random_features(item_ids, dim=16, tokens=4, seed=0) -> SemanticFeatures:
+    rng = np.random.default_rng(seed)
+    count = len(item_ids)
+    mask = np.zeros((count, tokens), dtype=bool)
+    mask[:, :2] = True
+    mask[::2, 2] = True  # every other item has a third real token
+    present = np.ones(count, dtype=bool)
+    present[-1] = False  # the last item has no text-view description
+    view = rng.normal(size=(count, dim)).astype(np.float32) * present[:, None]
+    return SemanticFeatures(item_ids=np.asarray(item_ids), views={"text": view}, view_present={"text": present},
+                            text_pooled=rng.normal(size=(count, dim)).astype(np.float32),
+                            text_tokens=(rng.normal(size=(count, tokens, dim)) * mask[..., None]).astype(np.float16),
+                            text_mask=mask)  # fmt: skip
+
+
+def trained(split, kind: str) -> TrainedRun:
+    config = RunConfig()
+    config.model.hidden_size, config.data.max_len = 8, 10
+    config.items.kind, config.items.views = kind, ("text",)
+    torch.manual_seed(0)
+    features = random_features(split.item_ids) if kind != "id" else None
+    items = build_item_representation(config.items, split.num_items, 8, features)
+    return TrainedRun(run_dir=None, config=config, split=split, model=build_model(config.model, items, 10).eval())
+
+
+@pytest.fixture
+def split(tiny_split):
+    tiny_split.items["title"] = [f"Movie {k}" for k in range(1, tiny_split.num_items + 1)]
+    tiny_split.items["image_path"] = None
+    return tiny_split
+
+
+def test_recommend_excludes_history_but_keeps_the_target(split):
+    run = trained(split, "dmesr")
+    history, target = held_out(split, 0, "test")
+    top = recommend(run, 0, k=split.num_items - len(set(history) - {target}))
+    assert set(top["item_id"]) == set(range(1, split.num_items + 1)) - (set(history) - {target})
+    assert top["hit"].sum() == 1 and top.loc[top["hit"], "item_id"].item() == target
+    assert list(top["title"][:1]) == [f"Movie {top['item_id'][0]}"]
+    with pytest.raises(ValueError, match="out of range"):
+        recommend(run, split.num_users)
+
+
+def test_top_k_batch_matches_one_user_at_a_time_and_follows_the_scores(split):
+    run = trained(split, "dmesr")
+    items, hits = top_k(run, [0, 5, 9], k=4, stage="valid")
+    for row, user in enumerate([0, 5, 9]):
+        single, single_hits = top_k(run, [user], k=4, stage="valid")
+        assert list(items[row]) == list(single[0]) and list(hits[row]) == list(single_hits[0])
+    history, target = held_out(split, 5, "valid")
+    scores = run.model.predict_scores(pad_left([history], 10))[0].detach()
+    scores[0] = -torch.inf
+    scores[torch.as_tensor(np.setdiff1d(history, [target]))] = -torch.inf
+    assert list(items[1]) == list(torch.topk(scores, 4).indices.numpy())
+
+
+def test_held_out_stages_follow_leave_one_out(split):
+    sequence = split.sequence(3)
+    history, target = held_out(split, 3, "valid")
+    assert list(history) == list(sequence[:-2]) and target == sequence[-2]
+    with pytest.raises(ValueError, match="unknown stage"):
+        held_out(split, 3, "train")
+
+
+def test_user_history_shows_the_last_items_with_descriptions(split):
+    descriptions = pd.DataFrame({"item": ["i1", "i2"], "view": ["text", "text"], "description": ["one", "two"]})
+    history = user_history(split, 0, descriptions=descriptions, last=4)
+    expected = split.sequence(0)[:-1][-4:]
+    assert list(history["item"]) == [f"i{i}" for i in expected]
+    assert list(history["position"]) == list(range(len(split.sequence(0)) - 4, len(split.sequence(0))))
+    assert set(history["text view"]) <= {"one", "two", ""}
+
+
+def test_compare_recommendations_one_column_per_model(split):
+    runs = {"backbone": trained(split, "id"), "DMESR": trained(split, "dmesr")}
+    table = compare_recommendations(runs, 0, k=5)
+    assert list(table.columns) == ["backbone", "DMESR"] and len(table) == 5
+    assert all(isinstance(cell, str) and cell for cell in table.to_numpy().ravel())
+
+
+def test_nearest_items_by_cosine():
+    vectors = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.0]])
+    near = nearest_items(vectors, 1, k=3)
+    assert list(near["item_id"]) == [2, 3, 4]
+    assert near["cosine"].iloc[-1] == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="zero vector"):
+        nearest_items(np.zeros((3, 2)), 1)
+
+
+def test_matched_pair_accuracy_and_alignment_uniformity():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 8))
+    assert matched_pair_accuracy(a, a) == 1.0
+    assert matched_pair_accuracy(a, a[::-1]) < 0.1
+    same = alignment_uniformity(a, a)
+    shuffled = alignment_uniformity(a, rng.permutation(a))
+    assert same["alignment"] == pytest.approx(0.0) and shuffled["alignment"] > 1.0
+    assert same["uniformity"] < 0  # log of a mean of values below 1
+    collapsed = alignment_uniformity(np.ones((10, 8)), np.ones((10, 8)))
+    assert collapsed["uniformity"] == pytest.approx(0.0)  # all points equal: the worst uniformity
+
+
+def test_aligned_pair_and_attention_of_a_dmesr_model(split):
+    run = trained(split, "dmesr")
+    first, second, a, b, present = aligned_pair(run.model)
+    assert (first, second) == ("text", "original_text")
+    assert a.shape == b.shape == (split.num_items, 8) and present.sum() == split.num_items - 1
+    weights, rows = attention_over_tokens(run.model, 1)  # item 1 (row 0) has 3 real tokens
+    assert weights.shape == (len(rows), 3) and np.allclose(weights.sum(axis=1), 1.0, atol=1e-3)
+    assert attention_over_tokens(run.model, 2)[0].shape[1] == 2
+    with pytest.raises(ValueError, match="DMESR item encoder"):
+        aligned_pair(trained(split, "id").model)
+
+
+def test_embedding_spaces_and_neighbours_table(split):
+    run = trained(split, "dmesr")
+    spaces = embedding_spaces(run.model)
+    assert set(spaces) == {"item (scoring)", "ID embedding", "original text (frozen)", "MLLM text view (frozen)",
+                           "fused text view"}
+    assert all(vectors.shape[0] == split.num_items for vectors in spaces.values())
+    table = neighbours_by_space(spaces, split, split.num_items, k=3)  # the last item has no text view
+    assert table["MLLM text view (frozen)"].iloc[0] == "(item has no vector here)"
+    assert table["original text (frozen)"].str.startswith("Movie").all()
+
+
+def test_html_table_inlines_images_and_escapes_text(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (200, 100), "red").save(tmp_path / "a.png")
+    (tmp_path / "bad.png").write_bytes(b"no picture")
+    table = pd.DataFrame({"title": ["<b>A</b>", "B", "C"],
+                          "image_path": [str(tmp_path / "a.png"), str(tmp_path / "bad.png"), None]})
+    html = html_table(table)
+    assert html.count("data:image/png;base64,") == 1 and "&lt;b&gt;A&lt;/b&gt;" in html
+    assert "(unreadable image (UnidentifiedImageError))" in html and "(no image)" in html

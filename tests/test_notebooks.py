@@ -1,0 +1,132 @@
+"""The notebooks: committed clean and in the tiny profile, runnable with injected parameters, and the
+papermill runner's selection and failure messages. ``pytest --nbval-lax notebooks/`` runs them as committed."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from dmesr.notebooks import (
+    NOTEBOOKS_DIR,
+    PROFILES,
+    NotebookError,
+    declared_parameters,
+    notebook_paths,
+    profile_parameters,
+    record_metrics,
+    run_notebooks,
+)
+
+NOTEBOOKS = notebook_paths()
+EXPECTED = ["00_quickstart", "01_datasets", "02_mllm_enrichment", "03_alignment_tsne", "04_fusion_ablations",
+            "05_results", "06_explorer"]
+
+
+def test_all_notebooks_are_there_in_reading_order():
+    assert [path.stem for path in NOTEBOOKS] == EXPECTED
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_committed_clean_with_one_tiny_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.outputs == [] and cell.execution_count is None for cell in code), "outputs are stored"
+    assert notebook.metadata.kernelspec.name == "python3"
+    title = notebook.cells[0]
+    assert title.cell_type == "markdown" and title.source.startswith(f"# {path.stem[:2]} ·")
+    tagged = [i for i, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1 and notebook.cells[tagged[0] - 1] is code[0], "imports first, then the parameters cell"
+    declared = declared_parameters(path)
+    assignments = re.findall(r"^([A-Z_]+) =", notebook.cells[tagged[0]].source, flags=re.M)
+    assert sorted(declared) == sorted(assignments), "papermill could not parse every parameter line"
+    assert declared["PROFILE"] == "tiny"
+    assert {k: v for k, v in PROFILES["tiny"].items() if k in declared} == profile_parameters("tiny", declared)
+    for name, value in profile_parameters("tiny", declared).items():
+        assert declared[name] == value, f"committed {name}={declared[name]!r} is not the tiny profile's {value!r}"
+    assert f'record_metrics("{path.stem}"' in code[-1].source
+
+
+def test_every_full_profile_key_has_a_tiny_value():
+    assert set(PROFILES["full"]) == set(PROFILES["tiny"])
+    assert PROFILES["full"]["EPOCHS"] > PROFILES["tiny"]["EPOCHS"]
+
+
+def test_notebook_selection_by_name_number_or_title():
+    assert [p.stem for p in notebook_paths(["03", "05_results", "explorer"])] == [
+        "03_alignment_tsne", "05_results", "06_explorer"]
+    with pytest.raises(ValueError, match="unknown notebook '99'"):
+        notebook_paths(["99"])
+    with pytest.raises(ValueError, match="unknown notebook profile 'huge'"):
+        profile_parameters("huge", {})
+
+
+def test_record_metrics_writes_plain_json(tmp_path):
+    import numpy as np
+
+    path = record_metrics("00_x", {"ndcg": np.float32(0.25), "ranks": np.arange(3)}, tmp_path, {"SEEDS": [1]})
+    assert path == tmp_path / "metrics" / "00_x.json"
+    assert json.loads(path.read_text()) == {"notebook": "00_x", "parameters": {"SEEDS": [1]},
+                                            "metrics": {"ndcg": 0.25, "ranks": [0, 1, 2]}}
+
+
+def _write_notebook(folder, name, sources):
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in sources]
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(notebook, folder / f"{name}.ipynb")
+
+
+@pytest.mark.slow
+def test_runner_injects_parameters_and_names_the_failing_notebook_and_cell(tmp_path):
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    _write_notebook(source, "00_ok", ["EPOCHS = 2\nSEEDS = [42]", "open('out.txt', 'w').write(str(EPOCHS))"])
+    _write_notebook(source, "01_bad", ["EPOCHS = 2", "x = 1", "raise ValueError('broken on purpose')"])
+    executed = run_notebooks("full", names=["00"], out_dir=tmp_path / "out", notebooks_dir=source)
+    assert (source / "out.txt").read_text() == str(PROFILES["full"]["EPOCHS"])  # injected, run in notebooks/
+    assert executed["00_ok"]["path"] == str(tmp_path / "out" / "00_ok.ipynb")
+    with pytest.raises(NotebookError, match=re.escape("notebook 01_bad failed in cell 3 (ValueError: broken on purpose)")):
+        run_notebooks("tiny", out_dir=tmp_path / "out", notebooks_dir=source)
+
+
+@pytest.fixture(scope="module")
+def executed_with_seed_7(tmp_path_factory):
+    """Every notebook, tiny profile, another seed, runs and reports in a temporary folder."""
+    root = tmp_path_factory.mktemp("notebooks")
+    parameters = {"SEEDS": [7], "RUNS_DIR": str(root / "runs"), "RUNS_ROOT": str(root / "runs"),
+                  "REPORTS_DIR": str(root / "reports")}
+    run_notebooks("tiny", out_dir=root / "executed", parameters=parameters)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_with_injected_parameters(executed_with_seed_7, name):
+    record = json.loads((executed_with_seed_7 / "reports" / "metrics" / f"{name}.json").read_text())
+    assert record["notebook"] == name and record["parameters"]["PROFILE"] == "tiny"
+    assert record["parameters"].get("SEEDS", [7]) == [7]
+    executed = nbformat.read(executed_with_seed_7 / "executed" / f"{name}.ipynb", as_version=4)
+    assert any("injected-parameters" in cell.metadata.get("tags", []) for cell in executed.cells)
+    if name == "00_quickstart":
+        assert set(record["metrics"]) == {"backbone", "dmesr"}
+    if name == "05_results":  # the store the training notebooks filled, with the injected seed
+        assert record["metrics"]["runs"] >= 2 and {c["seeds"] for c in record["metrics"]["cells"]} == {1}
+
+
+@pytest.mark.slow
+def test_results_notebook_explains_an_empty_store(tmp_path):
+    executed = run_notebooks("tiny", names=["05"], out_dir=tmp_path / "out",
+                             parameters={"RUNS_ROOT": str(tmp_path / "empty"), "REPORTS_DIR": str(tmp_path)})
+    notebook = nbformat.read(executed["05_results"]["path"], as_version=4)
+    printed = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
+    assert "No finished runs under" in printed
+    assert json.loads((tmp_path / "metrics" / "05_results.json").read_text())["metrics"] == {"runs": 0}
+
+
+def test_notebooks_folder_is_the_packaged_one():
+    assert NOTEBOOKS_DIR.name == "notebooks" and (NOTEBOOKS_DIR.parent / "pyproject.toml").is_file()

@@ -1,0 +1,118 @@
+"""Every shared plot: draws the data it is given (checked on the artists) and refuses bad input."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from dmesr import viz
+
+
+def test_sequence_length_histogram_counts_every_user():
+    lengths = np.array([3, 4, 4, 10, 50, 200])
+    figure = viz.sequence_length_histogram(lengths, title="t")
+    axis = figure.axes[0]
+    assert isinstance(figure, Figure)
+    assert sum(patch.get_height() for patch in axis.patches) == len(lengths)
+    assert axis.get_xscale() == "log" and axis.get_title() == "t"
+    assert axis.lines[0].get_xdata()[0] == pytest.approx(np.median(lengths))
+
+
+def test_sequence_length_histogram_rejects_bad_lengths():
+    with pytest.raises(ValueError, match="no values"):
+        viz.sequence_length_histogram([])
+    with pytest.raises(ValueError, match=">= 1"):
+        viz.sequence_length_histogram([0, 3])
+    with pytest.raises(ValueError, match="NaN"):
+        viz.sequence_length_histogram([3, np.nan])
+
+
+def test_popularity_curve_sorts_counts_and_states_head_share():
+    counts = np.array([1, 50, 3, 0, 10, 2, 7, 1, 1, 25])
+    figure = viz.popularity_curve(counts, head_fraction=0.2)
+    axis = figure.axes[0]
+    curve = axis.lines[0].get_ydata()
+    assert np.all(np.diff(curve) <= 0) and curve[0] == 50 and curve[-1] == 0.5  # zero drawn at 0.5 on the log axis
+    label = axis.get_legend().get_texts()[0].get_text()
+    assert "75% of interactions" in label  # top 2 of 10 items: (50 + 25) / 100
+    with pytest.raises(ValueError, match="head fraction"):
+        viz.popularity_curve(counts, head_fraction=1.0)
+
+
+def test_leave_one_out_diagram_colours_the_last_two_items():
+    figure = viz.leave_one_out_diagram({"u1": ["a", "b", "c", "d"], "u2": ["x", "y", "z"]})
+    colours = [matplotlib.colors.to_hex(p.get_facecolor()) for p in figure.axes[0].patches]
+    expected = ["train", "train", "valid", "test", "train", "valid", "test"]
+    assert colours == [viz.SPLIT_COLOURS[stage] for stage in expected]
+    with pytest.raises(ValueError, match="at least 3"):
+        viz.leave_one_out_diagram({"u": ["a", "b"]})
+
+
+def test_tsne_is_seeded_and_shaped():
+    vectors = np.random.default_rng(0).normal(size=(40, 8))
+    first, second = viz.tsne_2d(vectors, seed=3), viz.tsne_2d(vectors, seed=3)
+    assert first.shape == (40, 2)
+    np.testing.assert_allclose(first, second)
+    with pytest.raises(ValueError, match="N >= 3"):
+        viz.tsne_2d(vectors[:2])
+
+
+def test_embedding_scatter_one_panel_per_space_and_one_series_per_label_and_marker():
+    points = np.arange(12, dtype=float).reshape(6, 2)
+    figure = viz.embedding_scatter({"before": points, "after": -points}, colours=list("aabbcc"),
+                                   markers=["d", "t"] * 3)
+    assert [axis.get_title() for axis in figure.axes] == ["before", "after"]
+    assert len(figure.axes[0].collections) == 6  # 3 labels x 2 markers, 1 point each
+    legend = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
+    assert legend == ["a", "b", "c", "d", "t"]  # colours, then markers
+    offsets = np.concatenate([c.get_offsets() for c in figure.axes[1].collections])
+    assert sorted(map(tuple, offsets)) == sorted(map(tuple, -points))
+    with pytest.raises(ValueError, match="expected \\(6, 2\\)"):
+        viz.embedding_scatter({"bad": points[:3]}, colours=list("aabbcc"))
+
+
+def test_attention_heatmap_shows_the_weights_with_token_labels():
+    weights = np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]])
+    figure = viz.attention_heatmap(weights, ["[CLS]", "toy", "story"], ["head 1", "head 2"])
+    axis = figure.axes[0]
+    np.testing.assert_allclose(axis.images[0].get_array(), weights)
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["[CLS]", "toy", "story"]
+    with pytest.raises(ValueError, match="does not match"):
+        viz.attention_heatmap(weights, ["a", "b"], ["head 1", "head 2"])
+
+
+def test_metric_bars_heights_error_bars_and_marks():
+    summary = pd.DataFrame({"model": ["sasrec", "sasrec", "gru4rec", "gru4rec"],
+                            "method": ["backbone", "dmesr", "backbone", "dmesr"],
+                            "NDCG@10_mean": [0.1, 0.2, 0.05, 0.08], "NDCG@10_std": [0.01, 0.02, np.nan, 0.01]})
+    figure = viz.metric_bars(summary, "NDCG@10", marks={("sasrec", "dmesr"): "†"})
+    axis = figure.axes[0]
+    heights = [patch.get_height() for patch in axis.patches]
+    assert heights == pytest.approx([0.1, 0.05, 0.2, 0.08])  # per method, groups in first-seen order
+    assert [t.get_text() for t in axis.texts] == ["†"]
+    assert axis.texts[0].get_position()[1] == pytest.approx(0.22)  # above the error bar
+    with pytest.raises(ValueError, match="lacks column"):
+        viz.metric_bars(summary, "HR@10")
+    with pytest.raises(ValueError, match="empty"):
+        viz.metric_bars(summary.iloc[:0], "NDCG@10")
+
+
+def test_training_curves_one_line_per_run():
+    epochs = pd.DataFrame({"epoch": [1, 2, 3], "valid_NDCG@10": [0.01, 0.03, 0.04]})
+    figure = viz.training_curves({"a": epochs, "b": epochs.rename(columns={"valid_NDCG@10": "NDCG@10"})})
+    lines = figure.axes[0].lines
+    assert len(lines) == 2 and list(lines[0].get_ydata()) == [0.01, 0.03, 0.04]
+    with pytest.raises(ValueError, match="lacks"):
+        viz.training_curves({"c": epochs.drop(columns="epoch")})
+
+
+def test_save_figure_writes_a_png(tmp_path):
+    path = viz.save_figure(viz.sequence_length_histogram([3, 5, 8]), tmp_path / "figs", "lengths")
+    assert path == tmp_path / "figs" / "lengths.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
