@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ STAGES = {"valid": 2, "test": 1}  # stage -> how many items at the end are held 
 
 @dataclass
 class TrainedRun:
-    run_dir: Path
+    run_dir: Path | None  # None for a model built in memory
     config: RunConfig
     split: SequenceSplit
     model: SequentialRecommender  # best checkpoint, eval mode, on the CPU
@@ -47,21 +48,20 @@ def load_trained(run_dir: str | Path, split: SequenceSplit | None = None) -> Tra
         raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
     config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     split = split or prepare_split(config.data)
+    trained_on = json.loads((run_dir / "data.json").read_text())["fingerprint"]
+    if trained_on != split.fingerprint:
+        raise ValueError(f"{run_dir} was trained on other data (split {trained_on[:12]}, given {split.fingerprint[:12]})")
     model = build_run_model(config, split)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return TrainedRun(run_dir=run_dir, config=config, split=split, model=model.eval())
-
-
-def _check_user(split: SequenceSplit, user: int) -> None:
-    if not 0 <= user < split.num_users:
-        raise ValueError(f"user index {user} is out of range 0..{split.num_users - 1}")
 
 
 def held_out(split: SequenceSplit, user: int, stage: str = "test") -> tuple[np.ndarray, int]:
     """``(history, target)`` of ``user`` at ``stage`` (internal item ids)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    _check_user(split, user)
+    if not 0 <= user < split.num_users:
+        raise ValueError(f"user index {user} is out of range 0..{split.num_users - 1}")
     sequence = split.sequence(user)
     cut = STAGES[stage]
     return sequence[:-cut], int(sequence[-cut])

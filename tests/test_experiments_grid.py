@@ -124,14 +124,14 @@ def test_shipped_experiment_files_expand():
     assert {(c.model, c.method) for c in smoke} == {(m, k) for m in ("sasrec", "gru4rec") for k in ("backbone", "text")}
     main = load_grid(CONFIGS / "main.yaml")
     methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
-    assert len(methods) == 12
+    assert len(methods) == 10
     counts = Counter(c.dataset for c in main)
-    assert counts["ml-100k"] == counts["ml-latest-small"] == 3 * 12 * 3
+    assert counts["ml-100k"] == counts["ml-latest-small"] == 3 * 10 * 3
     ml1m = {(c.model, c.method) for c in main if c.dataset == "ml-1m"}
     assert {"backbone", "dmesr"} <= {method for _, method in ml1m}
     assert {model for model, _ in ml1m} == {"sasrec", "bert4rec", "gru4rec"}
     assert {c.config.data.max_len for c in main if c.dataset == "ml-1m"} == {200}
     by_method = {c.method: c.config.items for c in main if c.dataset == "ml-100k" and c.model == "sasrec"}
-    assert by_method["dmesr-no-image"].views == ("text",) and by_method["dmesr-no-textview"].views == ("image",)
+    assert {c.config.output_dir for c in main} == {"reports/runs/main"}
     assert by_method["dmesr-no-fusion"].fusion == "none" and by_method["dmesr-no-text"].use_original_text is False
     assert by_method["dmesr-frozen-adapters"].freeze_adapters is True

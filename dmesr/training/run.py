@@ -23,6 +23,7 @@ from dmesr.config import RunConfig, config_from_dict, save_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.schema import SequenceSplit
+from dmesr.enrich.features import SemanticFeatures
 from dmesr.evaluation import breakdown, evaluate
 from dmesr.models import build_model
 from dmesr.models.base import SequentialRecommender
@@ -48,12 +49,18 @@ def run_directory(config: RunConfig) -> Path:
             / f"{config.items.kind}-{config_hash(config)}-seed{config.train.seed}")
 
 
-def build_run_model(config: RunConfig, split: SequenceSplit) -> SequentialRecommender:
-    features = None
-    if config.items.kind != "id":
-        from dmesr.enrich.pipeline import load_dataset_features  # only semantic runs need the caches
+def load_run_features(config: RunConfig, split: SequenceSplit) -> SemanticFeatures | None:
+    """The cached semantic features a non-ID item encoder needs, aligned to the split's items."""
+    if config.items.kind == "id":
+        return None
+    from dmesr.enrich.pipeline import load_dataset_features  # only semantic runs need the caches
 
-        features = load_dataset_features(config.data.dataset, config.items).aligned_to(split.item_ids)
+    return load_dataset_features(config.data.dataset, config.items).aligned_to(split.item_ids)
+
+
+def build_run_model(config: RunConfig, split: SequenceSplit, features: SemanticFeatures | None = None
+                    ) -> SequentialRecommender:
+    features = features if features is not None else load_run_features(config, split)
     items = build_item_representation(config.items, split.num_items, config.model.hidden_size, features)
     return build_model(config.model, items, config.data.max_len)
 
@@ -97,13 +104,21 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
             if dist_context.is_main and show_progress:
                 print(f"finished run found, nothing to do: {run_dir}")
             return run_dir
-    elif dist_context.is_main:
+    features = load_run_features(config, split)
+    if features is not None and (run_dir / "data.json").exists():
+        saved = json.loads((run_dir / "data.json").read_text()).get("features") or {}
+        if saved.get("source_fingerprint") != features.meta.get("source_fingerprint"):
+            raise ValueError(f"{run_dir} was started with other semantic features (descriptions or item texts "
+                             "changed since); choose another output_dir or delete the run")
+    if not (run_dir / "config.yaml").exists() and dist_context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
-        (run_dir / "data.json").write_text(json.dumps({"fingerprint": split.fingerprint, "stats": split.stats}, indent=2))
+        provenance = {"fingerprint": split.fingerprint, "stats": split.stats,
+                      "features": None if features is None else features.meta}
+        (run_dir / "data.json").write_text(json.dumps(provenance, indent=2, default=str))
 
     seed_everything(config.train.seed, config.train.deterministic)
-    model = build_run_model(config, split)
+    model = build_run_model(config, split, features)
     trainer = Trainer(model, split, config, run_dir, device, dist_context, show_progress)
     state = trainer.fit()
     if not dist_context.is_main:
