@@ -40,7 +40,7 @@ class TrainedRun:
 
 def load_trained(run_dir: str | Path, split: SequenceSplit | None = None) -> TrainedRun:
     """The best checkpoint of a finished run; ``split`` (default: rebuilt from the config) must be its data."""
-    from dmesr.training.run import build_run_model
+    from dmesr.training.run import build_run_model, load_run_features
     from dmesr.training.runtime import load_checkpoint
 
     run_dir = Path(run_dir)
@@ -48,10 +48,16 @@ def load_trained(run_dir: str | Path, split: SequenceSplit | None = None) -> Tra
         raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
     config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     split = split or prepare_split(config.data)
-    trained_on = json.loads((run_dir / "data.json").read_text())["fingerprint"]
-    if trained_on != split.fingerprint:
-        raise ValueError(f"{run_dir} was trained on other data (split {trained_on[:12]}, given {split.fingerprint[:12]})")
-    model = build_run_model(config, split)
+    provenance = json.loads((run_dir / "data.json").read_text())
+    if provenance["fingerprint"] != split.fingerprint:
+        raise ValueError(f"{run_dir} was trained on other data (split {provenance['fingerprint'][:12]}, "
+                         f"given {split.fingerprint[:12]})")
+    features = load_run_features(config, split)
+    trained_with = (provenance.get("features") or {}).get("source_fingerprint")
+    if features is not None and trained_with is not None and trained_with != features.meta.get("source_fingerprint"):
+        raise ValueError(f"{run_dir} was trained with other semantic features than the cached ones "
+                         "(descriptions or item texts changed since); retrain it in a fresh output_dir")
+    model = build_run_model(config, split, features)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return TrainedRun(run_dir=run_dir, config=config, split=split, model=model.eval())
 

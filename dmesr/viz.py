@@ -196,7 +196,7 @@ def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: s
     groups = list(dict.fromkeys(summary[group]))
     hues = list(dict.fromkeys(summary[hue]))
     width = 0.8 / len(hues)
-    figure, (axis,) = _figure(width=max(5.0, 1.2 * len(groups) * max(1, len(hues) / 3)))
+    figure, (axis,) = _figure(width=max(5.0, 3.5 + 0.3 * len(groups) * len(hues)))
     for index, (name, colour) in enumerate(zip(hues, _palette(len(hues)))):
         rows = summary[summary[hue] == name].set_index(group).reindex(groups)
         positions = np.arange(len(groups)) + (index - (len(hues) - 1) / 2) * width
@@ -208,7 +208,7 @@ def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: s
                 axis.text(position, mean + np.nan_to_num(std), mark, ha="center", va="bottom", fontsize=9)
     axis.set_xticks(np.arange(len(groups)), [str(g) for g in groups])
     axis.set(ylabel=metric, title=title or f"{metric} (mean ± std over seeds)")
-    axis.legend(fontsize=8, ncol=min(len(hues), 4))
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # beside: bars stay visible
     return figure
 
 

@@ -188,3 +188,10 @@ def test_split_feeds_the_evaluation_inputs():
     test = evaluation_inputs(split, "test", max_len=5)
     assert test.targets.tolist() == [int(split.sequence(u)[-1]) for u in range(split.num_users)]
     assert test.negatives.shape == (split.num_users, 3)
+
+
+def test_catalogue_too_small_for_the_sampled_protocol_skips_negatives_and_says_so():
+    rows = [(user, item, t) for user in ("a", "b") for t, item in enumerate("xyz")]
+    split = build_split(make_raw(rows), DataConfig(**{**LOOSE, "num_sampled_negatives": 100}))
+    assert split.valid_negatives is None and split.test_negatives is None
+    assert split.stats["sampled_protocol"].startswith("unavailable: a user has only 0 unseen items")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -165,3 +167,20 @@ def test_html_table_inlines_images_and_escapes_text(tmp_path):
     html = html_table(table)
     assert html.count("data:image/png;base64,") == 1 and "&lt;b&gt;A&lt;/b&gt;" in html
     assert "(unreadable image (UnidentifiedImageError))" in html and "(no image)" in html
+
+
+def test_load_trained_reproduces_the_runs_test_hit_rate(split, tmp_path):
+    from dmesr.explorer import load_trained
+    from dmesr.training.run import train_run
+
+    config = RunConfig(output_dir=str(tmp_path))
+    config.model.hidden_size, config.data.max_len = 8, 10
+    config.train.max_epochs, config.train.device = 2, "cpu"
+    run_dir = train_run(config, show_progress=False, split=split)
+    run = load_trained(run_dir, split)
+    _, hits = top_k(run, range(split.num_users))
+    recorded = json.loads((run_dir / "final.json").read_text())["test"]["HR@10"]
+    assert hits.any(axis=1).mean() == pytest.approx(recorded)
+    split.fingerprint = "other-data"
+    with pytest.raises(ValueError, match="trained on other data"):
+        load_trained(run_dir, split)

@@ -191,9 +191,13 @@ def load_recbole_atomic(
 ) -> RawDataset:
     """RecBole atomic files: ``.inter`` needs user_id, item_id, timestamp; ``.item`` (optional) needs item_id.
 
-    Every other ``.item`` field becomes a source column and a sentence of the item text.
+    Every other ``.item`` field becomes a source column and a sentence of the item text. Item
+    images are looked up in ``image_folder``, by default the folder's ``images/`` subfolder when
+    there is one (files named by item id).
     """
     inter_path, item_path = recbole_atomic_files(folder, name)
+    if image_folder is None and (Path(folder) / "images").is_dir():
+        image_folder = Path(folder) / "images"
     inter = read_atomic_file(inter_path)
     require_columns(inter, ("user_id", "item_id", "timestamp"), inter_path)
     interactions = interactions_frame(

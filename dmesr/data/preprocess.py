@@ -19,6 +19,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -26,6 +28,8 @@ from dmesr.config import DataConfig
 from dmesr.data.loaders import require_columns, sha256_file
 from dmesr.data.registry import dmesr_home, load_raw, source_files
 from dmesr.data.schema import INTERACTION_COLUMNS, RawDataset, SequenceSplit
+
+logger = logging.getLogger(__name__)
 
 SPLIT_FORMAT = 1  # bump when the saved layout or the preprocessing rules change
 MIN_SEQUENCE_LENGTH = 3  # >= 1 training item + validation target + test target
@@ -203,7 +207,14 @@ def build_split(raw: RawDataset, config: DataConfig) -> SequenceSplit:
         "items_without_metadata": without_metadata,
         "params": split_params(config),
     }
-    if config.num_sampled_negatives > 0:
+    fewest_unseen = min(split.num_items - len(np.unique(split.sequence(u))) for u in range(split.num_users))
+    if config.num_sampled_negatives > 0 and fewest_unseen < config.num_sampled_negatives:
+        # a catalogue this small cannot support the sampled protocol; full ranking still works
+        reason = (f"a user has only {fewest_unseen} unseen items, fewer than "
+                  f"num_sampled_negatives={config.num_sampled_negatives}")
+        logger.warning("%s: no sampled-protocol negatives (%s)", split.name, reason)
+        split.stats["sampled_protocol"] = f"unavailable: {reason}"
+    elif config.num_sampled_negatives > 0:
         rng = np.random.default_rng(config.negative_seed)
         split.valid_negatives = sample_negatives(split, config.num_sampled_negatives, rng)
         split.test_negatives = sample_negatives(split, config.num_sampled_negatives, rng)
