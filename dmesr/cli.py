@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     enrich.add_argument("--trust-remote-code", action="store_true", help="hf: allow the model's own code to run")
     enrich.add_argument("--device", help="hf / cascade device (default: cuda when present)")
     enrich.add_argument("--max-new-tokens", type=int)
+    enrich.add_argument("--no-repeat-ngram-size", type=int, default=3,
+                        help="hf / cascade: forbid repeating any word n-gram (3, as for the shipped descriptions; 0 = off)")
     enrich.add_argument("--batch-size", type=int, default=16)
     enrich.add_argument("--limit", type=int, help="describe at most the first N items")
     enrich.add_argument("--shard", help="i/n: this process's share of the items (split by item-id hash)")
@@ -174,6 +176,8 @@ def _enrich_or_embed(args, config) -> int:
         return 0
     options = {key: value for key, value in {"model": args.model, "path": args.path, "device": args.device,
                "max_new_tokens": args.max_new_tokens}.items() if value is not None}
+    if args.describer != "precomputed":
+        options["no_repeat_ngram_size"] = args.no_repeat_ngram_size
     if args.trust_remote_code:
         options["trust_remote_code"] = True
     describer = pipeline.make_describer(args.describer, **options)

@@ -8,6 +8,7 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -148,3 +149,28 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
         scores.append(model.eval().predict_scores(histories))
     torch.testing.assert_close(scores[1], scores[0], rtol=1e-3, atol=1e-3)
+
+
+def _features(split, fingerprint: str):
+    from dmesr.enrich.features import SemanticFeatures
+
+    rng = np.random.default_rng(0)
+    n, dim = split.num_items, 8
+    return SemanticFeatures(
+        item_ids=split.item_ids, views={"text": rng.normal(size=(n, dim)).astype(np.float32)},
+        view_present={"text": np.ones(n, dtype=bool)}, text_pooled=rng.normal(size=(n, dim)).astype(np.float32),
+        text_tokens=rng.normal(size=(n, 4, dim)).astype(np.float16), text_mask=np.ones((n, 4), dtype=bool),
+        meta={"source_fingerprint": fingerprint},
+    )
+
+
+def test_a_run_made_with_other_semantic_features_is_refused(tmp_path, tiny_split, monkeypatch):
+    import dmesr.training.run as run_module
+
+    config = tiny_config(tmp_path, **{"train.max_epochs": 1, "items.kind": "dmesr", "items.token_pca_dim": 4})
+    monkeypatch.setattr(run_module, "load_run_features", lambda config, split: _features(split, "first"))
+    run_dir = train_run(config, show_progress=False, split=tiny_split)
+    assert json.loads((run_dir / "data.json").read_text())["features"]["source_fingerprint"] == "first"
+    monkeypatch.setattr(run_module, "load_run_features", lambda config, split: _features(split, "second"))
+    with pytest.raises(ValueError, match="other semantic features"):
+        train_run(config, show_progress=False, split=tiny_split)

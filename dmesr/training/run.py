@@ -71,7 +71,8 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
-def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit) -> None:
+def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
+                    features: SemanticFeatures | None = None) -> None:
     saved_config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     if config_hash(saved_config) != config_hash(config):
         raise ValueError(f"{run_dir} holds a run with a different config; choose another output_dir")
@@ -79,6 +80,10 @@ def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit) -> N
     if saved_data["fingerprint"] != split.fingerprint:
         raise ValueError(f"{run_dir} was trained on other data (fingerprint {saved_data['fingerprint'][:12]}, "
                          f"now {split.fingerprint[:12]})")
+    saved_features = saved_data.get("features") or {}
+    if features is not None and saved_features.get("source_fingerprint") != features.meta.get("source_fingerprint"):
+        raise ValueError(f"{run_dir} was trained with other semantic features (descriptions or item texts changed "
+                         "since); choose another output_dir or delete the run")
 
 
 def train_run(config: RunConfig, show_progress: bool = True, split: SequenceSplit | None = None) -> Path:
@@ -98,18 +103,13 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
                split: SequenceSplit | None) -> Path:
     split = split or prepare_split(config.data)
     run_dir = run_directory(config)
+    features = load_run_features(config, split)
     if (run_dir / "config.yaml").exists():
-        _check_same_run(run_dir, config, split)
+        _check_same_run(run_dir, config, split, features)
         if (run_dir / "final.json").exists():
             if dist_context.is_main and show_progress:
                 print(f"finished run found, nothing to do: {run_dir}")
             return run_dir
-    features = load_run_features(config, split)
-    if features is not None and (run_dir / "data.json").exists():
-        saved = json.loads((run_dir / "data.json").read_text()).get("features") or {}
-        if saved.get("source_fingerprint") != features.meta.get("source_fingerprint"):
-            raise ValueError(f"{run_dir} was started with other semantic features (descriptions or item texts "
-                             "changed since); choose another output_dir or delete the run")
     if not (run_dir / "config.yaml").exists() and dist_context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
@@ -161,10 +161,11 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str =
         raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
     config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     split = prepare_split(config.data)
-    _check_same_run(run_dir, config, split)
+    features = load_run_features(config, split)
+    _check_same_run(run_dir, config, split, features)
     if protocol:
         config.eval.protocol = protocol
-    model = build_run_model(config, split)
+    model = build_run_model(config, split, features)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
     out = run_dir / f"evaluation-{config.eval.protocol}.json"
