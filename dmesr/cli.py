@@ -9,6 +9,7 @@
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
     dmesr report runs/main [--out reports/results.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
+    dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/executed
 
 Precedence: explicit flags and ``--set`` > ``--config`` YAML > defaults.
 """
@@ -104,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("dataset")
     export.add_argument("out_dir")
     export.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings")
+
+    notebooks = subparsers.add_parser("notebooks", help="execute the notebooks headlessly with papermill")
+    notebooks_sub = notebooks.add_subparsers(dest="action", required=True)
+    run_notebooks = notebooks_sub.add_parser("run")
+    run_notebooks.add_argument("--profile", choices=["tiny", "full"], default="tiny")
+    run_notebooks.add_argument("names", nargs="*", help="which notebooks (number or name); default: all")
+    run_notebooks.add_argument("--out", default="reports/executed", help="folder for the executed copies")
     return parser
 
 
@@ -157,6 +165,11 @@ def _dispatch(args) -> int:
         from dmesr.experiments import export
 
         export(args.dataset, args.out_dir, [f"data.{pair}" for pair in args.set])
+        return 0
+    if args.command == "notebooks":
+        from dmesr.notebooks import notebooks_command
+
+        notebooks_command(args.profile, args.names or None, args.out)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -28,5 +28,5 @@ def test_help_lists_every_stage(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("data", "train", "evaluate", "experiments", "report", "export"):
+    for command in ("data", "enrich", "embed", "train", "evaluate", "experiments", "report", "export", "notebooks"):
         assert command in out
