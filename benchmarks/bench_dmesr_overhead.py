@@ -1,0 +1,71 @@
+"""Training-step cost of DMESR over its plain backbone, measured in one process.
+
+Builds the backbone (ID item table) and the same backbone with the DMESR item encoder on a
+dataset whose features exist (`dmesr embed` first), then times optimiser steps on the same
+training batches, alternating the two models step by step so both see the same machine load.
+Prints the median seconds per step of each and their ratio (the target is at most 1.5x).
+
+    .venv/bin/python benchmarks/bench_dmesr_overhead.py --dataset ml-100k --model sasrec --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from dmesr.config import load_config
+from dmesr.data import prepare_split
+from dmesr.data.batches import TrainWindows
+from dmesr.models.losses import sequence_loss
+from dmesr.training.run import build_run_model
+from dmesr.training.runtime import select_device
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--model", default="sasrec")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides for both models (e.g. train.batch_size=256)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = select_device(args.device)
+    base = [f"data.dataset={args.dataset}", f"model.name={args.model}", *args.set]
+    configs = {kind: load_config(overrides=base + [f"items.kind={kind}"]) for kind in ("id", "dmesr")}
+    split = prepare_split(configs["id"].data)
+    windows = TrainWindows(split, configs["id"].data.max_len).windows
+    batch = configs["id"].train.batch_size
+    models, optimisers = {}, {}
+    for kind, config in configs.items():
+        torch.manual_seed(0)
+        models[kind] = build_run_model(config, split).to(device).train()
+        optimisers[kind] = torch.optim.Adam(models[kind].parameters(), lr=config.train.lr)
+    seconds = {kind: [] for kind in models}
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
+    for step in range(args.steps + 2):  # the first two steps warm up and are not counted
+        rows = order[(step * batch) % len(windows):][:batch]
+        for kind, model in models.items():
+            started = time.perf_counter()
+            loss = sequence_loss(model, windows[rows].to(device), configs[kind].train)
+            optimisers[kind].zero_grad(set_to_none=True)
+            loss.backward()
+            optimisers[kind].step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if step >= 2:
+                seconds[kind].append(time.perf_counter() - started)
+    medians = {kind: statistics.median(values) for kind, values in seconds.items()}
+    result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
+              "batch_size": batch, "steps": args.steps, "backbone_s_per_step": medians["id"],
+              "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"]}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
