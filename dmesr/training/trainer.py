@@ -113,6 +113,8 @@ class Trainer:
 
     def _resume(self) -> None:
         if not self.checkpoint_path.exists():
+            if self.dist.is_main:  # a run copied without its checkpoint starts over: no stale rows
+                self._drop_logged_epochs_after(0)
             return
         saved = load_checkpoint(self.checkpoint_path)
         self.model.load_state_dict(saved["model"])
