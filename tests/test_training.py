@@ -174,3 +174,13 @@ def test_a_run_made_with_other_semantic_features_is_refused(tmp_path, tiny_split
     monkeypatch.setattr(run_module, "load_run_features", lambda config, split: _features(split, "second"))
     with pytest.raises(ValueError, match="other semantic features"):
         train_run(config, show_progress=False, split=tiny_split)
+
+
+def test_a_run_copied_without_its_checkpoint_starts_over_with_a_clean_log(tmp_path, tiny_split):
+    config = tiny_config(tmp_path, **{"train.max_epochs": 2})
+    run_dir = train_run(config, show_progress=False, split=tiny_split)
+    (run_dir / "checkpoint.pt").unlink()
+    (run_dir / "final.json").unlink()
+    train_run(config, show_progress=False, split=tiny_split)
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]

@@ -138,16 +138,23 @@ def _freeze(modules: list[nn.Module]) -> None:
         module.requires_grad_(False)
 
 
-class SemanticSumItems(ItemRepresentation):
+class _IDPlusSemantics(ItemRepresentation):
+    """Shared set-up of the baselines that add adapted frozen vectors (from ``sources``) to an ID table."""
+
+    def __init__(self, num_items: int, dim: int, semantics: FrozenSemantics, sources: list[str]):
+        super().__init__(num_items, dim)
+        self.ids = IDEmbedding(num_items, dim)
+        self.semantics = semantics
+        self.sources = sources
+
+
+class SemanticSumItems(_IDPlusSemantics):
     """``text`` / ``mllm``: ID embedding + sum of adapted frozen vectors, each masked by presence."""
 
     def __init__(
         self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
     ):
-        super().__init__(num_items, dim)
-        self.ids = IDEmbedding(num_items, dim)
-        self.semantics = semantics
-        self.sources = sources
+        super().__init__(num_items, dim, semantics, sources)
         self.adapters = nn.ModuleDict(
             {s: Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout) for s in sources}
         )
@@ -161,16 +168,13 @@ class SemanticSumItems(ItemRepresentation):
         return [self.ids.tables()[0] + _with_padding_row(semantic)]
 
 
-class ConcatMLPItems(ItemRepresentation):
+class ConcatMLPItems(_IDPlusSemantics):
     """``concat``: ID embedding + one MLP over all frozen vectors concatenated (absent views zeroed)."""
 
     def __init__(
         self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
     ):
-        super().__init__(num_items, dim)
-        self.ids = IDEmbedding(num_items, dim)
-        self.semantics = semantics
-        self.sources = sources
+        super().__init__(num_items, dim, semantics, sources)
         # The presence flags let the MLP tell "view absent" from "view with a small vector".
         in_dim = len(sources) * (semantics.input_dim + 1)
         self.adapter = Adapter(in_dim, config.adapter_hidden, dim, config.dropout)
