@@ -23,7 +23,7 @@ Several GPUs on one machine, one shard per GPU, then the report once all are don
     for gpu in 0 1 2 3; do
         CUDA_VISIBLE_DEVICES=$gpu dmesr experiments run configs/experiments/main.yaml --shard $gpu/4 &
     done; wait
-    dmesr report runs/main
+    dmesr report reports/runs/main
 
 Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
 epochs of finished runs of the same dataset and model (same method first), minus the epochs a
