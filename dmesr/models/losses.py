@@ -70,17 +70,20 @@ def full_cross_entropy(hidden: torch.Tensor, table: torch.Tensor, targets: torch
     return _ChunkedSoftmaxCrossEntropy.apply(hidden, table[1:], targets - 1)
 
 
-def _uniform_negatives(
-    table: torch.Tensor, targets: torch.Tensor, num_negatives: int, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Vectors ``[k, d]`` of ``k`` shared uniform negatives from 1..n, and ``[N, k]``: is it the positive?"""
+def _sampled_logits(
+    hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, num_negatives: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positive logits ``[N]``, logits ``[N, k]`` of ``k`` shared uniform negatives from 1..n, and
+    ``[N, k]``: is that negative the row's positive?"""
     if num_negatives < 1:
         raise ValueError(f"num_negatives must be at least 1, got {num_negatives}")
     num_items = table.shape[0] - 1
     device = table.device if generator is None else generator.device
     negatives = torch.randint(1, num_items + 1, (num_negatives,), generator=generator, device=device)
     negatives = negatives.to(table.device)
-    return table[negatives], targets.unsqueeze(1) == negatives.unsqueeze(0)
+    positive_logits = (hidden * table[targets]).sum(dim=-1)
+    return positive_logits, hidden @ table[negatives].T, targets.unsqueeze(1) == negatives.unsqueeze(0)
 
 
 def bce_sampled(
@@ -91,9 +94,7 @@ def bce_sampled(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Binary cross-entropy of each positive (label 1) and ``num_negatives`` uniform negatives (label 0)."""
-    negative_vectors, collides = _uniform_negatives(table, targets, num_negatives, generator)
-    positive_logits = (hidden * table[targets]).sum(dim=-1)
-    negative_logits = hidden @ negative_vectors.T
+    positive_logits, negative_logits, collides = _sampled_logits(hidden, table, targets, num_negatives, generator)
     # -log sigmoid(s) = softplus(-s) for positives; -log(1 - sigmoid(s)) = softplus(s) for negatives.
     negative_terms = F.softplus(negative_logits).masked_fill(collides, 0.0)
     total = F.softplus(-positive_logits).sum() + negative_terms.sum()
@@ -108,10 +109,8 @@ def sampled_softmax(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the positive against itself plus ``num_negatives`` uniform negatives."""
-    negative_vectors, collides = _uniform_negatives(table, targets, num_negatives, generator)
-    positive_logits = (hidden * table[targets]).sum(dim=-1, keepdim=True)
-    negative_logits = (hidden @ negative_vectors.T).masked_fill(collides, float("-inf"))
-    logits = torch.cat([positive_logits, negative_logits], dim=1)
+    positive_logits, negative_logits, collides = _sampled_logits(hidden, table, targets, num_negatives, generator)
+    logits = torch.cat([positive_logits.unsqueeze(1), negative_logits.masked_fill(collides, float("-inf"))], dim=1)
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
 
