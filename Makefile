@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # fetch + preprocess ml-100k, embed the shipped text-view descriptions, train SASRec and SASRec+DMESR,
-# and write the comparison to runs/demo/results.md (about 6 minutes on 2 CPU cores)
+# and write the comparison to runs/demo/results.md (13 minutes on a busy 2-core machine)
 demo: $(STAMP)
 	$(VENV)/bin/dmesr embed --dataset ml-100k --descriptions data/descriptions/ml-100k.cascade.text.jsonl --views text
 	$(VENV)/bin/dmesr train --dataset ml-100k --model sasrec --output-dir runs/demo
