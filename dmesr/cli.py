@@ -180,12 +180,12 @@ def _enrich_or_embed(args, config) -> int:
 
     items = load_raw(args.dataset).items if args.all_items else prepare_split(config.data).items
     if args.command == "embed":
+        folder = pipeline.features_folder(args.dataset, args.describer, args.encoder)
         features = pipeline.embed_items(items, args.dataset, args.descriptions, encoder=args.encoder,
                                         describer=args.describer, views=args.views, device=args.device,
-                                        out_dir=pipeline.features_folder(args.dataset, args.describer, args.encoder))
+                                        out_dir=folder)
         counts = ", ".join(f"{view}: {int(present.sum())}" for view, present in features.view_present.items())
-        print(f"embedded {len(features.item_ids)} items ({counts} with a description) -> "
-              f"{pipeline.features_folder(args.dataset, args.describer, args.encoder)}")
+        print(f"embedded {len(features.item_ids)} items ({counts} with a description) -> {folder}")
         return 0
     options = {key: value for key, value in {"model": args.model, "path": args.path, "device": args.device,
                "max_new_tokens": args.max_new_tokens}.items() if value is not None}

@@ -11,17 +11,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from dmesr.config import RunConfig, config_from_dict
-from dmesr.data import prepare_split
+from dmesr.config import RunConfig
 from dmesr.data.batches import pad_left
 from dmesr.data.schema import SequenceSplit
 from dmesr.models.base import SequentialRecommender
@@ -40,26 +37,10 @@ class TrainedRun:
 
 def load_trained(run_dir: str | Path, split: SequenceSplit | None = None) -> TrainedRun:
     """The best checkpoint of a finished run; ``split`` (default: rebuilt from the config) must be its data."""
-    from dmesr.training.run import build_run_model, load_run_features
-    from dmesr.training.runtime import load_checkpoint
+    from dmesr.training.run import load_finished_run
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "best.pt").is_file():
-        raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
-    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    split = split or prepare_split(config.data)
-    provenance = json.loads((run_dir / "data.json").read_text())
-    if provenance["fingerprint"] != split.fingerprint:
-        raise ValueError(f"{run_dir} was trained on other data (split {provenance['fingerprint'][:12]}, "
-                         f"given {split.fingerprint[:12]})")
-    features = load_run_features(config, split)
-    trained_with = (provenance.get("features") or {}).get("source_fingerprint")
-    if features is not None and trained_with is not None and trained_with != features.meta.get("source_fingerprint"):
-        raise ValueError(f"{run_dir} was trained with other semantic features than the cached ones "
-                         "(descriptions or item texts changed since); retrain it in a fresh output_dir")
-    model = build_run_model(config, split, features)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-    return TrainedRun(run_dir=run_dir, config=config, split=split, model=model.eval())
+    config, split, model = load_finished_run(run_dir, split)
+    return TrainedRun(run_dir=Path(run_dir), config=config, split=split, model=model.eval())
 
 
 def held_out(split: SequenceSplit, user: int, stage: str = "test") -> tuple[np.ndarray, int]:

@@ -154,19 +154,28 @@ def test_model(model: SequentialRecommender, split: SequenceSplit, config: RunCo
     return result, breakdown(result, inputs, split, config.eval)
 
 
-def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto") -> Path:
-    """Re-evaluate a finished run's best checkpoint on the test split, e.g. with the sampled protocol."""
+def load_finished_run(run_dir: str | Path, split: SequenceSplit | None = None
+                      ) -> tuple[RunConfig, SequenceSplit, SequentialRecommender]:
+    """A finished run's config, data (default: rebuilt from its config) and best checkpoint, after
+    checking that the data and the semantic features are the ones it was trained with."""
     run_dir = Path(run_dir)
     if not (run_dir / "best.pt").exists():
         raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
     config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    split = prepare_split(config.data)
+    split = split or prepare_split(config.data)
     features = load_run_features(config, split)
     _check_same_run(run_dir, config, split, features)
-    if protocol:
-        config.eval.protocol = protocol
     model = build_run_model(config, split, features)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    return config, split, model
+
+
+def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto") -> Path:
+    """Re-evaluate a finished run's best checkpoint on the test split, e.g. with the sampled protocol."""
+    run_dir = Path(run_dir)
+    config, split, model = load_finished_run(run_dir)
+    if protocol:
+        config.eval.protocol = protocol
     result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
     out = run_dir / f"evaluation-{config.eval.protocol}.json"
     out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups},
