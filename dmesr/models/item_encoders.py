@@ -99,7 +99,6 @@ class FrozenSemantics(nn.Module):
             self.token_dim = real_tokens.shape[1]
             self.register_buffer("token_mask", mask, persistent=False)
             self.register_buffer("real_tokens", real_tokens, persistent=False)
-            self.register_buffer("real_token_index", mask.flatten().nonzero().squeeze(1), persistent=False)
 
     def vector(self, source: str) -> torch.Tensor:
         return getattr(self, f"vector_{source}")
@@ -108,11 +107,9 @@ class FrozenSemantics(nn.Module):
         return getattr(self, f"present_{source}")
 
     def adapted_tokens(self, adapter: nn.Module) -> torch.Tensor:
-        """All items' token states through ``adapter`` -> ``[N, L, d]``, zeros at padding."""
-        num_items, length = self.token_mask.shape
-        adapted = adapter(self.real_tokens.to(next(adapter.parameters()).dtype))  # float16 cast on the fly
-        flat = adapted.new_zeros(num_items * length, adapted.shape[1]).index_copy(0, self.real_token_index, adapted)
-        return flat.view(num_items, length, -1)
+        """All items' real token states through ``adapter``, packed ``[num_real_tokens, d]``
+        (the fusion pads them with ``token_mask`` after its key/value projections)."""
+        return adapter(self.real_tokens.to(next(adapter.parameters()).dtype))  # float16 cast on the fly
 
 
 def _pca_reduce(vectors: torch.Tensor, dim: int) -> torch.Tensor:
@@ -300,7 +297,12 @@ class DMESRItems(ItemRepresentation):
 
     def fused_views(self, return_attention: bool = False):
         """``z^v`` of every item per view -> ``[N, V, d]`` (with fusion, also attention ``[N, H, V, L]`` if asked)."""
-        queries = torch.stack([self._adapt(v) for v in self.views], dim=1)
+        adapted = {v: self._adapt(v) for v in self.views}
+        if torch.is_grad_enabled():
+            # A training step adapts every item's views here; the alignment loss of the same step
+            # reuses the batch's rows instead of running the adapters over them a second time.
+            self._adapted_this_step = adapted
+        queries = torch.stack([adapted[v] for v in self.views], dim=1)
         if not self.fuse:
             return queries
         tokens = self.semantics.adapted_tokens(self.token_adapter)
@@ -319,9 +321,16 @@ class DMESRItems(ItemRepresentation):
         parts = [self.ids.tables()[0][1:]] + list(fused.unbind(dim=1))
         present = [self.semantics.present(v) for v in self.views]
         if self.use_original_text:
-            parts.append(self._adapt(ORIGINAL_TEXT))
             has_view = torch.stack(present, dim=1).any(dim=1)
-            present.append(~has_view if self.fuse else torch.ones_like(has_view))
+            if self.fuse:  # the direct term only serves items without a view: adapt just those rows
+                without_view = (~has_view).nonzero().squeeze(1)
+                direct = parts[0].new_zeros(parts[0].shape).index_copy(
+                    0, without_view, self._adapt(ORIGINAL_TEXT, without_view))
+                present.append(~has_view)
+            else:
+                direct = self._adapt(ORIGINAL_TEXT)
+                present.append(torch.ones_like(has_view))
+            parts.append(direct)
         present = torch.stack([torch.ones_like(present[0])] + present, dim=1)  # ID always present
         stacked = torch.stack(parts, dim=1) * present[:, :, None]  # [N, 1 + K, d], absent parts zero
 
@@ -344,7 +353,9 @@ class DMESRItems(ItemRepresentation):
             raise ValueError(f"item id {int(rows[-1]) + 1} is out of range 1..{self.num_items} (a mask token?)")
         first, second = self.alignment_pair
         present = self.semantics.present(first)[rows] & self.semantics.present(second)[rows]
-        return self.align_weight * self.alignment(self._adapt(first, rows), self._adapt(second, rows), present)
+        adapted = self.__dict__.pop("_adapted_this_step", {})  # one use: the next step adapts afresh
+        first_rows, second_rows = (adapted[s][rows] if s in adapted else self._adapt(s, rows) for s in (first, second))
+        return self.align_weight * self.alignment(first_rows, second_rows, present)
 
 
 def _usable_views(config: ItemEncoderConfig, features: SemanticFeatures) -> list[str]:
