@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in exported files' headers
     try:
         return _dispatch(args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
@@ -200,8 +202,13 @@ def _enrich_or_embed(args, config) -> int:
     if args.export:
         from dmesr.enrich.cache import export_descriptions
 
+        from dmesr.enrich.prompts import prompt_card
+
+        header = {"dataset": args.dataset, "describer": describer.describer_id, "about": describer.about,
+                  "prompts": prompt_card(args.views), "command": "dmesr " + shlex.join(args.argv)}
         count = export_descriptions(pipeline.default_enrich_dir(args.dataset) / "descriptions", args.dataset,
-                                    args.export, describer=describer.describer_id, views=tuple(args.views))
+                                    args.export, describer=describer.describer_id, views=tuple(args.views),
+                                    header=header)
         print(f"exported {count} descriptions -> {args.export}")
     return 0
 

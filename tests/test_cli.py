@@ -30,3 +30,20 @@ def test_help_lists_every_stage(capsys):
     out = capsys.readouterr().out
     for command in ("data", "enrich", "embed", "train", "evaluate", "experiments", "report", "export", "notebooks"):
         assert command in out
+
+
+def test_enrich_export_writes_a_self_describing_file(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from dmesr.enrich.cache import read_description_header, read_descriptions
+
+    monkeypatch.setenv("DMESR_HOME", str(tmp_path / "home"))
+    fixtures = Path(__file__).resolve().parents[1] / "data" / "fixtures"
+    out = tmp_path / "toy.text.jsonl"
+    command = ["enrich", "--dataset", str(fixtures / "image-toy"), "--describer", "precomputed",
+               "--path", str(fixtures / "image-toy.cascade.jsonl"), "--views", "text", "--export", str(out)]
+    assert main(command) == 0
+    header = read_description_header(out)
+    assert header["command"].split()[1:3] == ["enrich", "--dataset"] and header["records"] == 16
+    assert header["describer"] == "precomputed:image-toy.cascade.jsonl" and set(header["prompts"]) == {"text"}
+    assert len(read_descriptions(out)) == 16 and f"exported 16 descriptions -> {out}" in capsys.readouterr().out

@@ -10,10 +10,17 @@ import pytest
 from PIL import Image
 
 import dmesr.enrich.describers as describers
-from dmesr.enrich.cache import CacheWriter, DescriptionCache, export_descriptions, read_descriptions, read_jsonl_records
+from dmesr.enrich.cache import (
+    CacheWriter,
+    DescriptionCache,
+    export_descriptions,
+    read_description_header,
+    read_descriptions,
+    read_jsonl_records,
+)
 from dmesr.enrich.images import load_image
 from dmesr.enrich.pipeline import describe_items, parse_shard, select_items
-from dmesr.enrich.prompts import MAX_TEXT_CHARS, build_prompt, prompt_hash
+from dmesr.enrich.prompts import MAX_TEXT_CHARS, build_prompt, prompt_card, prompt_hash
 
 
 def test_prompt_hash_is_stable_and_per_view():
@@ -153,3 +160,21 @@ def test_export_is_sorted_and_readable_as_precomputed(tmp_path):
     exported = read_descriptions(tmp_path / "out.jsonl")
     assert count == 3 and list(exported["item"]) == ["1", "2", "10"]
     assert set(exported.columns) >= {"dataset", "describer", "prompt_hash", "description"}
+
+
+def test_export_header_names_describer_prompts_and_command(tmp_path):
+    items = pd.DataFrame({"item": ["1", "2"], "text": ["a", "b"]})
+    source = precomputed_file(tmp_path, list(items["item"]), views=("text",))
+    describe_items(items, "d", describers.make_describer("precomputed", path=source), views=["text"],
+                   cache_dir=tmp_path / "cache", progress=False)
+    header = {"describer": "precomputed:x", "prompts": prompt_card(["text"]), "command": "dmesr enrich ..."}
+    export_descriptions(tmp_path / "cache", "d", tmp_path / "out.jsonl", header=header)
+    written = read_description_header(tmp_path / "out.jsonl")
+    assert written["records"] == 2 and written["command"] == "dmesr enrich ..."
+    assert written["prompts"]["text"]["hash"] == prompt_hash("text")
+    # the header is metadata: readers and a cache folder holding the file see only the two records
+    assert len(read_descriptions(tmp_path / "out.jsonl")) == 2
+    assert read_description_header(source) is None
+    (tmp_path / "cache2").mkdir()
+    (tmp_path / "cache2" / "shipped.jsonl").write_text((tmp_path / "out.jsonl").read_text())
+    assert len(DescriptionCache(tmp_path / "cache2", "d").records()) == 2

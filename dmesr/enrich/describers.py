@@ -33,6 +33,7 @@ class Describer(ABC):
     """``describe`` gets requests of one view and returns one description per request, in order."""
 
     describer_id: str  # names the backend, model and generation settings; part of the cache key
+    about: str = ""  # one line for people: which model(s) write the descriptions, and how
 
     @abstractmethod
     def describe(self, requests: list[DescribeRequest]) -> list[str]: ...
@@ -58,6 +59,8 @@ class HFDescriber(Describer):
         self.options = dict(model=model, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
                             device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # fmt: skip
         self.describer_id = f"hf:{model}:{generation_tag(max_new_tokens, no_repeat_ngram_size)}"
+        self.about = (f"Hugging Face model {model}, greedy decoding, at most {max_new_tokens} new tokens"
+                      + (f", no repeated {no_repeat_ngram_size}-gram" if no_repeat_ngram_size else ""))  # fmt: skip
         self._generator = None
 
     @property
@@ -84,6 +87,7 @@ class PrecomputedDescriber(Describer):
         table = read_descriptions(path)
         self.lookup = {(row.item, row.view): row.description for row in table.itertuples()}
         self.describer_id = f"precomputed:{Path(path).name}"
+        self.about = f"descriptions read from {path}"
 
     def describe(self, requests: list[DescribeRequest]) -> list[str]:
         missing = [(r.item, r.view) for r in requests if (r.item, r.view) not in self.lookup]

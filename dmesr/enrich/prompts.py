@@ -47,3 +47,9 @@ def build_prompt(view: str, text: str, visual_hints: str = "") -> str:
     text = " ".join(str(text).split())[:MAX_TEXT_CHARS]
     hints = f"{visual_hints.strip()}\n" if visual_hints.strip() else ""
     return PROMPTS[check_view(view)].format(text=text, visual_hints=hints)
+
+
+def prompt_card(views: tuple[str, ...] | list[str]) -> dict:
+    """Version, hash and wording of the prompts of ``views`` (for the header of exported files)."""
+    return {view: {"version": PROMPT_VERSION, "hash": prompt_hash(view), "template": PROMPTS[check_view(view)]}
+            for view in views}  # fmt: skip
