@@ -1,6 +1,7 @@
 """Enrichment throughput on this machine: batched vs one-at-a-time description, encoder speed, cache sizes.
 
-    python benchmarks/bench_enrich.py --items 32 --batch-size 32 --repeats 3 --threads 1
+    python benchmarks/bench_enrich.py --items 32 --batch-size 32 --repeats 3 --threads 2 \
+        --out reports/bench/enrich-ml-100k.json
 
 Describes the first ``--items`` ml-100k items (text view) with the cascade describer, once in
 batches of ``--batch-size`` and once item by item, each ``--repeats`` times, and prints median
@@ -13,6 +14,8 @@ cache and the saved features are.
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import tempfile
 import time
@@ -49,7 +52,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     items = load_raw("ml-100k").items
@@ -65,17 +69,29 @@ def main() -> None:
     print(f"  batched (batches of {args.batch_size}): {batched:.3f} items/s")
     print(f"  one item at a time:         {single:.3f} items/s")
     print(f"  speed-up: {batched / single:.2f}x")
+    figures = {"items": args.items, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+               "threads": args.threads, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
+               "describer": describer.describer_id, "batched_items_per_s": batched, "single_items_per_s": single,
+               "speedup": batched / single}  # fmt: skip
 
     encoder = TextEncoder(device="cpu", batch_size=64)
     texts = items["text"].tolist()
     rate = median_rate(len(texts), lambda: encoder.encode_with_tokens(texts, max_tokens=32), args.repeats)
     print(f"MiniLM encoder (pooled + 32 token states), {len(texts)} texts: {rate:.1f} texts/s")
+    figures["encoder_texts_per_s"] = rate
+    figures.update(cache_sizes(items))
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"figures -> {args.out}")
 
+
+def cache_sizes(items) -> dict:
+    """Bytes of the ml-100k description file and of the features embedded from it."""
     source = SHIPPED if SHIPPED.is_file() else default_enrich_dir("ml-100k") / "descriptions"
     table = read_descriptions(source, "ml-100k")
     if table.empty:
         print(f"no ml-100k descriptions in {source} yet: cache sizes skipped")
-        return
+        return {}
     cache_bytes = SHIPPED.stat().st_size if source == SHIPPED else folder_bytes(source)
     print(f"description cache ({source}): {len(table)} descriptions, {cache_bytes / 1e6:.2f} MB, "
           f"{cache_bytes / len(table):.0f} bytes each")  # fmt: skip
@@ -85,6 +101,8 @@ def main() -> None:
         size = folder_bytes(Path(folder) / "features")
         print(f"features for {len(described)} items (text view, 32 tokens, float16): {size / 1e6:.2f} MB, "
               f"{size / len(described) / 1e3:.1f} kB per item")  # fmt: skip
+    return {"descriptions": len(table), "description_file_bytes": cache_bytes, "feature_items": len(described),
+            "feature_bytes": size}
 
 
 if __name__ == "__main__":
