@@ -9,7 +9,7 @@
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
     dmesr report runs/main [--out reports/results.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
-    dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/executed
+    dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/tiny/executed
 
 Precedence: explicit flags and ``--set`` > ``--config`` YAML > defaults.
 """
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_notebooks = notebooks_sub.add_parser("run")
     run_notebooks.add_argument("--profile", choices=["tiny", "full"], default="tiny")
     run_notebooks.add_argument("names", nargs="*", help="which notebooks (number or name); default: all")
-    run_notebooks.add_argument("--out", default="reports/executed", help="folder for the executed copies")
+    run_notebooks.add_argument("--out", help="folder for the executed copies (default: reports/executed for the "
+                                             "full profile, reports/tiny/executed for tiny)")
     return parser
 
 

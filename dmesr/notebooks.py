@@ -6,7 +6,7 @@ profile injects the settings of a real study. ``run_notebooks`` executes them in
 with the kernel ``python3``, each in the ``notebooks/`` folder (so their relative paths work),
 and stops at the first failure with the notebook and cell that failed::
 
-    run_notebooks("tiny")                                  # all of them -> reports/executed/
+    run_notebooks("tiny")                                  # all of them -> reports/tiny/executed/
     run_notebooks("full", names=["03"], timeout=3600)
 
 Each notebook records its key numbers with ``record_metrics`` to ``reports/metrics/NN_name.json``.
@@ -27,10 +27,12 @@ KERNEL = "python3"
 # The committed parameters cells hold exactly the ``tiny`` values (tests/test_notebooks.py checks it).
 PROFILES: dict[str, dict] = {
     "tiny": {"PROFILE": "tiny", "EPOCHS": 2, "SEEDS": [42], "DATASETS": ["ml-100k"], "DESCRIBE_ITEMS": 2,
-             "MAX_NEW_TOKENS": 24, "TSNE_ITEMS": 300, "HEATMAP_ITEMS": 3, "THREADS": 1},
+             "MAX_NEW_TOKENS": 24, "TSNE_ITEMS": 300, "HEATMAP_ITEMS": 3, "THREADS": 1,
+             "REPORTS_DIR": "../reports/tiny", "RUNS_ROOT": "../runs/notebooks"},
     "full": {"PROFILE": "full", "EPOCHS": 200, "SEEDS": [1, 2, 3],
              "DATASETS": ["ml-100k", "ml-latest-small", "ml-1m"], "DESCRIBE_ITEMS": 16, "MAX_NEW_TOKENS": 64,
-             "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0},
+             "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0,
+             "REPORTS_DIR": "../reports", "RUNS_ROOT": "../reports/runs/main"},
 }  # fmt: skip
 
 
@@ -67,17 +69,28 @@ def declared_parameters(path: str | Path) -> dict:
     return {name: ast.literal_eval(spec["default"]) for name, spec in declared.items()}
 
 
-def profile_parameters(profile: str, declared: dict) -> dict:
-    """The profile's values for the parameters a notebook declares."""
+def _profile(profile: str) -> dict:
     if profile not in PROFILES:
         raise ValueError(f"unknown notebook profile {profile!r}; known: {', '.join(PROFILES)}")
-    return {name: value for name, value in PROFILES[profile].items() if name in declared}
+    return PROFILES[profile]
 
 
-def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir: str | Path = "reports/executed",
+def profile_parameters(profile: str, declared: dict) -> dict:
+    """The profile's values for the parameters a notebook declares."""
+    return {name: value for name, value in _profile(profile).items() if name in declared}
+
+
+def reports_dir(profile: str) -> Path:
+    """Where a profile's figures, metrics and executed copies go: ``reports/`` for ``full``, and
+    ``reports/tiny/`` (not committed) for ``tiny``, so test runs never overwrite the real ones."""
+    return (NOTEBOOKS_DIR / _profile(profile)["REPORTS_DIR"]).resolve()
+
+
+def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir: str | Path | None = None,
                   timeout: float | None = 1800, parameters: dict | None = None,
                   notebooks_dir: str | Path = NOTEBOOKS_DIR, progress: bool = False) -> dict[str, dict]:
-    """Execute notebooks with papermill into ``out_dir``; returns ``{name: {"path", "seconds"}}``.
+    """Execute notebooks with papermill into ``out_dir`` (default: the profile's ``reports_dir() / "executed"``);
+    returns ``{name: {"path", "seconds"}}``.
 
     ``timeout``: seconds any one cell may run (None: no limit). ``parameters`` are injected on top
     of the profile's (e.g. ``{"SEEDS": [7]}``), again only where a notebook declares them.
@@ -86,7 +99,7 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
     from papermill.exceptions import PapermillExecutionError
 
     paths = notebook_paths(names, notebooks_dir)
-    out_dir = Path(out_dir).resolve()
+    out_dir = Path(out_dir).resolve() if out_dir is not None else reports_dir(profile) / "executed"
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = {}
     for path in paths:
@@ -110,12 +123,12 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
 
 
 def notebooks_command(profile: str = "tiny", names: list[str] | None = None,
-                      out_dir: str | Path = "reports/executed") -> dict[str, dict]:
+                      out_dir: str | Path | None = None) -> dict[str, dict]:
     """CLI entry (``dmesr notebooks run``): run the notebooks and print where each executed copy went."""
     executed = run_notebooks(profile, names, out_dir)
     for name, result in executed.items():
         print(f"{name}: {result['seconds']:.0f} s -> {result['path']}")
-    print(f"total {sum(r['seconds'] for r in executed.values()):.0f} s; metrics in reports/metrics/")
+    print(f"total {sum(r['seconds'] for r in executed.values()):.0f} s; figures and metrics in {reports_dir(profile)}")
     return executed
 
 
