@@ -89,3 +89,22 @@ def test_bad_inputs_are_refused():
     q, tokens, mask = _inputs()
     with pytest.raises(ValueError, match="fusion inputs disagree"):
         fusion(q, tokens, mask[:, :4])
+
+
+def test_packed_tokens_give_the_padded_result_and_gradients():
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()
+    q, tokens, mask = _inputs()
+    mask[4] = False  # an item without any token
+    padded_tokens = tokens.clone().requires_grad_()
+    packed_tokens = tokens[mask].clone().requires_grad_()
+    padded, padded_weights = fusion(q, padded_tokens, mask, return_attention=True)
+    packed, packed_weights = fusion(q, packed_tokens, mask, return_attention=True)
+    torch.testing.assert_close(packed, padded)
+    torch.testing.assert_close(packed_weights, padded_weights)
+    padded.sum().backward()
+    packed.sum().backward()
+    torch.testing.assert_close(packed_tokens.grad, padded_tokens.grad[mask])
+    assert padded_tokens.grad[~mask].abs().max() == 0  # padding never influences the result
+    with pytest.raises(ValueError, match="fusion inputs disagree"):
+        fusion(q, packed_tokens[:-1], mask)

@@ -300,3 +300,18 @@ def test_token_pca_keeps_the_leading_directions_and_a_linear_adapter():
     real = torch.as_tensor(np.asarray(features.text_tokens, dtype=np.float32))[torch.as_tensor(features.text_mask)]
     total = real.var(dim=0).sum()
     assert variances.sum() <= total + 1e-4
+
+
+@pytest.mark.parametrize("views", [("image", "text"), ("text",)])
+def test_alignment_after_a_forward_reuses_its_adapted_views_exactly(views):
+    encoder = build(features=make_features(views=views), align_weight=0.5).eval()  # eval: no dropout noise
+    batch = torch.tensor([[0, 1, 2, 3], [4, 5, 9, 10]])
+    alone = encoder.auxiliary_loss(batch)
+    encoder.tables()  # a training step's forward: adapts every item's views once
+    reused = encoder.auxiliary_loss(batch)
+    torch.testing.assert_close(reused, alone)
+    reused.backward()
+    assert all(p.grad is not None for p in encoder.view_adapters.parameters())
+    with torch.no_grad():
+        encoder.tables()  # evaluation leaves nothing behind for a later training step
+    assert "_adapted_this_step" not in encoder.__dict__
