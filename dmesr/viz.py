@@ -226,3 +226,22 @@ def training_curves(curves: dict[str, pd.DataFrame], metric: str = "NDCG@10", ti
     axis.set(xlabel="epoch", ylabel=f"validation {metric}", title=title or f"Validation {metric}")
     axis.legend(fontsize=8)
     return figure
+
+
+def described_pictures(pictures: list, titles: list[str], captions: list[str], wrap: int = 38) -> Figure:
+    """Each picture above its title and the describer's caption (``None`` draws an empty panel,
+    for an item without a usable picture)."""
+    import textwrap
+
+    if not pictures or not len(pictures) == len(titles) == len(captions):
+        raise ValueError(f"need as many pictures, titles and captions, got {len(pictures)}, {len(titles)}, {len(captions)}")
+    figure, axes = _figure(width=3.2 * len(pictures), height=4.6, columns=len(pictures))
+    for axis, picture, title, caption in zip(axes, pictures, titles, captions):
+        if picture is not None:
+            axis.imshow(np.asarray(picture.convert("RGB")))
+        axis.set_box_aspect(1)  # empty panels as tall as the pictures
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axis.set_title(textwrap.shorten(title, wrap), fontsize=9)
+        axis.set_xlabel(textwrap.fill(caption, wrap), fontsize=8, loc="left")
+    return figure

@@ -116,3 +116,14 @@ def test_save_figure_writes_a_png(tmp_path):
     path = viz.save_figure(viz.sequence_length_histogram([3, 5, 8]), tmp_path / "figs", "lengths")
     assert path == tmp_path / "figs" / "lengths.png"
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_described_pictures_draws_one_panel_per_item_and_refuses_mismatches():
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (8, 8), "red"), None]
+    figure = viz.described_pictures(pictures, ["Title: A", "Title: B"], ["a red square", "no picture"])
+    assert len(figure.axes) == 2 and len(figure.axes[0].images) == 1 and len(figure.axes[1].images) == 0
+    assert "red square" in figure.axes[0].get_xlabel()
+    with pytest.raises(ValueError, match="as many pictures"):
+        viz.described_pictures(pictures, ["Title: A"], ["a", "b"])
