@@ -114,7 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     run_notebooks.add_argument("names", nargs="*", help="which notebooks (number or name); default: all")
     run_notebooks.add_argument("--out", help="folder for the executed copies (default: reports/executed for the "
                                              "full profile, reports/tiny/executed for tiny)")
+    run_notebooks.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                               help="inject a parameter on top of the profile's (YAML value), e.g. -p THREADS=1")
+    run_notebooks.add_argument("--timeout", type=float, default=1800, help="seconds any one cell may run")
     return parser
+
+
+def _parameters(pairs: list[str]) -> dict:
+    """``["THREADS=1", "SEEDS=[1, 2]"]`` -> ``{"THREADS": 1, "SEEDS": [1, 2]}`` (values read as YAML)."""
+    import yaml
+
+    parsed = {}
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise ValueError(f"notebook parameter must look like NAME=VALUE, got {pair!r}")
+        parsed[name] = yaml.safe_load(value)
+    return parsed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +188,7 @@ def _dispatch(args) -> int:
     if args.command == "notebooks":
         from dmesr.notebooks import notebooks_command
 
-        notebooks_command(args.profile, args.names or None, args.out)
+        notebooks_command(args.profile, args.names or None, args.out, _parameters(args.parameter), args.timeout)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
 

@@ -122,10 +122,10 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
     return executed
 
 
-def notebooks_command(profile: str = "tiny", names: list[str] | None = None,
-                      out_dir: str | Path | None = None) -> dict[str, dict]:
+def notebooks_command(profile: str = "tiny", names: list[str] | None = None, out_dir: str | Path | None = None,
+                      parameters: dict | None = None, timeout: float | None = 1800) -> dict[str, dict]:
     """CLI entry (``dmesr notebooks run``): run the notebooks and print where each executed copy went."""
-    executed = run_notebooks(profile, names, out_dir)
+    executed = run_notebooks(profile, names, out_dir, timeout=timeout, parameters=parameters)
     for name, result in executed.items():
         print(f"{name}: {result['seconds']:.0f} s -> {result['path']}")
     print(f"total {sum(r['seconds'] for r in executed.values()):.0f} s; figures and metrics in {reports_dir(profile)}")

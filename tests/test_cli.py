@@ -47,3 +47,12 @@ def test_enrich_export_writes_a_self_describing_file(tmp_path, monkeypatch, caps
     assert header["command"].split()[1:3] == ["enrich", "--dataset"] and header["records"] == 16
     assert header["describer"] == "precomputed:image-toy.cascade.jsonl" and set(header["prompts"]) == {"text"}
     assert len(read_descriptions(out)) == 16 and f"exported 16 descriptions -> {out}" in capsys.readouterr().out
+
+
+def test_notebook_parameters_are_parsed_as_yaml_and_bad_ones_named(capsys):
+    from dmesr.cli import _parameters
+
+    assert _parameters(["THREADS=1", "SEEDS=[1, 2]", "DATASET=ml-1m"]) == {"THREADS": 1, "SEEDS": [1, 2],
+                                                                             "DATASET": "ml-1m"}
+    assert main(["notebooks", "run", "00", "-p", "THREADS"]) == 2
+    assert "must look like NAME=VALUE, got 'THREADS'" in capsys.readouterr().err
