@@ -218,7 +218,6 @@ def _enrich_or_embed(args, config) -> int:
     print(f"cache: {summary['cache_file']}")
     if args.export:
         from dmesr.enrich.cache import export_descriptions
-
         from dmesr.enrich.prompts import prompt_card
 
         header = {"dataset": args.dataset, "describer": describer.describer_id, "about": describer.about,

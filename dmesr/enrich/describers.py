@@ -44,6 +44,12 @@ def generation_tag(max_new_tokens: int, no_repeat_ngram_size: int) -> str:
     return f"mnt{max_new_tokens}" + (f":nr{no_repeat_ngram_size}" if no_repeat_ngram_size else "")
 
 
+def generation_about(max_new_tokens: int, no_repeat_ngram_size: int) -> str:
+    """The same settings in words, for the ``about`` line of a describer."""
+    return f"greedy, at most {max_new_tokens} new tokens" + (
+        f", no repeated {no_repeat_ngram_size}-gram" if no_repeat_ngram_size else "")
+
+
 def single_view(requests: list[DescribeRequest]) -> str:
     views = {request.view for request in requests}
     if len(views) != 1:
@@ -59,8 +65,7 @@ class HFDescriber(Describer):
         self.options = dict(model=model, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
                             device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # fmt: skip
         self.describer_id = f"hf:{model}:{generation_tag(max_new_tokens, no_repeat_ngram_size)}"
-        self.about = (f"Hugging Face model {model}, greedy decoding, at most {max_new_tokens} new tokens"
-                      + (f", no repeated {no_repeat_ngram_size}-gram" if no_repeat_ngram_size else ""))  # fmt: skip
+        self.about = f"Hugging Face model {model}; {generation_about(max_new_tokens, no_repeat_ngram_size)}"
         self._generator = None
 
     @property
