@@ -13,7 +13,7 @@ import pytest
 
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
-from dmesr.experiments.report import REPORT_METRICS, write_results_report
+from dmesr.experiments.report import REPORT_METRICS, proposed_summary, write_results_report
 from dmesr.experiments.store import collect_runs, mean_std
 from tests.conftest import make_tiny_split
 
@@ -130,6 +130,28 @@ def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):
     only_backbone = store[store["method"] == "backbone"]
     text = write_results_report(only_backbone, tmp_path / "r.md", command="x").read_text()
     assert "Only `backbone` runs for this dataset: nothing to compare." in text and "p-values" not in text
+
+
+def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
+    # (dataset, model, method) -> (validation, test) NDCG@10 of two seeds
+    cells = {("a", "sasrec", "backbone"): (0.10, 0.10), ("a", "sasrec", "dmesr"): (0.12, 0.11),
+             ("a", "sasrec", "text"): (0.13, 0.105), ("a", "sasrec", "llmesr"): (0.11, 0.12),
+             ("b", "gru4rec", "backbone"): (0.20, 0.20), ("b", "gru4rec", "dmesr"): (0.20, 0.19),
+             ("b", "gru4rec", "concat"): (0.15, 0.195), ("b", "bert4rec", "dmesr"): (0.3, 0.3)}  # no backbone: left out
+    store = pd.DataFrame([{"dataset": d, "model": m, "method": method, "seed": seed,
+                           "valid_NDCG@10": valid + seed / 1000, "test_NDCG@10": test + seed / 1000}
+                          for (d, m, method), (valid, test) in cells.items() for seed in (1, 2)])
+    title, sentence, table = proposed_summary(store)
+    assert "beats its backbone in 1 of 2" in sentence and "best baseline (chosen on validation" in sentence
+    assert "in 1 of 2;" in sentence  # a/sasrec beats text (chosen on validation), b/gru4rec loses to concat
+    gain_a = 100 * (0.1115 - 0.1015) / 0.1015
+    gain_b = 100 * (0.1915 - 0.2015) / 0.2015
+    assert f"mean gain over the backbone {(gain_a + gain_b) / 2:+.1f}%" in sentence
+    rows = [line for line in table.splitlines()[2:]]
+    assert rows[0].startswith(f"| a | sasrec | 0.1015 | 0.1115 | {gain_a:+.1f}% | `text` 0.1065 (")  # largest gain first
+    assert rows[0].endswith(f"| `llmesr` 0.1215 ({100 * (0.1115 - 0.1215) / 0.1215:+.1f}%) |")
+    assert rows[1].startswith("| b | gru4rec |") and len(rows) == 2
+    assert proposed_summary(store[store["method"] != "dmesr"]) == []
 
 
 def test_runs_outside_a_grid_are_named_by_their_item_encoder(store, tmp_path):

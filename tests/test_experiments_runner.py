@@ -137,3 +137,24 @@ def test_two_worker_processes_run_a_grid_from_yaml(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "store.csv").exists()
     assert np.all(store["test_HR@10"].between(0, 1))
     assert [o.status for o in experiments_run(experiment, limit=1)] == ["skipped"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_queued_cells_and_the_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("DMESR_HOME", str(tmp_path / "home"))
+    write_atomic_dataset(tmp_path / "walk", make_tiny_split())  # cells that workers could finish
+    cells = tiny_grid(tmp_path, models=("sasrec", "gru4rec"), seeds=(1, 2), datasets=[str(tmp_path / "walk")],
+                      base={**TINY, "data.num_sampled_negatives": 5, "output_dir": str(tmp_path / "runs")})
+
+    def interrupted(futures):
+        raise KeyboardInterrupt
+        yield  # a generator, like as_completed
+
+    monkeypatch.setattr(runner, "as_completed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cells, workers=2, show_progress=False)
+    deadline = time.monotonic() + 10
+    while runner.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runner.active_children() == []
+    assert [cell_status(cell) for cell in cells].count("done") == 0

@@ -35,6 +35,10 @@ from dmesr.experiments.store import BREAKDOWN_GROUPS, collect_runs, mean_std
 REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
 BASELINE_METHOD = "backbone"
+# The grid names of the proposed method and of the baselines it must beat (configs/experiments/main.yaml)
+PROPOSED_METHOD = "dmesr"
+COMPETING_METHODS = ("text", "mllm", "concat", "llmesr")
+SELECTION_METRIC = "NDCG@10"  # the early-stopping metric; the best baseline is chosen on it, on validation
 SEED_MARK, USER_MARK = "†", "‡"
 TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 
@@ -113,6 +117,7 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
     """Main table, improvement + p-values, breakdowns and sampled protocol for one dataset's runs."""
     most_seeds = runs.groupby(["model", "method"])["seed"].nunique().max()
     main_rows, gain_rows, p_rows = [], [], []
+    valid_column = f"valid_{SELECTION_METRIC}"
     for model, method, cell_runs in _cells(runs):
         backbone_runs = runs[(runs["model"] == model) & (runs["method"] == BASELINE_METHOD)]
         comparison = None
@@ -125,9 +130,11 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
                              for m in metrics])
         main_rows.append([model, method, _seeds_text(cell_runs["seed"].nunique(), most_seeds)]
                          + [_cell_text(cell_runs, f"test_{m}") + (_marks(comparison[m], alpha) if comparison else "")
-                            for m in metrics])
+                            for m in metrics]
+                         + ([_cell_text(cell_runs, valid_column)] if valid_column in runs else []))
     parts = ["### Test metrics (mean ± std over seeds)",
-             markdown_table(["model", "method", "seeds", *metrics], main_rows)]
+             markdown_table(["model", "method", "seeds", *metrics]
+                            + [f"valid {SELECTION_METRIC} (selection)"] * (valid_column in runs), main_rows)]
     if gain_rows:
         parts += [f"### Relative improvement over `{BASELINE_METHOD}` (same model)",
                   markdown_table(["model", "method", "paired seeds", *metrics], gain_rows),
@@ -139,6 +146,54 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
         parts.append(f"No `{BASELINE_METHOD}` runs for this dataset: no improvements or significance tests.")
     parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
     return "\n\n".join(parts)
+
+
+def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> list[str]:
+    """``PROPOSED_METHOD`` against its backbone and the best competing baseline, one row per
+    (dataset, model), sorted by the gain over the backbone (largest first).
+
+    The best baseline of a cell is the one with the highest mean *validation* ``metric`` (how a
+    practitioner would pick it); the strongest one on test is shown too, as the stricter comparison.
+    """
+    rows, gains, wins_backbone, wins_selected = [], [], 0, 0
+    for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
+        def mean(method, prefix):
+            return runs.loc[runs["method"] == method, f"{prefix}_{metric}"].mean()
+
+        if not {PROPOSED_METHOD, BASELINE_METHOD} <= set(runs["method"]):
+            continue
+        backbone, proposed = mean(BASELINE_METHOD, "test"), mean(PROPOSED_METHOD, "test")
+        gain = 100.0 * (proposed - backbone) / backbone
+        competitors = [m for m in COMPETING_METHODS if m in set(runs["method"])]
+        selected = strongest = None
+        if competitors:
+            if f"valid_{metric}" in runs:
+                selected = max(competitors, key=lambda m: mean(m, "valid"))
+            strongest = max(competitors, key=lambda m: mean(m, "test"))
+
+        def versus(method):
+            if method is None:
+                return "n/a"
+            return f"`{method}` {mean(method, 'test'):.4f} ({100.0 * (proposed - mean(method, 'test')) / mean(method, 'test'):+.1f}%)"
+
+        gains.append(gain)
+        wins_backbone += proposed > backbone
+        wins_selected += selected is not None and proposed > mean(selected, "test")
+        rows.append((gain, [dataset, model, f"{backbone:.4f}", f"{proposed:.4f}", f"{gain:+.1f}%",
+                            versus(selected), versus(strongest)]))
+    if not rows:
+        return []
+    rows.sort(key=lambda row: -row[0])
+    return [f"## `{PROPOSED_METHOD}` at a glance (test {metric}, mean over seeds)",
+            (f"`{PROPOSED_METHOD}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells and "
+             f"the best baseline (chosen on validation {metric} among {', '.join(f'`{m}`' for m in COMPETING_METHODS)}) "
+             f"in {wins_selected} of {len(rows)}; mean gain over the backbone {np.mean(gains):+.1f}%. "
+             "Rows are sorted by that gain, largest first; percentages in the baseline columns are "
+             f"`{PROPOSED_METHOD}` relative to that baseline."),
+            markdown_table(["dataset", "model", "backbone", PROPOSED_METHOD, "gain over backbone",
+                            f"best baseline on validation: test ({PROPOSED_METHOD} vs it)",
+                            f"strongest baseline on test ({PROPOSED_METHOD} vs it)"],
+                           [row for _, row in rows])]
 
 
 def _breakdown_section(runs: pd.DataFrame, breakdown_metrics) -> list[str]:
@@ -229,7 +284,7 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
               f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
               f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{BASELINE_METHOD}` "
               "method (ID embeddings) of the same model, without correction for multiple comparisons."),
-             "## Datasets", dataset_statistics(store)]
+             *proposed_summary(store), "## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
         parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]

@@ -6,7 +6,8 @@
 A cell is *done* when its run directory holds ``final.json`` (skipped without loading any data),
 *partial* when training started (``train_run`` resumes it from ``checkpoint.pt``), else *todo*.
 A failing cell is logged (traceback in ``<run dir>/error.log``) and the grid goes on; the summary
-at the end lists every failure. With ``workers > 1`` each cell runs in its own spawned process
+at the end lists every failure. Ctrl-C stops the whole grid, workers included; each stopped cell
+resumes from its last finished epoch on the next run. With ``workers > 1`` each cell runs in its own spawned process
 and ``train.num_threads`` is set to ``max(1, cores // workers)`` (unless the config sets it), so
 two workers on two cores do not fight over the same cores.
 
@@ -41,7 +42,7 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -214,13 +215,24 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
             progress.set_postfix_str(cell.label)
             record(index, *run_cell(cell))
     elif pending:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        try:
             futures = {pool.submit(run_cell, cell): index for index, cell in pending.items()}
             for future in as_completed(futures):
                 try:
                     record(futures[future], *future.result())
                 except Exception as error:  # noqa: BLE001 - e.g. a worker killed for memory
                     record(futures[future], 0.0, f"{type(error).__name__}: {error}")
+        except KeyboardInterrupt:
+            # A pool worker survives a KeyboardInterrupt (it reports it as the cell's result and
+            # takes the next cell), and shutting down waits for queued cells: stop them here.
+            progress.write("interrupted: queued cells cancelled, running cells stopped "
+                           "(they resume from their last finished epoch)")
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in active_children():
+                child.terminate()
+            raise
+        pool.shutdown()
     progress.close()
     _print_summary(outcomes)
     return outcomes

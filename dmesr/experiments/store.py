@@ -31,8 +31,9 @@ def run_method(run_dir: Path, items: str) -> tuple[str, str]:
 
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
-    """One row per finished run: identity, test metrics (``test_*``), head/tail and short/long
-    metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings."""
+    """One row per finished run: identity, validation metrics of the selected epoch (``valid_*``),
+    test metrics (``test_*``), head/tail and short/long metrics (``head_*``, ...), sampled-protocol
+    metrics when evaluated (``sampled_*``), timings."""
     rows = []
     for final_path in sorted(Path(root).glob("**/final.json")):
         final = json.loads(final_path.read_text())
@@ -43,6 +44,7 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             "config": run_dir.name.rsplit("-seed", 1)[0], "seed": final["seed"], "experiment": experiment,
             "run_dir": str(run_dir), "best_epoch": final["best_epoch"], "epochs": final["epochs"],
             "hardware": final["hardware"],
+            **{k: v for k, v in final["valid"].items() if k.startswith("valid_")},
             **{f"test_{k}": v for k, v in final["test"].items()},
             **{f"seconds_{k}": v for k, v in final["seconds"].items()},
         }
