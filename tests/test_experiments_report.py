@@ -142,8 +142,9 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
                            "valid_NDCG@10": valid + seed / 1000, "test_NDCG@10": test + seed / 1000}
                           for (d, m, method), (valid, test) in cells.items() for seed in (1, 2)])
     title, sentence, table = proposed_summary(store)
-    assert "beats its backbone in 1 of 2" in sentence and "best baseline (chosen on validation" in sentence
-    assert "in 1 of 2;" in sentence  # a/sasrec beats text (chosen on validation), b/gru4rec loses to concat
+    assert "beats its backbone in 1 of 2 (dataset, model) cells;" in sentence
+    # a/sasrec beats text (chosen on validation), b/gru4rec loses to concat
+    assert "best baseline (chosen on validation NDCG@10 among" in sentence and "in 1 of 2 cells with baselines" in sentence
     gain_a = 100 * (0.1115 - 0.1015) / 0.1015
     gain_b = 100 * (0.1915 - 0.2015) / 0.2015
     assert f"mean gain over the backbone {(gain_a + gain_b) / 2:+.1f}%" in sentence
@@ -152,6 +153,8 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
     assert rows[0].endswith(f"| `llmesr` 0.1215 ({100 * (0.1115 - 0.1215) / 0.1215:+.1f}%) |")
     assert rows[1].startswith("| b | gru4rec |") and len(rows) == 2
     assert proposed_summary(store[store["method"] != "dmesr"]) == []
+    no_baselines = store[store["method"].isin(["backbone", "dmesr"])]
+    assert "; no baseline (`text`, `mllm`, `concat`, `llmesr`) ran;" in proposed_summary(no_baselines)[1]
 
 
 def test_runs_outside_a_grid_are_named_by_their_item_encoder(store, tmp_path):
