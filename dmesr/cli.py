@@ -7,6 +7,7 @@
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
+    dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr report runs/main [--out reports/results.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
     dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/tiny/executed
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--shard", help="i/n: run only this slice of the grid (Slurm arrays, several GPUs)")
     grid.add_argument("--limit", type=int, help="run only the first N cells")
     grid.add_argument("--dry-run", action="store_true", help="list cells, their status and estimated time")
+    reevaluate = experiments_sub.add_parser(
+        "evaluate", help="score every finished run under a folder with another protocol (skips those that have it)")
+    reevaluate.add_argument("runs_root")
+    reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled")
+    reevaluate.add_argument("--device", default="auto")
 
     report = subparsers.add_parser("report", help="results tables from a folder of finished runs")
     report.add_argument("runs_root")
@@ -171,6 +177,11 @@ def _dispatch(args) -> int:
         evaluate_run(args.run_dir, args.protocol, args.device)
         return 0
     if args.command == "experiments":
+        if args.action == "evaluate":
+            from dmesr.experiments import evaluate_runs
+
+            evaluate_runs(args.runs_root, args.protocol, args.device)
+            return 0
         from dmesr.experiments import experiments_run
 
         experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit)

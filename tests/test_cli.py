@@ -24,6 +24,11 @@ def test_evaluate_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert "not a finished dmesr run directory" in capsys.readouterr().err
 
 
+def test_reevaluating_a_folder_without_runs_is_one_clear_line(tmp_path, capsys):
+    assert main(["experiments", "evaluate", str(tmp_path)]) == 2
+    assert f"no finished runs (final.json) under {tmp_path}" in capsys.readouterr().err
+
+
 def test_help_lists_every_stage(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

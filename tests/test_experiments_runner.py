@@ -10,6 +10,7 @@ import pytest
 
 from dmesr.experiments import runner
 from dmesr.experiments.grid import expand_grid
+from dmesr.experiments.reevaluate import evaluate_runs
 from dmesr.experiments.report import report
 from dmesr.experiments.runner import cell_status, estimate_seconds, experiments_run, run_grid, with_thread_share
 from dmesr.experiments.store import collect_runs, write_store
@@ -28,8 +29,9 @@ def tiny_grid(tmp_path, models=("sasrec",), seeds=(1,), **changes):
 
 @pytest.fixture
 def tiny_data(monkeypatch):
-    """Every run trains on the synthetic split (no download)."""
-    monkeypatch.setattr("dmesr.training.run.prepare_split", lambda config: make_tiny_split())
+    """Every run trains (and is re-evaluated) on the synthetic split (no download)."""
+    for module in ("dmesr.training.run", "dmesr.experiments.reevaluate"):
+        monkeypatch.setattr(f"{module}.prepare_split", lambda config: make_tiny_split())
 
 
 @pytest.mark.slow  # ~6 s: the first training in a process imports torch's optimizer machinery
@@ -137,6 +139,14 @@ def test_two_worker_processes_run_a_grid_from_yaml(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "store.csv").exists()
     assert np.all(store["test_HR@10"].between(0, 1))
     assert [o.status for o in experiments_run(experiment, limit=1)] == ["skipped"]
+    # every finished cell was scored with the sampled protocol too; re-scoring reproduces it
+    assert store["sampled_HR@10"].between(store["test_HR@10"], 1).all()  # 5 negatives: easier than full ranking
+    first = tmp_path / "runs" / "walk" / "gru4rec"
+    sampled = next(first.glob("*/evaluation-sampled.json"))
+    written = json.loads(sampled.read_text())
+    sampled.unlink()
+    assert evaluate_runs(tmp_path / "runs", show_progress=False) == {"evaluated": 1, "already": 1, "no_negatives": 0}
+    assert json.loads(sampled.read_text()) == written
 
 
 @pytest.mark.slow

@@ -11,6 +11,9 @@ resumes from its last finished epoch on the next run. With ``workers > 1`` each 
 and ``train.num_threads`` is set to ``max(1, cores // workers)`` (unless the config sets it), so
 two workers on two cores do not fight over the same cores.
 
+Each finished cell is also scored with the sampled protocol (``evaluation-sampled.json``, see
+:mod:`dmesr.experiments.reevaluate`) when its split has sampled negatives.
+
 ``--shard i/n`` (0 <= i < n) runs cells ``i, i + n, i + 2n, ...`` of the grid. Grid order is fixed
 by the YAML, so the n shards partition the grid exactly; interleaving spreads each dataset's
 cells over every shard. A Slurm array, one GPU per shard::
@@ -48,6 +51,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dmesr.experiments.grid import Cell, load_grid
+from dmesr.experiments.reevaluate import evaluate_missing
 from dmesr.experiments.store import write_store
 from dmesr.training.run import train_run
 
@@ -164,6 +168,7 @@ def run_cell(cell: Cell) -> tuple[float, str]:
     try:
         _record_cell(cell)
         train_run(cell.config, show_progress=False)
+        evaluate_missing(cell.run_dir, "sampled")  # the second protocol of the results report
     except Exception as error:  # noqa: BLE001 - one cell's failure must not stop the grid
         with contextlib.suppress(OSError):
             error_log.write_text(traceback.format_exc())

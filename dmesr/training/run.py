@@ -170,10 +170,12 @@ def load_finished_run(run_dir: str | Path, split: SequenceSplit | None = None
     return config, split, model
 
 
-def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto") -> Path:
-    """Re-evaluate a finished run's best checkpoint on the test split, e.g. with the sampled protocol."""
+def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto",
+                 split: SequenceSplit | None = None) -> Path:
+    """Re-evaluate a finished run's best checkpoint on the test split, e.g. with the sampled protocol
+    (``split``: the run's data, already loaded, when re-evaluating many runs of one dataset)."""
     run_dir = Path(run_dir)
-    config, split, model = load_finished_run(run_dir)
+    config, split, model = load_finished_run(run_dir, split)
     if protocol:
         config.eval.protocol = protocol
     result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
