@@ -5,15 +5,21 @@ dataset whose features exist (`dmesr embed` first), then times optimiser steps o
 training batches, alternating the two models step by step so both see the same machine load.
 Prints the median seconds per step of each and their ratio (the target is at most 1.5x).
 
-    .venv/bin/python benchmarks/bench_dmesr_overhead.py --dataset ml-100k --model sasrec --steps 20
+    .venv/bin/python benchmarks/bench_dmesr_overhead.py --dataset ml-100k --model sasrec --steps 20 \
+        --out reports/bench/dmesr-overhead-ml-100k-sasrec.json
+
+The JSON it writes (``--out``) holds the command; ``dmesr report --overhead`` tabulates such files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,6 +39,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for both models (e.g. train.batch_size=256)")
+    parser.add_argument("--out", help="also write the result to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -62,9 +69,13 @@ def main() -> None:
                 seconds[kind].append(time.perf_counter() - started)
     medians = {kind: statistics.median(values) for kind, values in seconds.items()}
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
-              "batch_size": batch, "steps": args.steps, "backbone_s_per_step": medians["id"],
-              "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"]}
+              "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps, "backbone_s_per_step": medians["id"],
+              "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"],
+              "command": shlex.join(["python", *sys.argv])}
     print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr report runs/main [--out reports/results.md]
+    dmesr report runs/main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
     dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/tiny/executed
 
@@ -107,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = subparsers.add_parser("report", help="results tables from a folder of finished runs")
     report.add_argument("runs_root")
     report.add_argument("--out", help="markdown file (default: RUNS_ROOT/results.md)")
+    report.add_argument("--brief", action="store_true",
+                        help="the method's report: summary, HR@10/NDCG@10 with tests, overhead, notes")
+    report.add_argument("--overhead", nargs="*", default=[], metavar="JSON",
+                        help="(--brief) files written by benchmarks/bench_dmesr_overhead.py --out")
+    report.add_argument("--notes", help="(--brief) a markdown file appended verbatim")
 
     export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
     export.add_argument("dataset")
@@ -189,7 +195,7 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from dmesr.experiments import report
 
-        report(args.runs_root, args.out)
+        report(args.runs_root, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes)
         return 0
     if args.command == "export":
         from dmesr.experiments import export

@@ -13,7 +13,7 @@ import pytest
 
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
-from dmesr.experiments.report import REPORT_METRICS, proposed_summary, write_results_report
+from dmesr.experiments.report import REPORT_METRICS, proposed_summary, write_brief_report, write_results_report
 from dmesr.experiments.store import collect_runs, mean_std
 from tests.conftest import make_tiny_split
 
@@ -117,6 +117,23 @@ def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
     assert f"| {mean_std(0.52, 0.01)} |" in sampled
     assert "| toy | sasrec | backbone | 2 | Test CPU | 3/5 | 20.0 | 2.00 | 0.10 |" in text
     assert "Training time of all runs together: 160 s (0.04 h)." in text  # 2 * (10 + 20 + 30) + 10 + 20 + 10
+
+
+def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_path):
+    bench = tmp_path / "overhead.json"
+    bench.write_text(json.dumps({"dataset": "toy", "model": "sasrec", "device": "cpu", "threads": 1, "batch_size": 128,
+                                 "max_len": 50, "backbone_s_per_step": 0.2, "dmesr_s_per_step": 0.3, "ratio": 1.5,
+                                 "command": "python bench.py --out overhead.json"}))
+    notes = tmp_path / "notes.md"
+    notes.write_text("## Notes\n\nWritten by hand.\n")
+    text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief", [bench], notes).read_text()
+    assert text.startswith("# `dmesr` against its backbones, baselines and ablations\n\nCommand: `dmesr report runs --brief`")
+    assert "## `dmesr` at a glance" in text and "beats its backbone in 1 of 1" in text
+    header = next(line for line in section(text, "### Test metrics").splitlines() if line.startswith("| model"))
+    assert header == "| model | method | seeds | HR@10 | NDCG@10 |"  # the toy store has no validation metrics
+    assert "### Head/tail" not in text and "### Sampled protocol" not in text
+    assert "| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 0.200 | 0.300 | **1.50x** | `python bench.py --out overhead.json` |" in text
+    assert text.endswith("## Notes\n\nWritten by hand.\n")
 
 
 def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):

@@ -113,8 +113,10 @@ def _cells(runs: pd.DataFrame):
             yield model, method, model_runs[model_runs["method"] == method]
 
 
-def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics) -> str:
-    """Main table, improvement + p-values, breakdowns and sampled protocol for one dataset's runs."""
+def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics,
+                    details: bool = True) -> str:
+    """Main table, improvement + p-values and (``details``) breakdowns and sampled protocol for one
+    dataset's runs."""
     most_seeds = runs.groupby(["model", "method"])["seed"].nunique().max()
     main_rows, gain_rows, p_rows = [], [], []
     valid_column = f"valid_{SELECTION_METRIC}"
@@ -144,7 +146,8 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
         parts.append(f"Only `{BASELINE_METHOD}` runs for this dataset: nothing to compare.")
     else:
         parts.append(f"No `{BASELINE_METHOD}` runs for this dataset: no improvements or significance tests.")
-    parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
+    if details:
+        parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
     return "\n\n".join(parts)
 
 
@@ -266,10 +269,7 @@ def runs_table(runs: pd.DataFrame) -> str:
                            "train s", "s/epoch", "test eval s"], rows)
 
 
-def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str, metrics=REPORT_METRICS,
-                         alpha: float = 0.05, per_user_test: str = "ttest",
-                         breakdown_metrics=BREAKDOWN_METRICS) -> Path:
-    """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
+def _check_store(store: pd.DataFrame, metrics, per_user_test: str) -> None:
     if per_user_test not in TEST_NAMES:
         raise ValueError(f"unknown per-user test {per_user_test!r}; known: {', '.join(TEST_NAMES)}")
     missing = [f"test_{m}" for m in metrics if f"test_{m}" not in store]
@@ -282,11 +282,59 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
                          f"{first['dataset']}/{first['model']}/{first['method']}/seed{first['seed']}: "
                          "report runs of different configs from separate run roots")
     _per_user.cache_clear()  # runs may have been re-evaluated since the last report
-    parts = ["# Results", f"Command: `{command}`",
-             (f"Finished runs: {len(store)}. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
-              f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
-              f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{BASELINE_METHOD}` "
-              "method (ID embeddings) of the same model, without correction for multiple comparisons."),
+
+
+def _legend(store: pd.DataFrame, alpha: float, per_user_test: str) -> str:
+    return (f"Finished runs: {len(store)}. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
+            f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
+            f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{BASELINE_METHOD}` "
+            "method (ID embeddings) of the same model, without correction for multiple comparisons.")
+
+
+def _write(out_path: str | Path, parts: list[str]) -> Path:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text("\n\n".join(parts) + "\n")
+    return out_path
+
+
+def overhead_table(paths: list[str | Path]) -> str:
+    """The step-time ratios written by ``benchmarks/bench_dmesr_overhead.py --out``, one row per file."""
+    rows = []
+    for path in sorted(paths, key=str):
+        bench = json.loads(Path(path).read_text())
+        rows.append([bench["dataset"], bench["model"], bench["batch_size"], bench.get("max_len", "n/a"),
+                     f"{bench['device']}, {bench['threads']} thread(s)", f"{bench['backbone_s_per_step']:.3f}",
+                     f"{bench['dmesr_s_per_step']:.3f}", f"**{bench['ratio']:.2f}x**",
+                     f"`{bench['command']}`" if "command" in bench else f"`{Path(path).name}`"])
+    return markdown_table(["dataset", "model", "batch", "max len", "device", "backbone s/step", "DMESR s/step",
+                           "ratio", "command (or file)"], rows)
+
+
+def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, overhead: list[str | Path] = (),
+                       notes: str | Path | None = None, metrics=("HR@10", "NDCG@10"), alpha: float = 0.05,
+                       per_user_test: str = "ttest") -> Path:
+    """The method's report: the summary, HR@10 / NDCG@10 with paired tests per dataset, the training
+    overhead benchmarks, then hand-written notes (``notes``, included verbatim)."""
+    _check_store(store, metrics, per_user_test)
+    parts = [f"# `{PROPOSED_METHOD}` against its backbones, baselines and ablations", f"Command: `{command}`",
+             _legend(store, alpha, per_user_test), *proposed_summary(store)]
+    for dataset in sorted(store["dataset"].unique()):
+        parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,
+                                                   per_user_test, (), details=False)]
+    if overhead:
+        parts += ["## Training-time overhead (one optimiser step, DMESR over its backbone)", overhead_table(overhead)]
+    if notes:
+        parts.append(Path(notes).read_text().strip())
+    return _write(out_path, parts)
+
+
+def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str, metrics=REPORT_METRICS,
+                         alpha: float = 0.05, per_user_test: str = "ttest",
+                         breakdown_metrics=BREAKDOWN_METRICS) -> Path:
+    """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
+    _check_store(store, metrics, per_user_test)
+    parts = ["# Results", f"Command: `{command}`", _legend(store, alpha, per_user_test),
              *proposed_summary(store), "## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
@@ -295,15 +343,20 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
     parts += ["## Runs: hardware and wall time",
               f"Training time of all runs together: {total:.0f} s ({total / 3600:.2f} h).",
               runs_table(store)]
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text("\n\n".join(parts) + "\n")
-    return out_path
+    return _write(out_path, parts)
 
 
-def report(runs_root: str | Path, out_path: str | Path | None = None, command: str | None = None) -> Path:
-    """CLI entry: the report of every finished run under ``runs_root`` (default ``<runs_root>/results.md``)."""
+def report(runs_root: str | Path, out_path: str | Path | None = None, command: str | None = None,
+           brief: bool = False, overhead: list[str] = (), notes: str | None = None) -> Path:
+    """CLI entry: the report of every finished run under ``runs_root`` (default ``<runs_root>/results.md``);
+    ``brief``: the method's report (:func:`write_brief_report`) with ``overhead`` files and ``notes``."""
     out_path = Path(out_path) if out_path else Path(runs_root) / "results.md"
-    written = write_results_report(collect_runs(runs_root), out_path, command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    if brief:
+        written = write_brief_report(collect_runs(runs_root), out_path, command, overhead, notes)
+    else:
+        if overhead or notes:
+            raise ValueError("--overhead and --notes belong to the --brief report")
+        written = write_results_report(collect_runs(runs_root), out_path, command)
     print(f"wrote {written}")
     return written
