@@ -107,6 +107,12 @@ def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
         gain_row = next(line for line in section(text, "### Relative improvement").splitlines()
                         if line.startswith(f"| sasrec | {method} |"))
         assert f"| {gain:+.1f}%{marks} |" in gain_row
+    pivot = section(text, "### Test NDCG@10 at a glance")
+    mean = store.groupby(["model", "method"])["test_NDCG@10"].mean()
+    gain = 100 * (mean["sasrec", "dmesr"] - mean["sasrec", "backbone"]) / mean["sasrec", "backbone"]
+    assert "| method | gru4rec | sasrec |" in pivot
+    assert f"| dmesr | {mean['gru4rec', 'dmesr']:.4f} | {mean['sasrec', 'dmesr']:.4f} ({gain:+.1f}%) |" in pivot
+    assert f"| backbone |  | {mean['sasrec', 'backbone']:.4f} |" in pivot  # no gru4rec backbone: empty, no change
     assert expected_tests(store, "dmesr", "HR@10")[1] < 0.05  # hit rate 0.6 against 0.3 over 60 users: the per-user test sees it
     # gru4rec has no backbone runs: it is listed but never compared
     assert "| gru4rec | dmesr |" not in section(text, "### Relative improvement")

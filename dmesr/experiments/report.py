@@ -104,13 +104,36 @@ def _seeds_text(count: int, most: int) -> str:
     return str(count) if count == most else f"{count} of {most}"
 
 
+def method_order(methods) -> list[str]:
+    """The backbone, the competing baselines, the proposed method, then the rest (ablations) by name."""
+    fixed = [BASELINE_METHOD, *COMPETING_METHODS, PROPOSED_METHOD]
+    return sorted(set(methods), key=lambda m: (fixed.index(m) if m in fixed else len(fixed), m))
+
+
 def _cells(runs: pd.DataFrame):
     """(model, method, runs) per cell, the backbone first within each model."""
     for model in sorted(runs["model"].unique()):
         model_runs = runs[runs["model"] == model]
-        methods = sorted(model_runs["method"].unique(), key=lambda m: (m != BASELINE_METHOD, m))
-        for method in methods:
+        for method in method_order(model_runs["method"]):
             yield model, method, model_runs[model_runs["method"] == method]
+
+
+def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
+    """Methods x backbones: mean test ``metric`` over seeds and its change over the backbone."""
+    models = sorted(runs["model"].unique())
+    means = runs.groupby(["method", "model"])[f"test_{metric}"].mean()
+    rows = []
+    for method in method_order(runs["method"]):
+        row = [method]
+        for model in models:
+            if (method, model) not in means:
+                row.append("")
+                continue
+            value, base = means[(method, model)], means.get((BASELINE_METHOD, model))
+            change = "" if method == BASELINE_METHOD or base is None else f" ({100 * (value - base) / base:+.1f}%)"
+            row.append(f"{value:.4f}{change}")
+        rows.append(row)
+    return markdown_table(["method", *models], rows)
 
 
 def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics,
@@ -134,7 +157,8 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
                          + [_cell_text(cell_runs, f"test_{m}") + (_marks(comparison[m], alpha) if comparison else "")
                             for m in metrics]
                          + ([_cell_text(cell_runs, valid_column)] if valid_column in runs else []))
-    parts = ["### Test metrics (mean ± std over seeds)",
+    parts = [f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{BASELINE_METHOD}`)",
+             pivot_table(runs), "### Test metrics (mean ± std over seeds)",
              markdown_table(["model", "method", "seeds", *metrics]
                             + [f"valid {SELECTION_METRIC} (selection)"] * (valid_column in runs), main_rows)]
     if gain_rows:
