@@ -93,6 +93,18 @@ def test_all_padding_rows_stay_finite(name):
     assert torch.isfinite(out).all() and (out[0] == 0).all() and (out[1] != 0).any()
 
 
+def test_gru4rec_states_do_not_depend_on_the_item_vectors_scale():
+    # item encoders start at std 0.02; normalised GRU inputs keep such small vectors from leaving
+    # every user with the same bias-driven state (the popularity plateau in gru4rec.py's docstring)
+    model = make_model("gru4rec")
+    seqs = left_pad([4, 17, 9, 30, 2, 11], MAX_LEN)
+    with torch.no_grad():
+        table = model.items.tables()[0]
+        small, large = (model.encode(seqs, scale * table) for scale in (0.02, 1.0))  # the table has std 1
+    torch.testing.assert_close(small, large, atol=1e-2, rtol=5e-2)  # up to LayerNorm's eps
+    assert small.abs().max() > 0.1  # the state moves: inputs are not drowned by the biases
+
+
 def test_bert4rec_cloze_masking_rate_padding_and_targets():
     torch.manual_seed(0)
     model = make_model("bert4rec", mask_prob=0.2)

@@ -1,6 +1,14 @@
 """GRU4Rec (Hidasi et al., 2016), in the full-softmax cross-entropy form of Klenitskiy & Vasilev
-(RecSys 2023): item embedding, dropout, and a ``num_layers`` GRU as wide as the item vectors,
-whose outputs are scored against the same table.
+(RecSys 2023): item embedding, LayerNorm, dropout, and a ``num_layers`` GRU as wide as the item
+vectors, whose outputs are scored against the same table.
+
+The LayerNorm is this project's addition. Item vectors start small (std 0.02, the scale every item
+encoder here starts at), and a GRU fed such inputs is driven by its biases: every user gets nearly
+the same state and the model sits on a popularity plateau for 10-20 epochs (ml-100k validation
+NDCG@10 ~0.036), long enough for patience-10 early stopping to end some runs there. Normalised
+inputs make the gates see O(1) signals whatever the item encoder's scale: on ml-100k (seed 2) the
+plateau shrank to 4 epochs and the run reached validation NDCG@10 0.111 (test 0.088) at epoch 41
+instead of 0.103 (test 0.085) at epoch 91.
 
 Left padding must not change the result, but a GRU fed padding first would carry it in its
 state. Instead of packing (sorting and per-step batches), each row is rotated so its real
@@ -22,6 +30,7 @@ from dmesr.models.base import ItemRepresentation, SequentialRecommender
 class GRU4Rec(SequentialRecommender):
     def __init__(self, config: ModelConfig, items: ItemRepresentation, max_len: int):
         super().__init__(config, items, max_len)
+        self.input_norm = nn.LayerNorm(items.dim)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.gru = nn.GRU(
             items.dim, items.dim, num_layers=config.num_layers, batch_first=True,
@@ -35,7 +44,7 @@ class GRU4Rec(SequentialRecommender):
         steps = torch.arange(length, device=seqs.device)
         to_front = (steps + padding) % length  # real items first, padding after them
         to_back = (steps - padding) % length  # the inverse rotation
-        x = self.embedding_dropout(F.embedding(seqs.gather(1, to_front), table))
+        x = self.embedding_dropout(self.input_norm(F.embedding(seqs.gather(1, to_front), table)))
         out, _ = self.gru(x)
         out = out.gather(1, to_back.unsqueeze(-1).expand(-1, -1, out.shape[-1]))
         return out * real.unsqueeze(-1)
