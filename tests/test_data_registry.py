@@ -16,10 +16,11 @@ FAKE_ITEM = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:tok
 
 
 def make_wheel(path, corrupt=False):
+    """The same bytes on every call: entries carry a fixed date (the current time would change the
+    hash whenever two builds straddle the zip format's 2-second clock tick)."""
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr(SPEC.members[0], FAKE_INTER)
-        archive.writestr(SPEC.members[1], FAKE_ITEM)
-        archive.writestr("recbole/__init__.py", "")
+        for name, text in ((SPEC.members[0], FAKE_INTER), (SPEC.members[1], FAKE_ITEM), ("recbole/__init__.py", "")):
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), text)
     if corrupt:
         with open(path, "ab") as handle:
             handle.write(b"garbage")

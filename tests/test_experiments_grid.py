@@ -118,15 +118,26 @@ def test_bad_shard_is_refused(text):
         parse_shard(text)
 
 
+def test_image_fixture_grid_covers_both_views_and_each_view_alone():
+    cells = load_grid(CONFIGS / "image-toy.yaml")
+    assert len(cells) == 3 * 5 * 3
+    views = {c.method: c.config.items.views for c in cells if c.config.items.kind == "dmesr"}
+    assert tuple(views["dmesr-no-image-view"]) == ("text",) and tuple(views["dmesr-no-text-view"]) == ("image",)
+    assert set(views["dmesr"]) == {"image", "text"}
+
+
 def test_shipped_experiment_files_expand():
     smoke = load_grid(CONFIGS / "smoke.yaml")
     assert len(smoke) == 4 and {c.config.train.max_epochs for c in smoke} == {2}
     assert {(c.model, c.method) for c in smoke} == {(m, k) for m in ("sasrec", "gru4rec") for k in ("backbone", "text")}
     main = load_grid(CONFIGS / "main.yaml")
     methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
-    assert len(methods) == 10
+    assert len(methods) == 13
     counts = Counter(c.dataset for c in main)
-    assert counts["ml-100k"] == counts["ml-latest-small"] == 3 * 10 * 3
+    # the three other integration modes of DMESR run on ml-100k only
+    assert counts["ml-100k"] == 3 * 13 * 3 and counts["ml-latest-small"] == 3 * 10 * 3
+    assert {c.config.items.integration for c in main if c.method.startswith("dmesr-") and c.dataset == "ml-100k"} == {
+        "sum", "concat", "gate", "dual"}
     ml1m = {(c.model, c.method) for c in main if c.dataset == "ml-1m"}
     assert {"backbone", "dmesr"} <= {method for _, method in ml1m}
     assert {model for model, _ in ml1m} == {"sasrec", "bert4rec", "gru4rec"}
