@@ -16,22 +16,26 @@ import io
 import logging
 from pathlib import Path
 
-import yaml
 from tqdm.auto import tqdm
 
-from dmesr.config import config_from_dict
 from dmesr.data import prepare_split
-from dmesr.training.run import evaluate_run
+from dmesr.training.run import evaluate_run, saved_run_config
 
 logger = logging.getLogger(__name__)
 
 
-def evaluate_missing(run_dir: Path, protocol: str = "sampled", device: str = "auto", split=None) -> str:
+def evaluate_missing(run_dir: Path, protocol: str = "sampled", device: str = "auto",
+                     splits: dict | None = None) -> str:
     """Evaluate one finished run under ``protocol`` unless done; returns what happened:
-    ``"already"``, ``"no_negatives"`` (sampled protocol, split without negatives) or ``"evaluated"``."""
+    ``"already"``, ``"no_negatives"`` (sampled protocol, split without negatives) or ``"evaluated"``.
+    ``splits`` caches the loaded splits by data config across calls."""
     if (run_dir / f"evaluation-{protocol}.json").exists():
         return "already"
-    split = split or prepare_split(config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).data)
+    data = saved_run_config(run_dir).data
+    splits = {} if splits is None else splits
+    if repr(data) not in splits:
+        splits[repr(data)] = prepare_split(data)
+    split = splits[repr(data)]
     if protocol == "sampled" and split.test_negatives is None:
         logger.warning("%s: its split has no sampled negatives, not evaluated with the sampled protocol", run_dir)
         return "no_negatives"
@@ -49,13 +53,7 @@ def evaluate_runs(root: str | Path, protocol: str = "sampled", device: str = "au
     counts = {"evaluated": 0, "already": 0, "no_negatives": 0}
     splits = {}  # one load per data config: a grid has many runs of each dataset
     for run_dir in tqdm(run_dirs, desc=f"{protocol} evaluation", unit="run", disable=not show_progress):
-        if (run_dir / f"evaluation-{protocol}.json").exists():
-            counts["already"] += 1
-            continue
-        data = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text())).data
-        if repr(data) not in splits:
-            splits[repr(data)] = prepare_split(data)
-        counts[evaluate_missing(run_dir, protocol, device, splits[repr(data)])] += 1
+        counts[evaluate_missing(run_dir, protocol, device, splits)] += 1
     print(f"{protocol} evaluation under {root}: {counts['evaluated']} runs evaluated, {counts['already']} "
           f"already were, {counts['no_negatives']} skipped (no sampled negatives in their split)")
     return counts

@@ -71,10 +71,14 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+def saved_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run directory was trained with (its ``config.yaml``)."""
+    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
+
+
 def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
                     features: SemanticFeatures | None = None) -> None:
-    saved_config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    if config_hash(saved_config) != config_hash(config):
+    if config_hash(saved_run_config(run_dir)) != config_hash(config):
         raise ValueError(f"{run_dir} holds a run with a different config; choose another output_dir")
     saved_data = json.loads((run_dir / "data.json").read_text())
     if saved_data["fingerprint"] != split.fingerprint:
@@ -161,7 +165,7 @@ def load_finished_run(run_dir: str | Path, split: SequenceSplit | None = None
     run_dir = Path(run_dir)
     if not (run_dir / "best.pt").exists():
         raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
-    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    config = saved_run_config(run_dir)
     split = split or prepare_split(config.data)
     features = load_run_features(config, split)
     _check_same_run(run_dir, config, split, features)
