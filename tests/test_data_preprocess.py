@@ -2,6 +2,8 @@
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -133,6 +135,31 @@ def test_fingerprint_tracks_data_and_split_parameters_but_not_max_len():
     assert build_split(raw, DataConfig(**{**LOOSE, "min_item_interactions": 2})).fingerprint != base
     assert build_split(raw, DataConfig(**{**LOOSE, "negative_seed": 1})).fingerprint != base
     assert build_split(random_raw(seed=1), DataConfig(**LOOSE)).fingerprint != base
+
+
+def test_save_split_accepts_the_same_split_written_concurrently(tmp_path, monkeypatch):
+    # Two grid workers building one uncached split: the other worker's folder appears between
+    # our existence check and our rename. Same fingerprint: keep theirs; a different one: error.
+    split = build_split(random_raw(), DataConfig(**LOOSE))
+    other_writer = build_split(random_raw(seed=1), DataConfig(**LOOSE))
+    real_replace = os.replace
+
+    def racing_replace(source, target, written_by_other_worker):
+        if Path(target).name == "split" and not Path(target).exists():
+            monkeypatch.setattr(preprocess.os, "replace", real_replace)
+            save_split(written_by_other_worker, target)
+        return real_replace(source, target)
+
+    monkeypatch.setattr(preprocess.os, "replace", lambda s, t: racing_replace(s, t, split))
+    folder = save_split(split, tmp_path / "split")
+    assert load_split(folder).fingerprint == split.fingerprint
+    assert sorted(os.listdir(tmp_path)) == ["split"]
+
+    shutil.rmtree(folder)
+    monkeypatch.setattr(preprocess.os, "replace", lambda s, t: racing_replace(s, t, other_writer))
+    with pytest.raises(OSError):
+        save_split(split, folder)
+    assert load_split(folder).fingerprint == other_writer.fingerprint
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -12,14 +12,14 @@ rebuilt identically.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import shutil
+import logging
 import tempfile
 from pathlib import Path
-
-import logging
 
 import numpy as np
 import pandas as pd
@@ -244,10 +244,25 @@ def save_split(split: SequenceSplit, folder: Path | str) -> Path:
             retired = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-old-"))
             os.replace(folder, retired / folder.name)
             shutil.rmtree(retired)
-        os.replace(scratch, folder)
+        try:
+            os.replace(scratch, folder)
+        except OSError as error:
+            # Two grid workers can build the same uncached split at once: the second rename then
+            # meets the first one's folder. The split is a function of its fingerprint, so theirs
+            # is as good as ours; anything else in the way is a real error.
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or saved_fingerprint(folder) != split.fingerprint:
+                raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
+
+
+def saved_fingerprint(folder: Path) -> str | None:
+    """The fingerprint of the split saved in ``folder``, or None when there is no complete one."""
+    try:
+        return json.loads((folder / META_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
 
 
 def load_split(folder: Path | str) -> SequenceSplit:
@@ -288,10 +303,8 @@ def prepare_split(config: DataConfig, home: Path | str | None = None) -> Sequenc
     files = source_files(config.dataset, home)
     fingerprint = split_fingerprint([sha256_file(path) for path in files], config)
     folder = dmesr_home(home) / "processed" / f"{Path(config.dataset).name}-{fingerprint[:12]}"
-    if (folder / META_FILE).is_file():
-        split = load_split(folder)
-        if split.fingerprint == fingerprint:
-            return split
+    if saved_fingerprint(folder) == fingerprint:
+        return load_split(folder)
     split = build_split(load_raw(config.dataset, home), config)
     save_split(split, folder)
     print(f"dmesr: built {split.name}: {split.num_users} users, {split.num_items} items -> {folder}")
