@@ -102,6 +102,23 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
     assert estimate_seconds(cells[:1], ["done"]) == [(0.0, "measured")]
 
 
+def test_estimates_fall_back_to_other_backbones_of_the_dataset_then_guess(tmp_path):
+    spec = {"name": "t", "base": {"output_dir": str(tmp_path), "train.max_epochs": 200}, "datasets": ["a", "b"],
+            "models": ["sasrec", "gru4rec"], "seeds": [1], "methods": {"backbone": {}, "dmesr": {"train.lr": 0.01}}}
+    cells = expand_grid(spec)
+    done = {("a", "sasrec", "backbone"): (2.0, 10), ("a", "sasrec", "dmesr"): (3.0, 20)}
+    for cell in cells:
+        if (cell.dataset, cell.model, cell.method) in done:
+            seconds, epochs = done[(cell.dataset, cell.model, cell.method)]
+            cell.run_dir.mkdir(parents=True)
+            (cell.run_dir / "final.json").write_text(json.dumps({"epochs": epochs, "seconds": {"train_epoch_median": seconds}}))
+    statuses = [cell_status(cell) for cell in cells]
+    estimates = {(c.dataset, c.model, c.method): e for c, e in zip(cells, estimate_seconds(cells, statuses))}
+    assert estimates[("a", "gru4rec", "dmesr")] == (60.0, "other backbones")  # a's dmesr runs with SASRec
+    assert estimates[("a", "gru4rec", "backbone")] == (20.0, "other backbones")
+    assert estimates[("b", "sasrec", "dmesr")] == (runner.DEFAULT_SECONDS_PER_EPOCH * 200, "guess")
+
+
 def test_threads_are_shared_between_workers(monkeypatch):
     monkeypatch.setattr(runner, "available_cores", lambda: 2)
     cell = expand_grid({"name": "t", "datasets": ["d"], "models": ["sasrec"], "seeds": [1], "methods": {"m": {}}})[0]

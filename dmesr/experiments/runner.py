@@ -30,9 +30,11 @@ Several GPUs on one machine, one shard per GPU, then the report once all are don
     dmesr report reports/runs/main
 
 Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
-epochs of finished runs of the same dataset and model (same method first), minus the epochs a
-partial run already has. Without finished runs they use ``DEFAULT_SECONDS_PER_EPOCH`` times
-``train.max_epochs`` and are marked as a guess.
+epochs of finished runs of the same dataset, minus the epochs a partial run already has. The
+closest runs are used: same model and method, else same model ("measured"), else the same method
+with the other backbones, else any run of the dataset ("other backbones": backbones of one width
+cost within about 1.5x of each other). A dataset without finished runs gets
+``DEFAULT_SECONDS_PER_EPOCH`` times ``train.max_epochs``, marked as a guess.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class CellOutcome:
     status: str  # dry run: done | partial | todo; run: skipped | finished | failed
     seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
     error: str = ""  # "<ExceptionType>: <message>" of a failed cell (traceback in <run dir>/error.log)
-    estimate_source: str = ""  # dry run: "measured" or "guess"
+    estimate_source: str = ""  # dry run: "measured", "other backbones" or "guess"
 
 
 def cell_status(cell: Cell) -> str:
@@ -108,20 +110,27 @@ def _finished_epochs(run_dir: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
+    """Groups of finished runs that predict ``cell``'s cost, closest first, with their label."""
+    return [((cell.dataset, cell.model, cell.method), "measured"), ((cell.dataset, cell.model), "measured"),
+            ((cell.dataset, "*", cell.method), "other backbones"), ((cell.dataset,), "other backbones")]
+
+
 def estimate_seconds(cells: list[Cell], statuses: list[str]) -> list[tuple[float, str]]:
-    """``(seconds, "measured" | "guess")`` still needed by each cell (0 for done cells)."""
+    """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on."""
     finished: dict[tuple, list[tuple[float, int]]] = {}
     for cell, status in zip(cells, statuses):
         if status == "done":
             final = json.loads((cell.run_dir / "final.json").read_text())
-            for key in ((cell.dataset, cell.model, cell.method), (cell.dataset, cell.model)):
+            for key, _ in _estimate_keys(cell):
                 finished.setdefault(key, []).append((final["seconds"]["train_epoch_median"], final["epochs"]))
     estimates = []
     for cell, status in zip(cells, statuses):
         if status == "done":
             estimates.append((0.0, "measured"))
             continue
-        measured = finished.get((cell.dataset, cell.model, cell.method)) or finished.get((cell.dataset, cell.model))
+        measured, source = next(((finished[key], source) for key, source in _estimate_keys(cell) if key in finished),
+                                (None, "guess"))
         if measured:
             per_epoch = statistics.median(seconds for seconds, _ in measured)
             epochs = statistics.median(count for _, count in measured)
@@ -130,7 +139,7 @@ def estimate_seconds(cells: list[Cell], statuses: list[str]) -> list[tuple[float
         seconds = per_epoch * max(0.0, epochs - _finished_epochs(cell.run_dir))
         if cell.config.train.max_minutes > 0:
             seconds = min(seconds, 60.0 * cell.config.train.max_minutes)
-        estimates.append((seconds, "measured" if measured else "guess"))
+        estimates.append((seconds, source))
     return estimates
 
 
@@ -148,7 +157,7 @@ def dry_run_outcomes(cells: list[Cell], workers: int = 1) -> list[CellOutcome]:
     width = max(len(cell.label) for cell in cells)
     for outcome in outcomes:
         estimate = "" if outcome.status == "done" else f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
-        print(f"{outcome.status:8s} {outcome.cell.label:{width}s} {estimate:20s} {outcome.cell.run_dir}")
+        print(f"{outcome.status:8s} {outcome.cell.label:{width}s} {estimate:24s} {outcome.cell.run_dir}")
     counts = {status: statuses.count(status) for status in STATUSES}
     remaining = sum(outcome.seconds for outcome in outcomes)
     print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['todo']} todo; "
