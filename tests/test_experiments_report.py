@@ -173,11 +173,26 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
     assert f"mean gain over the backbone {(gain_a + gain_b) / 2:+.1f}%" in sentence
     rows = [line for line in table.splitlines()[2:]]
     assert rows[0].startswith(f"| a | sasrec | 0.1015 | 0.1115 | {gain_a:+.1f}% | `text` 0.1065 (")  # largest gain first
-    assert rows[0].endswith(f"| `llmesr` 0.1215 ({100 * (0.1115 - 0.1215) / 0.1215:+.1f}%) |")
+    assert f"| `llmesr` 0.1215 ({100 * (0.1115 - 0.1215) / 0.1215:+.1f}%) |" in rows[0]
     assert rows[1].startswith("| b | gru4rec |") and len(rows) == 2
+    assert rows[0].endswith("| n/a |")  # one DMESR variant per cell: nothing tuned
     assert proposed_summary(store[store["method"] != "dmesr"]) == []
     no_baselines = store[store["method"].isin(["backbone", "dmesr"])]
     assert "; no baseline (`text`, `mllm`, `concat`, `llmesr`) ran;" in proposed_summary(no_baselines)[1]
+
+
+def test_summary_shows_the_dmesr_variant_best_on_validation():
+    # (method) -> (validation, test) NDCG@10; dmesr-dual wins validation, dmesr-gate (best on test) must not be picked
+    cells = {"backbone": (0.10, 0.10), "dmesr": (0.11, 0.105), "dmesr-dual": (0.13, 0.108), "dmesr-gate": (0.12, 0.2),
+             "text": (0.12, 0.11), "dmesr-no-fusion": (0.5, 0.5)}  # an ablation, not a variant
+    store = pd.DataFrame([{"dataset": "a", "model": "sasrec", "method": method, "seed": seed,
+                           "valid_NDCG@10": valid, "test_NDCG@10": test}
+                          for method, (valid, test) in cells.items() for seed in (1, 2)])
+    _, sentence, table = proposed_summary(store)
+    assert table.splitlines()[2].endswith("| `dmesr-dual` 0.1080 (+8.0%) |")
+    assert "`dmesr` beats its backbone in 1 of 1 (dataset, model) cells" in sentence
+    assert "Tuned on validation" in sentence and "beats its backbone in 1 of 1 cells with variants and the " \
+        "validation-chosen baseline in 0;" in sentence
 
 
 def test_runs_outside_a_grid_are_named_by_their_item_encoder(store, tmp_path):
