@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dmesr.models.fusion import CrossAttentionFusion
+from dmesr.models.fusion import CrossAttentionFusion, LinearTokens
 
 
 def _inputs(n=5, queries=2, length=7, dim=8, seed=0):
@@ -108,3 +108,29 @@ def test_packed_tokens_give_the_padded_result_and_gradients():
     assert padded_tokens.grad[~mask].abs().max() == 0  # padding never influences the result
     with pytest.raises(ValueError, match="fusion inputs disagree"):
         fusion(q, packed_tokens[:-1], mask)
+
+
+@pytest.mark.parametrize("queries", [1, 2])
+def test_linear_tokens_give_the_explicit_attention_and_gradients(queries):
+    # The factored path (key/value maps folded around the frozen base states) must equal attention
+    # over the explicit tokens linear(base), given padded or packed, forward and backward, dropout on.
+    generator = torch.Generator().manual_seed(0)
+    n, length, base_dim, dim = 6, 5, 4, 8
+    mask = torch.arange(length)[None, :] < torch.tensor([5, 3, 1, 0, 2, 4])[:, None]  # item 3: no tokens
+    base = torch.randn(n, length, base_dim, generator=generator, dtype=torch.float64) * mask[..., None]
+    q = torch.randn(n, queries, dim, generator=generator, dtype=torch.float64)
+    results = {}
+    for form in ("factored", "padded", "packed"):
+        torch.manual_seed(1)
+        fusion = CrossAttentionFusion(dim=dim, num_heads=2, dropout=0.3).double().train()
+        linear = torch.nn.Linear(base_dim, dim).double()
+        tokens = LinearTokens(base, linear)
+        given = {"factored": tokens, "padded": tokens.materialise(), "packed": tokens.materialise()[mask]}[form]
+        torch.manual_seed(2)  # the same dropout draws
+        fused, weights = fusion(q, given, mask, return_attention=True)
+        (fused.square().sum() + fused.sum()).backward()
+        results[form] = (fused, weights, *(p.grad for p in [*fusion.parameters(), *linear.parameters()]))
+    for form in ("padded", "packed"):
+        for factored, explicit in zip(results["factored"], results[form]):
+            torch.testing.assert_close(factored, explicit)
+    assert results["factored"][1][3].abs().sum() == 0  # the item without tokens attends to nothing

@@ -292,7 +292,8 @@ def test_id_kind_needs_no_features_and_bad_input_is_refused():
 def test_token_pca_keeps_the_leading_directions_and_a_linear_adapter():
     features = make_features()
     items = build(features=features, token_pca_dim=4)
-    reduced = items.semantics.real_tokens
+    reduced = items.semantics.token_base[items.semantics.token_mask]
+    assert not items.semantics.token_base[~items.semantics.token_mask].any()  # zero padding
     assert reduced.shape[1] == 4 and isinstance(items.token_adapter, nn.Linear)
     assert reduced.mean(dim=0).abs().max() < 1e-4  # centred
     variances = reduced.var(dim=0)

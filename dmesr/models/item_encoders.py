@@ -44,7 +44,7 @@ from dmesr.config import ItemEncoderConfig
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.alignment import SymmetricInfoNCE
 from dmesr.models.base import IDEmbedding, ItemRepresentation
-from dmesr.models.fusion import CrossAttentionFusion
+from dmesr.models.fusion import CrossAttentionFusion, LinearTokens
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ class FrozenSemantics(nn.Module):
     """The cached features of items 1..N as buffers (row r = item r + 1; no padding row).
 
     A source is an MLLM view name or :data:`ORIGINAL_TEXT`. Token states are kept only for real
-    tokens, compacted to ``[num_real_tokens, D]`` float16, so adapting them skips padding.
+    tokens, compacted to ``[num_real_tokens, D]`` float16, so adapting them skips padding; after a
+    token PCA they are kept padded, ``[N, L, p]`` float32 (small, and what the fusion needs then).
     """
 
     def __init__(self, features: SemanticFeatures, num_items: int, views: list[str], with_tokens: bool,
@@ -94,11 +95,16 @@ class FrozenSemantics(nn.Module):
             if tokens.shape[:2] != mask.shape or tokens.shape[2] != self.input_dim:
                 raise ValueError(f"text tokens {tuple(tokens.shape)} do not match mask {tuple(mask.shape)}")
             real_tokens = tokens[mask]
-            if token_pca_dim > 0:
-                real_tokens = _pca_reduce(real_tokens.float(), token_pca_dim)
-            self.token_dim = real_tokens.shape[1]
             self.register_buffer("token_mask", mask, persistent=False)
-            self.register_buffer("real_tokens", real_tokens, persistent=False)
+            if token_pca_dim > 0:
+                # padded again: the fusion multiplies these frozen states item by item (LinearTokens)
+                reduced = _pca_reduce(real_tokens.float(), token_pca_dim)
+                self.register_buffer("token_base", reduced.new_zeros(*mask.shape, reduced.shape[1]).index_put(
+                    torch.nonzero(mask, as_tuple=True), reduced), persistent=False)
+                self.token_dim = reduced.shape[1]
+            else:
+                self.register_buffer("real_tokens", real_tokens, persistent=False)
+                self.token_dim = real_tokens.shape[1]
 
     def vector(self, source: str) -> torch.Tensor:
         return getattr(self, f"vector_{source}")
@@ -106,10 +112,14 @@ class FrozenSemantics(nn.Module):
     def present(self, source: str) -> torch.Tensor:
         return getattr(self, f"present_{source}")
 
-    def adapted_tokens(self, adapter: nn.Module) -> torch.Tensor:
-        """All items' real token states through ``adapter``, packed ``[num_real_tokens, d]``
-        (the fusion pads them with ``token_mask`` after its key/value projections)."""
-        return adapter(self.real_tokens.to(next(adapter.parameters()).dtype))  # float16 cast on the fly
+    def adapted_tokens(self, adapter: nn.Module) -> torch.Tensor | LinearTokens:
+        """All items' token states through ``adapter``: after the token PCA (a linear adapter) the
+        pair ``LinearTokens(reduced states, adapter)``, which the fusion never expands; otherwise
+        the real tokens through ``adapter``, packed ``[num_real_tokens, d]``."""
+        dtype = next(adapter.parameters()).dtype
+        if hasattr(self, "token_base"):
+            return LinearTokens(self.token_base.to(dtype), adapter)
+        return adapter(self.real_tokens.to(dtype))  # float16 cast on the fly
 
 
 def _pca_reduce(vectors: torch.Tensor, dim: int) -> torch.Tensor:
