@@ -98,7 +98,7 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
     # slow-lr has no finished run of its own: the same dataset and model's runs stand in
     assert outcomes[3].estimate_source == "measured" and outcomes[3].seconds == pytest.approx(per_epoch * 2)
     printed = capsys.readouterr().out
-    assert "6 cells: 1 done, 1 partial, 4 todo" in printed
+    assert "6 cells: 1 done, 1 partial, 0 continue a shorter-patience run, 4 todo" in printed
     assert estimate_seconds(cells[:1], ["done"]) == [(0.0, "measured")]
 
 
@@ -117,6 +117,23 @@ def test_estimates_fall_back_to_other_backbones_of_the_dataset_then_guess(tmp_pa
     assert estimates[("a", "gru4rec", "dmesr")] == (60.0, "other backbones")  # a's dmesr runs with SASRec
     assert estimates[("a", "gru4rec", "backbone")] == (20.0, "other backbones")
     assert estimates[("b", "sasrec", "dmesr")] == (runner.DEFAULT_SECONDS_PER_EPOCH * 200, "guess")
+
+
+def test_raising_the_patience_continues_finished_cells(tmp_path, tiny_data, capsys):
+    short = tiny_grid(tmp_path, methods={"backbone": {}}, base={**TINY, "output_dir": str(tmp_path / "runs"),
+                                                                "train.patience": 1, "train.max_epochs": 30})
+    run_grid(short, show_progress=False)
+    assert json.loads((short[0].run_dir / "final.json").read_text())["stopped"] == "patience"
+    longer = tiny_grid(tmp_path, methods={"backbone": {}}, base={**TINY, "output_dir": str(tmp_path / "runs"),
+                                                                 "train.patience": 3, "train.max_epochs": 30})
+    planned = run_grid(longer, dry_run=True)
+    per_epoch = json.loads((short[0].run_dir / "final.json").read_text())["seconds"]["train_epoch_median"]
+    assert planned[0].status == "continues" and planned[0].estimate_source == "continues"
+    assert planned[0].seconds == pytest.approx(per_epoch * 2)
+    run_grid(longer, show_progress=False)
+    assert cell_status(longer[0]) == "done" and not short[0].run_dir.exists()
+    assert len(collect_runs(tmp_path / "runs")) == 1
+    assert json.loads((longer[0].run_dir / "cell.json").read_text())["method"] == "backbone"
 
 
 def test_threads_are_shared_between_workers(monkeypatch):

@@ -55,10 +55,10 @@ from tqdm.auto import tqdm
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
 from dmesr.experiments.store import write_store
-from dmesr.training.run import train_run
+from dmesr.training.run import saved_run_config, shorter_patience_run, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
-STATUSES = ("done", "partial", "todo")
+STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience
 
 
 @dataclass
@@ -67,14 +67,16 @@ class CellOutcome:
     status: str  # dry run: done | partial | todo; run: skipped | finished | failed
     seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
     error: str = ""  # "<ExceptionType>: <message>" of a failed cell (traceback in <run dir>/error.log)
-    estimate_source: str = ""  # dry run: "measured", "other backbones" or "guess"
+    estimate_source: str = ""  # dry run: "measured", "other backbones", "continues" or "guess"
 
 
 def cell_status(cell: Cell) -> str:
     run_dir = cell.run_dir
     if (run_dir / "final.json").exists():
         return "done"
-    return "partial" if (run_dir / "config.yaml").exists() else "todo"
+    if (run_dir / "config.yaml").exists():
+        return "partial"
+    return "continues" if shorter_patience_run(run_dir, cell.config) else "todo"
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -119,15 +121,27 @@ def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
 def estimate_seconds(cells: list[Cell], statuses: list[str]) -> list[tuple[float, str]]:
     """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on."""
     finished: dict[tuple, list[tuple[float, int]]] = {}
-    for cell, status in zip(cells, statuses):
-        if status == "done":
-            final = json.loads((cell.run_dir / "final.json").read_text())
-            for key, _ in _estimate_keys(cell):
-                finished.setdefault(key, []).append((final["seconds"]["train_epoch_median"], final["epochs"]))
+    continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
+    for index, (cell, status) in enumerate(zip(cells, statuses)):
+        if status not in ("done", "continues"):
+            continue
+        start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
+        final = json.loads((start / "final.json").read_text())
+        per_epoch, epochs = final["seconds"]["train_epoch_median"], final["epochs"]
+        if status == "continues":  # at least the epochs the larger patience adds
+            added = cell.config.train.patience - saved_run_config(start).train.patience
+            continued_epochs[index] = (per_epoch, added)
+            epochs += added
+        for key, _ in _estimate_keys(cell):
+            finished.setdefault(key, []).append((per_epoch, epochs))
     estimates = []
-    for cell, status in zip(cells, statuses):
+    for index, (cell, status) in enumerate(zip(cells, statuses)):
         if status == "done":
             estimates.append((0.0, "measured"))
+            continue
+        if status == "continues":
+            per_epoch, added = continued_epochs[index]
+            estimates.append((per_epoch * added, "continues"))
             continue
         measured, source = next(((finished[key], source) for key, source in _estimate_keys(cell) if key in finished),
                                 (None, "guess"))
@@ -157,10 +171,11 @@ def dry_run_outcomes(cells: list[Cell], workers: int = 1) -> list[CellOutcome]:
     width = max(len(cell.label) for cell in cells)
     for outcome in outcomes:
         estimate = "" if outcome.status == "done" else f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
-        print(f"{outcome.status:8s} {outcome.cell.label:{width}s} {estimate:24s} {outcome.cell.run_dir}")
+        print(f"{outcome.status:9s} {outcome.cell.label:{width}s} {estimate:24s} {outcome.cell.run_dir}")
     counts = {status: statuses.count(status) for status in STATUSES}
     remaining = sum(outcome.seconds for outcome in outcomes)
-    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['todo']} todo; "
+    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['continues']} continue "
+          f"a shorter-patience run, {counts['todo']} todo; "
           f"about {_duration(remaining / workers)} left with {workers} worker(s)"
           + (" (includes guesses: no finished run to measure)" if any(o.estimate_source == "guess" for o in outcomes) else ""))
     return outcomes

@@ -102,6 +102,33 @@ def continue_shorter_patience_run(run_dir: Path, config: RunConfig) -> Path | No
     epochs. The sibling is moved, not copied (a store must not hold the cell twice); its last epoch and
     patience go to ``continued_from.json``, and its per-epoch log stays in the continued run.
     """
+    sibling = shorter_patience_run(run_dir, config)
+    if sibling is None:
+        return None
+    checkpoint = load_checkpoint(sibling / "checkpoint.pt")
+    # Prepared in a hidden folder and renamed into place, so a crash leaves either run intact.
+    scratch = run_dir.parent / f".{run_dir.name}-continuing"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(sibling, scratch, ignore=shutil.ignore_patterns(
+        "final.json", "test_per_user.npz", "evaluation-*.json", "cell.json", "checkpoint.pt"))
+    checkpoint["state"]["stopped"] = ""
+    atomic_save(checkpoint, scratch / "checkpoint.pt")
+    save_config(config, scratch / "config.yaml")
+    (scratch / "continued_from.json").write_text(json.dumps(
+        {"run": sibling.name, "patience": saved_run_config(sibling).train.patience,
+         "epochs": checkpoint["state"]["epoch"]}, indent=2))
+    if run_dir.exists():  # holding what was written before training, e.g. a grid's cell.json
+        for entry in run_dir.iterdir():
+            entry.rename(scratch / entry.name)
+        run_dir.rmdir()
+    scratch.rename(run_dir)
+    shutil.rmtree(sibling)
+    return sibling
+
+
+def shorter_patience_run(run_dir: Path, config: RunConfig) -> Path | None:
+    """A finished sibling of ``run_dir`` that is ``config`` with a smaller patience, stopped on that
+    patience and still has its last checkpoint (see :func:`continue_shorter_patience_run`)."""
     pattern = f"{config.items.kind}-*-seed{config.train.seed}"
     for sibling in sorted(run_dir.parent.glob(pattern)) if run_dir.parent.is_dir() else []:
         if sibling == run_dir or not (sibling / "final.json").exists() or not (sibling / "checkpoint.pt").exists():
@@ -109,28 +136,10 @@ def continue_shorter_patience_run(run_dir: Path, config: RunConfig) -> Path | No
         other = saved_run_config(sibling)
         if other.train.patience >= config.train.patience:
             continue
-        if config_hash(replace(other, train=replace(other.train, patience=config.train.patience))) != config_hash(config):
-            continue
-        checkpoint = load_checkpoint(sibling / "checkpoint.pt")
-        if checkpoint["state"]["stopped"] != "patience":
-            continue
-        # Prepared in a hidden folder and renamed into place, so a crash leaves either run intact.
-        scratch = run_dir.parent / f".{run_dir.name}-continuing"
-        shutil.rmtree(scratch, ignore_errors=True)
-        shutil.copytree(sibling, scratch, ignore=shutil.ignore_patterns(
-            "final.json", "test_per_user.npz", "evaluation-*.json", "cell.json", "checkpoint.pt"))
-        checkpoint["state"]["stopped"] = ""
-        atomic_save(checkpoint, scratch / "checkpoint.pt")
-        save_config(config, scratch / "config.yaml")
-        (scratch / "continued_from.json").write_text(json.dumps(
-            {"run": sibling.name, "patience": other.train.patience, "epochs": checkpoint["state"]["epoch"]}, indent=2))
-        if run_dir.exists():  # holding what was written before training, e.g. a grid's cell.json
-            for entry in run_dir.iterdir():
-                entry.rename(scratch / entry.name)
-            run_dir.rmdir()
-        scratch.rename(run_dir)
-        shutil.rmtree(sibling)
-        return sibling
+        same_otherwise = replace(other, train=replace(other.train, patience=config.train.patience))
+        if config_hash(same_otherwise) == config_hash(config) and \
+                json.loads((sibling / "final.json").read_text())["stopped"] == "patience":
+            return sibling
     return None
 
 
