@@ -132,16 +132,18 @@ def test_shipped_experiment_files_expand():
     assert {(c.model, c.method) for c in smoke} == {(m, k) for m in ("sasrec", "gru4rec") for k in ("backbone", "text")}
     main = load_grid(CONFIGS / "main.yaml")
     methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
-    assert len(methods) == 13
+    assert len(methods) == 16
     counts = Counter(c.dataset for c in main)
-    # the three other integration modes of DMESR run on ml-100k only
-    assert counts["ml-100k"] == 3 * 13 * 3 and counts["ml-latest-small"] == 3 * 10 * 3
+    # the three other integration modes of DMESR and the alignment-weight sweep run on ml-100k only
+    assert counts["ml-100k"] == 3 * 16 * 3 and counts["ml-latest-small"] == 3 * 10 * 3
     assert {c.config.items.integration for c in main if c.method.startswith("dmesr-") and c.dataset == "ml-100k"} == {
         "sum", "concat", "gate", "dual"}
+    assert {c.config.items.align_weight for c in main if c.config.items.kind == "dmesr"} == {0, 0.03, 0.1, 0.3, 1.0}
+    assert {c.config.train.patience for c in main} == {20}
     ml1m = {(c.model, c.method) for c in main if c.dataset == "ml-1m"}
     assert {"backbone", "dmesr"} <= {method for _, method in ml1m}
     assert {model for model, _ in ml1m} == {"sasrec", "bert4rec", "gru4rec"}
-    assert {c.config.data.max_len for c in main if c.dataset == "ml-1m"} == {200}
+    assert {c.config.data.max_len for c in main} == {50}
     by_method = {c.method: c.config.items for c in main if c.dataset == "ml-100k" and c.model == "sasrec"}
     assert {c.config.output_dir for c in main} == {"reports/runs/main"}
     assert by_method["dmesr-no-fusion"].fusion == "none" and by_method["dmesr-no-text"].use_original_text is False
