@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
 from dmesr.experiments.report import REPORT_METRICS, proposed_summary, write_brief_report, write_results_report
@@ -21,10 +22,11 @@ NUM_USERS = 60
 GROUPS = ("head", "tail", "short", "long")
 
 
-def write_run(root, model, method, seed, per_user, sampled=None):
+def write_run(root, model, method, seed, per_user, sampled=None, patience=20):
     """A finished run directory as train_run and the runner leave it, with given per-user metrics."""
     run_dir = root / "toy" / model / f"{method}-cafe0000-seed{seed}"
     run_dir.mkdir(parents=True)
+    save_config(load_config(overrides=[f"model.name={model}", f"train.patience={patience}"]), run_dir / "config.yaml")
     means = {name: float(values.mean()) for name, values in per_user.items()}
     final = {"dataset": "toy", "model": model, "items": "id" if method == "backbone" else "dmesr", "seed": seed,
              "best_epoch": 3, "epochs": 5, "stopped": "patience", "valid": {},
@@ -117,6 +119,8 @@ def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
     # gru4rec has no backbone runs: it is listed but never compared
     assert "| gru4rec | dmesr |" not in section(text, "### Relative improvement")
     assert "| users | 60 |" in text and "| sequence_length.mean | 7.25 |" in text
+    assert "Protocol (from the runs' configs): max_len 50, hidden_size 64, num_layers 2, loss ce, " in text
+    assert "patience 20." in text and "Mixed settings" not in text
     assert "head HR@10" in section(text, "### Head/tail") and "Users per group: head 30" in text
     sampled = section(text, "### Sampled protocol")
     assert "| sasrec | backbone | 3 |" in sampled and "| sasrec | dmesr |" not in sampled
@@ -140,6 +144,14 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     assert "### Head/tail" not in text and "### Sampled protocol" not in text
     assert "| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 0.200 | 0.300 | **1.50x** | `python bench.py --out overhead.json` |" in text
     assert text.endswith("## Notes\n\nWritten by hand.\n")
+
+
+def test_a_dataset_whose_runs_mix_settings_is_flagged(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed, patience in ((1, 10), (2, 20), (3, 20)):
+        write_run(tmp_path / "runs", "sasrec", "backbone", seed, per_user_metrics(rng, 0.3), patience=patience)
+    text = write_results_report(collect_runs(tmp_path / "runs"), tmp_path / "r.md", command="x").read_text()
+    assert "**Mixed settings, rows are not comparable:** patience 10 (1 runs), 20 (2 runs)." in text
 
 
 def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from dmesr.evaluation import paired_test
-from dmesr.experiments.store import BREAKDOWN_GROUPS, collect_runs, mean_std
+from dmesr.experiments.store import BREAKDOWN_GROUPS, PROTOCOL_FIELDS, collect_runs, mean_std
 
 REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
@@ -140,6 +140,25 @@ def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
     return markdown_table(["method", *models], rows)
 
 
+def protocol_line(runs: pd.DataFrame) -> str:
+    """The settings a dataset's runs share (``PROTOCOL_FIELDS``), read from the runs; a setting with
+    several values is listed with its run counts and flagged, since then the rows are not comparable."""
+    shared, mixed = [], []
+    for section, field in PROTOCOL_FIELDS:
+        column = f"{section}_{field}"
+        if column not in runs:
+            continue
+        counts = runs[column].value_counts(sort=False)
+        if len(counts) == 1:
+            shared.append(f"{field} {counts.index[0]}")
+        else:
+            mixed.append(f"{field} " + ", ".join(f"{value} ({count} runs)" for value, count in counts.sort_index().items()))
+    text = "Protocol (from the runs' configs): " + ", ".join(shared) + "."
+    if mixed:
+        text += f" **Mixed settings, rows are not comparable:** {'; '.join(mixed)}."
+    return text
+
+
 def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics,
                     details: bool = True) -> str:
     """Main table, improvement + p-values and (``details``) breakdowns and sampled protocol for one
@@ -161,7 +180,8 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
                          + [_cell_text(cell_runs, f"test_{m}") + (_marks(comparison[m], alpha) if comparison else "")
                             for m in metrics]
                          + ([_cell_text(cell_runs, valid_column)] if valid_column in runs else []))
-    parts = [f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{BASELINE_METHOD}`)",
+    parts = [protocol_line(runs),
+             f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{BASELINE_METHOD}`)",
              pivot_table(runs), "### Test metrics (mean ± std over seeds)",
              markdown_table(["model", "method", "seeds", *metrics]
                             + [f"valid {SELECTION_METRIC} (selection)"] * (valid_column in runs), main_rows)]

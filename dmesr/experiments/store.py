@@ -16,9 +16,14 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 KEYS = ["dataset", "model", "method", "items", "config"]
 BREAKDOWN_GROUPS = ("head", "tail", "short", "long")
+# Settings every run of a comparison must share, stored per run as ``<section>_<field>`` columns
+# from its ``config.yaml`` so a report can state the protocol and flag a dataset that mixes them
+PROTOCOL_FIELDS = (("data", "max_len"), ("model", "hidden_size"), ("model", "num_layers"), ("train", "loss"),
+                   ("train", "batch_size"), ("train", "lr"), ("train", "max_epochs"), ("train", "patience"))
 
 
 def run_method(run_dir: Path, items: str) -> tuple[str, str]:
@@ -31,9 +36,9 @@ def run_method(run_dir: Path, items: str) -> tuple[str, str]:
 
 
 def collect_runs(root: str | Path) -> pd.DataFrame:
-    """One row per finished run: identity, validation metrics of the selected epoch (``valid_*``),
-    test metrics (``test_*``), head/tail and short/long metrics (``head_*``, ...), sampled-protocol
-    metrics when evaluated (``sampled_*``), timings."""
+    """One row per finished run: identity, protocol settings (``PROTOCOL_FIELDS``), validation
+    metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail and short/long
+    metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings."""
     rows = []
     for final_path in sorted(Path(root).glob("**/final.json")):
         final = json.loads(final_path.read_text())
@@ -48,6 +53,8 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             **{f"test_{k}": v for k, v in final["test"].items()},
             **{f"seconds_{k}": v for k, v in final["seconds"].items()},
         }
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        row.update({f"{section}_{field}": config[section][field] for section, field in PROTOCOL_FIELDS})
         for group in BREAKDOWN_GROUPS:
             row.update({f"{group}_{k}": v for k, v in final.get("test_breakdown", {}).get(group, {}).items()})
         sampled_path = run_dir / "evaluation-sampled.json"
