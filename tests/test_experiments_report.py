@@ -150,8 +150,15 @@ def test_a_dataset_whose_runs_mix_settings_is_flagged(tmp_path):
     rng = np.random.default_rng(0)
     for seed, patience in ((1, 10), (2, 20), (3, 20)):
         write_run(tmp_path / "runs", "sasrec", "backbone", seed, per_user_metrics(rng, 0.3), patience=patience)
+    for seed in (1, 2):
+        write_run(tmp_path / "runs", "gru4rec", "backbone", seed, per_user_metrics(rng, 0.3), patience=30)
     text = write_results_report(collect_runs(tmp_path / "runs"), tmp_path / "r.md", command="x").read_text()
-    assert "**Mixed settings, rows are not comparable:** patience 10 (1 runs), 20 (2 runs)." in text
+    assert "**Mixed settings within a backbone, its rows are not comparable:** patience 10 (1 runs), 20 (2 runs), " \
+           "30 (2 runs)." in text
+    only_between = collect_runs(tmp_path / "runs").query("seed != 1 or model == 'gru4rec'")
+    text = write_results_report(only_between, tmp_path / "r.md", command="x").read_text()
+    assert "Per backbone (the rows of one backbone share it): patience 20 (sasrec), 30 (gru4rec)." in text
+    assert "Mixed settings" not in text
 
 
 def test_report_refuses_ambiguous_or_incomplete_stores(store, tmp_path):

@@ -141,21 +141,27 @@ def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
 
 
 def protocol_line(runs: pd.DataFrame) -> str:
-    """The settings a dataset's runs share (``PROTOCOL_FIELDS``), read from the runs; a setting with
-    several values is listed with its run counts and flagged, since then the rows are not comparable."""
-    shared, mixed = [], []
+    """The settings a dataset's runs share (``PROTOCOL_FIELDS``), read from the runs. A setting that
+    differs between backbones only is listed per backbone (each backbone's rows, the ones compared with
+    each other, still share it); one that differs within a backbone is flagged with its run counts."""
+    shared, by_model, mixed = [], [], []
     for section, field in PROTOCOL_FIELDS:
         column = f"{section}_{field}"
         if column not in runs:
             continue
-        counts = runs[column].value_counts(sort=False)
-        if len(counts) == 1:
-            shared.append(f"{field} {counts.index[0]}")
+        if runs[column].nunique() == 1:
+            shared.append(f"{field} {runs[column].iloc[0]}")
+        elif runs.groupby("model")[column].nunique().max() == 1:
+            models = runs.groupby(column)["model"].unique()
+            by_model.append(f"{field} " + ", ".join(f"{value} ({', '.join(sorted(names))})" for value, names in models.items()))
         else:
-            mixed.append(f"{field} " + ", ".join(f"{value} ({count} runs)" for value, count in counts.sort_index().items()))
+            counts = runs[column].value_counts().sort_index()
+            mixed.append(f"{field} " + ", ".join(f"{value} ({count} runs)" for value, count in counts.items()))
     text = "Protocol (from the runs' configs): " + ", ".join(shared) + "."
+    if by_model:
+        text += f" Per backbone (the rows of one backbone share it): {'; '.join(by_model)}."
     if mixed:
-        text += f" **Mixed settings, rows are not comparable:** {'; '.join(mixed)}."
+        text += f" **Mixed settings within a backbone, its rows are not comparable:** {'; '.join(mixed)}."
     return text
 
 
