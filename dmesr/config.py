@@ -195,3 +195,8 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def save_config(config: RunConfig, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def saved_run_config(run_dir: str | Path) -> RunConfig:
+    """The resolved config a run directory was trained with (its ``config.yaml``)."""
+    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dmesr.config import saved_run_config
 from dmesr.data import prepare_split
-from dmesr.training.run import evaluate_run, saved_run_config
+from dmesr.training.run import evaluate_run
 
 logger = logging.getLogger(__name__)
 

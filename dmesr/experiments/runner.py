@@ -52,10 +52,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dmesr.config import saved_run_config
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
 from dmesr.experiments.store import write_store
-from dmesr.training.run import saved_run_config, shorter_patience_run, train_run
+from dmesr.training.run import shorter_patience_run, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
 STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience

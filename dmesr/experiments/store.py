@@ -16,7 +16,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import yaml
+
+from dmesr.config import saved_run_config
 
 KEYS = ["dataset", "model", "method", "items", "config"]
 BREAKDOWN_GROUPS = ("head", "tail", "short", "long")
@@ -53,8 +54,8 @@ def collect_runs(root: str | Path) -> pd.DataFrame:
             **{f"test_{k}": v for k, v in final["test"].items()},
             **{f"seconds_{k}": v for k, v in final["seconds"].items()},
         }
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-        row.update({f"{section}_{field}": config[section][field] for section, field in PROTOCOL_FIELDS})
+        config = saved_run_config(run_dir)
+        row.update({f"{section}_{field}": getattr(getattr(config, section), field) for section, field in PROTOCOL_FIELDS})
         for group in BREAKDOWN_GROUPS:
             row.update({f"{group}_{k}": v for k, v in final.get("test_breakdown", {}).get(group, {}).items()})
         sampled_path = run_dir / "evaluation-sampled.json"

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from dmesr.config import RunConfig, config_from_dict, save_config
+from dmesr.config import RunConfig, save_config, saved_run_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.schema import SequenceSplit
@@ -71,11 +70,6 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
-
-
-def saved_run_config(run_dir: str | Path) -> RunConfig:
-    """The resolved config a run directory was trained with (its ``config.yaml``)."""
-    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
 
 
 def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
