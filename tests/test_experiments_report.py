@@ -190,6 +190,12 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
     gain_a = 100 * (0.1115 - 0.1015) / 0.1015
     gain_b = 100 * (0.1915 - 0.2015) / 0.2015
     assert f"mean gain over the backbone {(gain_a + gain_b) / 2:+.1f}%" in sentence
+    # averages over the cells: a against text (validation) / llmesr (test), b against concat (both)
+    versus_concat = 100 * (0.1915 - 0.1965) / 0.1965
+    average_selected = (100 * (0.1115 - 0.1065) / 0.1065 + versus_concat) / 2
+    average_strongest = (100 * (0.1115 - 0.1215) / 0.1215 + versus_concat) / 2
+    assert (f"(on average over those cells {average_selected:+.1f}% against it, {average_strongest:+.1f}% against "
+            "the strongest baseline on test)") in sentence
     rows = [line for line in table.splitlines()[2:]]
     assert rows[0].startswith(f"| a | sasrec | 0.1015 | 0.1115 | {gain_a:+.1f}% | `text` 0.1065 (")  # largest gain first
     assert f"| `llmesr` 0.1215 ({100 * (0.1115 - 0.1215) / 0.1215:+.1f}%) |" in rows[0]
