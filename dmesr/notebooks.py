@@ -9,6 +9,9 @@ and stops at the first failure with the notebook and cell that failed::
     run_notebooks("tiny")                                  # all of them -> reports/tiny/executed/
     run_notebooks("full", names=["03"], timeout=3600)
 
+These runs are headless: a notebook that declares ``INTERACTIVE`` receives ``False`` and shows the
+static view of its widgets' starting values instead of live widgets (``interact_or_show``).
+
 Each notebook records its key numbers with ``record_metrics`` to ``reports/metrics/NN_name.json``.
 """
 
@@ -34,6 +37,10 @@ PROFILES: dict[str, dict] = {
              "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0,
              "REPORTS_DIR": "../reports", "RUNS_ROOT": "../reports/runs/main"},
 }  # fmt: skip
+# Injected into every run whatever the profile: papermill has no frontend to drive a widget, and
+# nbclient (which papermill runs on) can deadlock on ipywidgets.interact's output widget
+# (jupyter/nbclient#312; seen here as a CI run that hung in the explorer notebook).
+HEADLESS_PARAMETERS = {"INTERACTIVE": False}
 
 
 class NotebookError(RuntimeError):
@@ -93,7 +100,8 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
     returns ``{name: {"path", "seconds"}}``.
 
     ``timeout``: seconds any one cell may run (None: no limit). ``parameters`` are injected on top
-    of the profile's (e.g. ``{"SEEDS": [7]}``), again only where a notebook declares them.
+    of the profile's and ``HEADLESS_PARAMETERS`` (e.g. ``{"SEEDS": [7]}``), again only where a notebook
+    declares them.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -104,8 +112,8 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
     executed = {}
     for path in paths:
         declared = declared_parameters(path)
-        injected = {**profile_parameters(profile, declared),
-                    **{k: v for k, v in (parameters or {}).items() if k in declared}}  # fmt: skip
+        wanted = {**profile_parameters(profile, declared), **HEADLESS_PARAMETERS, **(parameters or {})}
+        injected = {name: value for name, value in wanted.items() if name in declared}
         output = out_dir / path.name
         started = time.perf_counter()
         try:
@@ -149,6 +157,18 @@ def show_figure(figure, reports_dir: str | Path, name: str):
 
     save_figure(figure, Path(reports_dir) / "figures", name)
     display(figure)
+
+
+def interact_or_show(function, interactive: bool, **controls):
+    """``ipywidgets.interact(function, **controls)`` in a live notebook; headless (``interactive``
+    false), ``function`` called once with the controls' current values, so an executed copy shows
+    that view (see ``HEADLESS_PARAMETERS``)."""
+    if interactive:
+        import ipywidgets
+
+        ipywidgets.interact(function, **controls)
+    else:
+        function(**{name: control.value for name, control in controls.items()})
 
 
 def _plain(value):

@@ -14,6 +14,7 @@ from dmesr.notebooks import (
     PROFILES,
     NotebookError,
     declared_parameters,
+    interact_or_show,
     notebook_paths,
     profile_parameters,
     record_metrics,
@@ -85,13 +86,24 @@ def _write_notebook(folder, name, sources):
 def test_runner_injects_parameters_and_names_the_failing_notebook_and_cell(tmp_path):
     source = tmp_path / "notebooks"
     source.mkdir()
-    _write_notebook(source, "00_ok", ["EPOCHS = 2\nSEEDS = [42]", "open('out.txt', 'w').write(str(EPOCHS))"])
+    _write_notebook(source, "00_ok", ["EPOCHS = 2\nSEEDS = [42]\nINTERACTIVE = True",
+                                      "open('out.txt', 'w').write(f'{EPOCHS} {INTERACTIVE}')"])
     _write_notebook(source, "01_bad", ["EPOCHS = 2", "x = 1", "raise ValueError('broken on purpose')"])
     executed = run_notebooks("full", names=["00"], out_dir=tmp_path / "out", notebooks_dir=source)
-    assert (source / "out.txt").read_text() == str(PROFILES["full"]["EPOCHS"])  # injected, run in notebooks/
+    # injected (the profile's epochs; headless, so no live widgets), run in notebooks/
+    assert (source / "out.txt").read_text() == f"{PROFILES['full']['EPOCHS']} False"
     assert executed["00_ok"]["path"] == str(tmp_path / "out" / "00_ok.ipynb")
     with pytest.raises(NotebookError, match=re.escape("notebook 01_bad failed in cell 3 (ValueError: broken on purpose)")):
         run_notebooks("tiny", out_dir=tmp_path / "out", notebooks_dir=source)
+
+
+def test_interact_or_show_calls_the_function_with_the_controls_values_when_headless():
+    import ipywidgets
+
+    seen = []
+    interact_or_show(lambda user, item: seen.append((user, item)), False,
+                     user=ipywidgets.BoundedIntText(value=3, min=0, max=9), item=ipywidgets.Dropdown(options=[1, 5], value=5))
+    assert seen == [(3, 5)]
 
 
 @pytest.fixture(scope="module")
