@@ -217,8 +217,8 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
     practitioner would pick it); the strongest one on test is shown too, as the stricter comparison.
     Where the grid ran several ``PROPOSED_VARIANTS``, the one best on validation is shown as well.
     """
-    rows, gains, wins_backbone, wins_selected, with_selected = [], [], 0, 0, 0
-    versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline, for the averages
+    rows, gains, wins_backbone = [], [], 0
+    versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
     tuned_wins_backbone, tuned_wins_selected, with_tuned = 0, 0, 0
     for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
         def mean(method, prefix):
@@ -247,8 +247,6 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
         gains.append(gain)
         wins_backbone += proposed > backbone
         if selected is not None:
-            with_selected += 1
-            wins_selected += proposed > mean(selected, "test")
             versus_selected.append(_relative(proposed, mean(selected, "test")))
             versus_strongest.append(_relative(proposed, mean(strongest, "test")))
         if tuned is not None:
@@ -263,10 +261,11 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
         return []
     rows.sort(key=lambda row: -row[0])
     competing = ", ".join(f"`{m}`" for m in COMPETING_METHODS)
+    wins_selected = sum(relative > 0 for relative in versus_selected)
     versus_best = (f"the best baseline (chosen on validation {metric} among {competing}) in {wins_selected} of "
-                   f"{with_selected} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
+                   f"{len(versus_selected)} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
                    f"against it, {np.mean(versus_strongest):+.1f}% against the strongest baseline on test)"
-                   if with_selected else f"no baseline ({competing}) ran")
+                   if versus_selected else f"no baseline ({competing}) ran")
     tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, alignment "
                       f"weight), `{PROPOSED_METHOD}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
                       f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
