@@ -102,6 +102,27 @@ def test_missing_key_and_missing_file(tmp_path):
         load_grid(tmp_path / "list.yaml")
 
 
+def test_a_file_extends_another_key_by_key(tmp_path):
+    (tmp_path / "parent.yaml").write_text(yaml.safe_dump(spec(only={"ml-1m": {"methods": ["backbone"]}})))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump(
+        {"extends": "parent.yaml", "datasets": ["ml-1m"], "only": {"ml-1m": {"methods": ["dmesr-no-align"]}}}))
+    parent, child = load_grid(tmp_path / "parent.yaml"), load_grid(tmp_path / "child.yaml")
+    assert {c.method for c in child} == {"dmesr-no-align"} and {c.dataset for c in child} == {"ml-1m"}
+    assert len(child) == 2 * 2 and {c.experiment for c in child} == {"demo"}  # models, seeds and name inherited
+    assert {c.config.data.max_len for c in child} == {20} and child[0].config.items.align_weight == 0
+    assert not {c.run_dir for c in child} & {c.run_dir for c in parent}
+
+
+def test_a_broken_extends_chain_is_named(tmp_path):
+    (tmp_path / "orphan.yaml").write_text("extends: gone.yaml\n")
+    with pytest.raises(FileNotFoundError, match="gone.yaml \\(extended by .*orphan.yaml\\)"):
+        load_grid(tmp_path / "orphan.yaml")
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ValueError, match="'extends' makes a cycle"):
+        load_grid(tmp_path / "a.yaml")
+
+
 @pytest.mark.parametrize("count", [1, 3, 7, 30])
 def test_shards_partition_the_grid_exactly_once(count):
     cells = expand_grid(spec())
@@ -133,6 +154,9 @@ def test_shipped_experiment_files_expand():
     main = load_grid(CONFIGS / "main.yaml")
     methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
     assert len(methods) == 16
+    ablations = load_grid(CONFIGS / "ml-1m-ablations.yaml")
+    assert len(ablations) == 3 * 6 * 3 and {c.dataset for c in ablations} == {"ml-1m"}
+    assert not {c.run_dir for c in ablations} & {c.run_dir for c in main}  # a second stage, no cell twice
     counts = Counter(c.dataset for c in main)
     # the three other integration modes of DMESR and the alignment-weight sweep run on ml-100k only
     assert counts["ml-100k"] == 3 * 16 * 3 and counts["ml-latest-small"] == 3 * 10 * 3

@@ -13,6 +13,11 @@ An experiment file names the axes of a grid and the config overrides of each met
     per_dataset: {ml-1m: {data.max_len: 200}}  # optional overrides for one dataset
     only: {ml-1m: {methods: [backbone, dmesr]}}  # optional: restrict a dataset's methods / models
 
+A file may also start from another one, ``extends: main.yaml`` (a path relative to the file): every
+key it sets replaces the parent's key whole, every key it leaves out is the parent's. A later stage
+of a grid (more methods on one dataset, say) then reuses the parent's ``base`` and method
+definitions, and with the parent's ``name`` its runs belong to the same experiment and run store.
+
 A cell's config is built in this order, later winning: dataclass defaults, ``base``,
 ``per_dataset[dataset]``, ``methods[method]``, then the cell's own dataset, model and seed.
 Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``. The method name is not
@@ -129,12 +134,23 @@ def _name_list(spec: dict, key: str, path: Path) -> list:
 def load_grid(path: str | Path) -> list[Cell]:
     """Read an experiment YAML and expand it to its cells (dataset, model, method, seed order)."""
     path = Path(path)
+    return expand_grid(_read_spec(path), source=path)
+
+
+def _read_spec(path: Path, children: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The experiment mapping of ``path`` with its ``extends`` chain resolved (child keys win)."""
     if not path.is_file():
-        raise FileNotFoundError(f"experiment file not found: {path}")
+        extended_by = f" (extended by {children[-1]})" if children else ""
+        raise FileNotFoundError(f"experiment file not found: {path}{extended_by}")
     spec = yaml.safe_load(path.read_text())
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: an experiment file must hold a mapping at the top level")
-    return expand_grid(spec, source=path)
+    if "extends" not in spec:
+        return spec
+    parent = path.parent / str(spec.pop("extends"))
+    if parent.resolve() in {p.resolve() for p in (*children, path)}:
+        raise ValueError(f"{path}: 'extends' makes a cycle through {parent}")
+    return {**_read_spec(parent, (*children, path)), **spec}
 
 
 def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list[Cell]:
