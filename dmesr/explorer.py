@@ -204,6 +204,32 @@ def attention_over_tokens(model: SequentialRecommender, item_id: int) -> tuple[n
     return weights[:, :, :real].reshape(heads * views, real).float().numpy(), labels
 
 
+@torch.no_grad()
+def attention_sharpness(model: SequentialRecommender) -> dict[str, float]:
+    """How far the cross-attention is from a plain average of each item's original-text tokens.
+
+    Averaged over every head and every (item, view) pair where the item has that view and at least
+    two real tokens: ``normalised_entropy`` (entropy of the weights over ``log`` of the token count;
+    1 = uniform, the attention then only mean-pools the tokens, 0 = one token), ``max_weight`` (the
+    largest weight) next to ``uniform_max_weight`` (its value under uniform attention, 1 / tokens),
+    and ``items`` (how many items count for at least one view).
+    """
+    items = model.items
+    if not isinstance(items, DMESRItems):
+        raise ValueError(f"attention weights need a DMESR item encoder, got {type(items).__name__}")
+    _, weights = items.fused_views(return_attention=True)  # [N, H, V, L], zero on padding
+    weights = weights.double().transpose(1, 2)  # [N, V, H, L]
+    counts = items.semantics.token_mask.sum(dim=1).double()
+    present = torch.stack([items.semantics.present(view) for view in items.views], dim=1)  # [N, V]
+    counted = present & (counts >= 2)[:, None]
+    entropy = -(weights * weights.clamp_min(1e-30).log()).sum(dim=-1)  # [N, V, H]
+    per_pair = {"normalised_entropy": entropy / counts.log().clamp_min(1e-30)[:, None, None],
+                "max_weight": weights.amax(dim=-1),
+                "uniform_max_weight": (1.0 / counts)[:, None, None].expand_as(entropy)}
+    result = {name: float(values[counted].mean()) for name, values in per_pair.items()}
+    return {**result, "items": int(counted.any(dim=1).sum())}
+
+
 def compare_recommendations(runs: dict[str, TrainedRun], user: int, k: int = 10, stage: str = "test") -> pd.DataFrame:
     """Top-``k`` of several runs side by side (one column per run), a hit marked with a check mark."""
     columns = {}

@@ -17,6 +17,7 @@ from dmesr.explorer import (
     aligned_pair,
     alignment_uniformity,
     attention_over_tokens,
+    attention_sharpness,
     compare_recommendations,
     embedding_spaces,
     held_out,
@@ -144,6 +145,25 @@ def test_aligned_pair_and_attention_of_a_dmesr_model(split):
     assert attention_over_tokens(run.model, 2)[0].shape[1] == 2
     with pytest.raises(ValueError, match="DMESR item encoder"):
         aligned_pair(trained(split, "id").model)
+
+
+def test_attention_sharpness_is_one_for_uniform_attention_and_lower_when_it_picks_tokens(split):
+    run = trained(split, "dmesr")
+    fusion = run.model.items.fusion
+    torch.nn.init.zeros_(fusion.query.weight)
+    torch.nn.init.zeros_(fusion.query.bias)  # every query 0: equal scores, a plain average of the tokens
+    uniform = attention_sharpness(run.model)
+    # the last item has no text view (random_features): its attention does not count
+    assert uniform["items"] == split.num_items - 1 and uniform["normalised_entropy"] == pytest.approx(1.0)
+    assert uniform["max_weight"] == pytest.approx(uniform["uniform_max_weight"])
+    # items alternate between 3 and 2 real tokens (random_features)
+    assert uniform["uniform_max_weight"] == pytest.approx(np.mean([1 / 3 if i % 2 == 0 else 1 / 2
+                                                                    for i in range(split.num_items - 1)]))
+    torch.nn.init.normal_(fusion.query.weight, std=30.0)  # large scores: the weights concentrate
+    sharp = attention_sharpness(run.model)
+    assert sharp["normalised_entropy"] < 0.5 and sharp["max_weight"] > uniform["max_weight"]
+    with pytest.raises(ValueError, match="DMESR item encoder"):
+        attention_sharpness(trained(split, "id").model)
 
 
 def test_embedding_spaces_and_neighbours_table(split):
