@@ -204,6 +204,11 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
     assert proposed_summary(store[store["method"] != "dmesr"]) == []
     no_baselines = store[store["method"].isin(["backbone", "dmesr"])]
     assert "; no baseline (`text`, `mllm`, `concat`, `llmesr`) ran;" in proposed_summary(no_baselines)[1]
+    # a cell still running: its means say how many seeds they hold, the sentence counts such cells
+    running = store[~((store["dataset"] == "b") & (store["method"] == "dmesr") & (store["seed"] == 2))]
+    _, sentence, table = proposed_summary(running)
+    assert "(1 of them with fewer seeds so far, marked);" in sentence
+    assert "| b | gru4rec | 0.2015 | 0.1910 (1 of 2 seeds) |" in table and "| a | sasrec | 0.1015 | 0.1115 |" in table
 
 
 def test_summary_shows_the_dmesr_variant_best_on_validation():

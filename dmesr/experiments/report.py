@@ -219,7 +219,7 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
     """
     rows, gains, wins_backbone = [], [], 0
     versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
-    tuned_wins_backbone, tuned_wins_selected, with_tuned = 0, 0, 0
+    tuned_wins_backbone, tuned_wins_selected, with_tuned, partial_cells = 0, 0, 0, 0
     for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
         def mean(method, prefix):
             return runs.loc[runs["method"] == method, f"{prefix}_{metric}"].mean()
@@ -255,8 +255,15 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
             tuned_wins_selected += selected is not None and mean(tuned, "test") > mean(selected, "test")
         tuned_text = ("n/a" if tuned is None else
                       f"`{tuned}` {mean(tuned, 'test'):.4f} ({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
-        rows.append((gain, [dataset, model, f"{backbone:.4f}", f"{proposed:.4f}", f"{gain:+.1f}%",
-                            versus(selected), versus(strongest), tuned_text]))
+        most_seeds = runs.groupby("method").size().max()
+
+        def with_seeds(method, value):  # a cell still running shows how many of its seeds the mean has
+            count = int((runs["method"] == method).sum())
+            return f"{value:.4f}" + ("" if count == most_seeds else f" ({_seeds_text(count, most_seeds)} seeds)")
+
+        partial_cells += int(min((runs["method"] == m).sum() for m in (BASELINE_METHOD, PROPOSED_METHOD)) < most_seeds)
+        rows.append((gain, [dataset, model, with_seeds(BASELINE_METHOD, backbone), with_seeds(PROPOSED_METHOD, proposed),
+                            f"{gain:+.1f}%", versus(selected), versus(strongest), tuned_text]))
     if not rows:
         return []
     rows.sort(key=lambda row: -row[0])
@@ -271,7 +278,8 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
                       f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
                       f"no such tuning." if with_tuned else "")
     return [f"## `{PROPOSED_METHOD}` at a glance (test {metric}, mean over seeds)",
-            (f"`{PROPOSED_METHOD}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells; "
+            (f"`{PROPOSED_METHOD}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells"
+             + (f" ({partial_cells} of them with fewer seeds so far, marked)" if partial_cells else "") + "; "
              f"{versus_best}; mean gain over the backbone {np.mean(gains):+.1f}%.{tuned_sentence} Rows are sorted "
              f"by the gain of `{PROPOSED_METHOD}`, largest first; percentages in the baseline columns are "
              f"`{PROPOSED_METHOD}` relative to that baseline, in the last column the variant relative to the backbone."),
