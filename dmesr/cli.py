@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid = experiments_sub.add_parser("run", help="run (or resume) every cell; finished cells are skipped")
     grid.add_argument("grid_yaml")
     grid.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    grid.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared evenly)")
     grid.add_argument("--shard", help="i/n: run only this slice of the grid (Slurm arrays, several GPUs)")
     grid.add_argument("--limit", type=int, help="run only the first N cells")
     grid.add_argument("--dry-run", action="store_true", help="list cells, their status and estimated time")
@@ -190,7 +191,7 @@ def _dispatch(args) -> int:
             return 0
         from dmesr.experiments import experiments_run
 
-        experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit)
+        experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads)
         return 0
     if args.command == "report":
         from dmesr.experiments import report

@@ -146,6 +146,11 @@ def test_threads_are_shared_between_workers(monkeypatch):
     pinned = expand_grid({"name": "t", "base": {"train.num_threads": 3}, "datasets": ["d"], "models": ["sasrec"],
                           "seeds": [1], "methods": {"m": {}}})[0]
     assert with_thread_share(pinned, 2).config.train.num_threads == 3  # an explicit setting is kept
+    # --threads wins over both (a grid beside another job leaves it a core)
+    assert with_thread_share(cell, 1, threads=1).config.train.num_threads == 1
+    assert with_thread_share(pinned, 2, threads=1).config.train.num_threads == 1
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        with_thread_share(cell, 1, threads=0)
 
 
 def write_atomic_dataset(folder, split):

@@ -2,6 +2,7 @@
 
     dmesr experiments run configs/experiments/main.yaml --dry-run     # each cell: done/partial/todo + time
     dmesr experiments run configs/experiments/main.yaml --workers 2   # two processes, CPU threads split
+    dmesr experiments run configs/experiments/main.yaml --threads 1   # one thread: leave a core to another job
 
 A cell is *done* when its run directory holds ``final.json`` (skipped without loading any data),
 *partial* when training started (``train_run`` resumes it from ``checkpoint.pt``), else *todo*.
@@ -100,12 +101,15 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def with_thread_share(cell: Cell, workers: int) -> Cell:
-    """The cell with ``train.num_threads = max(1, cores // workers)`` unless its config sets threads."""
-    if cell.config.train.num_threads:
+def with_thread_share(cell: Cell, workers: int, threads: int | None = None) -> Cell:
+    """The cell with ``train.num_threads`` = ``threads`` if given (e.g. to leave cores to another job),
+    else its config's setting, else ``max(1, cores // workers)``."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if threads is None and cell.config.train.num_threads:
         return cell
-    config = replace(cell.config, train=replace(cell.config.train, num_threads=max(1, available_cores() // workers)))
-    return replace(cell, config=config)
+    share = threads or max(1, available_cores() // workers)
+    return replace(cell, config=replace(cell.config, train=replace(cell.config.train, num_threads=share)))
 
 
 def _finished_epochs(run_dir: Path) -> int:
@@ -217,7 +221,7 @@ def _record_cell(cell: Cell) -> None:
 
 
 def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_run: bool = False,
-             show_progress: bool = True) -> list[CellOutcome]:
+             show_progress: bool = True, threads: int | None = None) -> list[CellOutcome]:
     """Run every cell that is not done (see the module docstring); returns one outcome per cell."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
@@ -230,7 +234,8 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
 
     outcomes: list[CellOutcome | None] = [
         CellOutcome(cell, "skipped") if cell_status(cell) == "done" else None for cell in cells]
-    pending = {index: with_thread_share(cell, workers) for index, cell in enumerate(cells) if outcomes[index] is None}
+    pending = {index: with_thread_share(cell, workers, threads)
+               for index, cell in enumerate(cells) if outcomes[index] is None}
     progress = tqdm(total=len(pending), desc="cells", unit="cell", disable=not show_progress)
 
     def record(index: int, seconds: float, error: str) -> None:
@@ -278,7 +283,7 @@ def _print_summary(outcomes: list[CellOutcome]) -> None:
 
 
 def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None = None, dry_run: bool = False,
-                    limit: int | None = None) -> list[CellOutcome]:
+                    limit: int | None = None, threads: int | None = None) -> list[CellOutcome]:
     """CLI entry: expand the grid, keep ``shard`` then the first ``limit`` cells, run, write the store."""
     cells = load_grid(yaml_path)
     if shard:
@@ -287,7 +292,7 @@ def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None =
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         cells = cells[:limit]
-    outcomes = run_grid(cells, workers=workers, dry_run=dry_run)
+    outcomes = run_grid(cells, workers=workers, dry_run=dry_run, threads=threads)
     if not dry_run:
         for root in sorted({Path(cell.config.output_dir) for cell in cells}):
             if any(root.glob("**/final.json")):
