@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from dmesr.experiments.store import run_method
+from dmesr.experiments.store import collect_runs
 from dmesr.explorer import attention_sharpness, load_trained
 
 
@@ -33,16 +33,10 @@ def main() -> None:
     parser.add_argument("--out", help="also write the rows to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    for root in args.roots:
-        for final in sorted(Path(root).rglob("final.json")):
-            run_dir = final.parent
-            items = json.loads(final.read_text())["items"]
-            if run_method(run_dir, items)[1] != args.method:
-                continue
-            run = load_trained(run_dir)
-            rows.append({"dataset": run.config.data.dataset, "model": run.config.model.name,
-                         "seed": run.config.train.seed, **attention_sharpness(run.model)})
+    runs = pd.concat([collect_runs(root) for root in args.roots])
+    rows = [{"dataset": run.dataset, "model": run.model, "seed": run.seed,
+             **attention_sharpness(load_trained(run.run_dir).model)}
+            for run in runs[runs["method"] == args.method].itertuples()]
     if not rows:
         sys.exit(f"no finished run of method {args.method!r} under {', '.join(args.roots)}")
     table = pd.DataFrame(rows).groupby(["dataset", "model"]).agg(

@@ -141,15 +141,19 @@ def nearest_items(vectors, item_id: int, k: int = 10) -> pd.DataFrame:
     return pd.DataFrame({"item_id": order + 1, "cosine": similarity[order]})
 
 
+def _dmesr_items(model: SequentialRecommender, what_needs_it: str) -> DMESRItems:
+    if not isinstance(model.items, DMESRItems):
+        raise ValueError(f"{what_needs_it} a DMESR item encoder, got {type(model.items).__name__}")
+    return model.items
+
+
 def aligned_pair(model: SequentialRecommender) -> tuple[str, str, np.ndarray, np.ndarray, np.ndarray]:
     """``(first, second, a, b, present)``: the adapted vectors the DMESR alignment loss compares.
 
     The pair is the two MLLM views, or (one view only) the view and the original text, as in
     :class:`DMESRItems`; rows where either is missing are False in ``present``.
     """
-    items = model.items
-    if not isinstance(items, DMESRItems):
-        raise ValueError(f"alignment needs a DMESR item encoder, got {type(items).__name__}")
+    items = _dmesr_items(model, "alignment needs")
     views = list(items.views)
     first, second = (views[0], views[1]) if len(views) >= 2 else (views[0], ORIGINAL_TEXT)
     if second == ORIGINAL_TEXT and not items.use_original_text:
@@ -194,9 +198,7 @@ def text_tokens(texts: list[str], max_tokens: int, encoder: str = "all-MiniLM-L6
 
 def attention_over_tokens(model: SequentialRecommender, item_id: int) -> tuple[np.ndarray, list[str]]:
     """Cross-attention of one item over its real original-text tokens: ``([heads * views, tokens], row labels)``."""
-    items = model.items
-    if not isinstance(items, DMESRItems):
-        raise ValueError(f"attention weights need a DMESR item encoder, got {type(items).__name__}")
+    items = _dmesr_items(model, "attention weights need")
     weights = items.attention_weights(torch.tensor([item_id]))[0]  # [heads, views, tokens]
     real = int(items.semantics.token_mask[item_id - 1].sum())
     heads, views = weights.shape[:2]
@@ -214,9 +216,7 @@ def attention_sharpness(model: SequentialRecommender) -> dict[str, float]:
     largest weight) next to ``uniform_max_weight`` (its value under uniform attention, 1 / tokens),
     and ``items`` (how many items count for at least one view).
     """
-    items = model.items
-    if not isinstance(items, DMESRItems):
-        raise ValueError(f"attention weights need a DMESR item encoder, got {type(items).__name__}")
+    items = _dmesr_items(model, "attention weights need")
     _, weights = items.fused_views(return_attention=True)  # [N, H, V, L], zero on padding
     weights = weights.double().transpose(1, 2)  # [N, V, H, L]
     counts = items.semantics.token_mask.sum(dim=1).double()

@@ -255,13 +255,13 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
             tuned_wins_selected += selected is not None and mean(tuned, "test") > mean(selected, "test")
         tuned_text = ("n/a" if tuned is None else
                       f"`{tuned}` {mean(tuned, 'test'):.4f} ({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
-        most_seeds = runs.groupby("method").size().max()
+        seeds = runs.groupby("method").size()
 
         def with_seeds(method, value):  # a cell still running shows how many of its seeds the mean has
-            count = int((runs["method"] == method).sum())
-            return f"{value:.4f}" + ("" if count == most_seeds else f" ({_seeds_text(count, most_seeds)} seeds)")
+            count = seeds[method]
+            return f"{value:.4f}" + ("" if count == seeds.max() else f" ({_seeds_text(count, seeds.max())} seeds)")
 
-        partial_cells += int(min((runs["method"] == m).sum() for m in (BASELINE_METHOD, PROPOSED_METHOD)) < most_seeds)
+        partial_cells += int(seeds[[BASELINE_METHOD, PROPOSED_METHOD]].min() < seeds.max())
         rows.append((gain, [dataset, model, with_seeds(BASELINE_METHOD, backbone), with_seeds(PROPOSED_METHOD, proposed),
                             f"{gain:+.1f}%", versus(selected), versus(strongest), tuned_text]))
     if not rows:
