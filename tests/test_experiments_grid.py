@@ -47,6 +47,19 @@ def test_expansion_counts_order_and_overrides():
     assert len({c.run_dir for c in cells}) == len(cells)
 
 
+def test_order_puts_seeds_outermost_and_keeps_the_only_lists_order():
+    default = expand_grid(spec())
+    cells = expand_grid(spec(order=["dataset", "seed", "method", "model"],
+                             only={"ml-1m": {"methods": ["dmesr", "backbone"]}}))
+    ml1m = [c.label for c in cells if c.dataset == "ml-1m"]
+    assert ml1m == [f"ml-1m/{model}/{method}/seed{seed}" for seed in (1, 2) for method in ("dmesr", "backbone")
+                    for model in ("sasrec", "gru4rec")]
+    assert [c.dataset for c in cells] == sorted(c.dataset for c in cells)  # datasets stay outermost
+    ml100k = {c.label: c.run_dir for c in cells if c.dataset == "ml-100k"}
+    assert ml100k == {c.label: c.run_dir for c in default if c.dataset == "ml-100k"}  # same runs, other order
+    assert list(ml100k) != [c.label for c in default if c.dataset == "ml-100k"]
+
+
 def test_per_dataset_overrides_and_only_restrictions():
     cells = expand_grid(spec(per_dataset={"ml-1m": {"data.max_len": 200}},
                              only={"ml-1m": {"methods": ["backbone", "dmesr"], "models": ["sasrec"]}}))
@@ -80,6 +93,8 @@ def test_nested_overrides_merge_dotted_and_nested_keys():
     ({"datasets": []}, "'datasets' must be a non-empty list"),
     ({"methods": {}}, "'methods' must be a non-empty mapping"),
     ({"seeds": [1, 1]}, "lists a name twice"),
+    ({"order": ["dataset", "seed", "model"]}, "'order' must list each of dataset, model, method, seed once"),
+    ({"order": ["dataset", "seed", "model", "methods"]}, "'order' must list each of"),
     ({"seeds": ["a"]}, "'seeds' must be integers"),
     ({"methods": {"a": {"train.lr": 0.1}, "b": {"train.lr": 0.1}}}, "methods 'a' and 'b' give the same run config"),
     ({"base": {"train.max_epochs": "many"}}, "base: config key 'train.max_epochs' expects a number"),
@@ -168,6 +183,9 @@ def test_shipped_experiment_files_expand():
     assert {"backbone", "dmesr"} <= {method for _, method in ml1m}
     assert {model for model, _ in ml1m} == {"sasrec", "bert4rec", "gru4rec"}
     assert {c.config.data.max_len for c in main} == {50}
+    # ml-1m runs seeds outermost: one seed of every cell comes before any second seed
+    first_ml1m_seed2 = next(i for i, c in enumerate(main) if c.dataset == "ml-1m" and c.seed == 2)
+    assert all(c.seed == 1 for c in main[first_ml1m_seed2 - 12:first_ml1m_seed2])
     by_method = {c.method: c.config.items for c in main if c.dataset == "ml-100k" and c.model == "sasrec"}
     assert {c.config.output_dir for c in main} == {"reports/runs/main"}
     assert by_method["dmesr-no-fusion"].fusion == "none" and by_method["dmesr-no-text"].use_original_text is False

@@ -12,6 +12,13 @@ An experiment file names the axes of a grid and the config overrides of each met
       dmesr: {items.kind: dmesr, items.integration: sum}
     per_dataset: {ml-1m: {data.max_len: 200}}  # optional overrides for one dataset
     only: {ml-1m: {methods: [backbone, dmesr]}}  # optional: restrict a dataset's methods / models
+    order: [dataset, seed, method, model]      # optional: the cells' run order, outermost first
+
+Cells run in ``order`` (default ``[dataset, model, method, seed]``), each axis in the order its
+list gives (a dataset's ``only`` list orders its methods and models). Seeds outermost finish one
+seed of every cell before any second seed, so a partly run grid already shows every row; the
+order decides nothing else (run directories do not depend on it), but ``--shard`` deals the
+cells in this order, so shards are only comparable under one order.
 
 A file may also start from another one, ``extends: main.yaml`` (a path relative to the file): every
 key it sets replaces the parent's key whole, every key it leaves out is the parent's. A later stage
@@ -37,7 +44,9 @@ import yaml
 from dmesr.config import RunConfig, load_config
 from dmesr.training.run import run_directory
 
-EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only")
+EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only",
+                   "order")
+AXES = ("dataset", "model", "method", "seed")
 REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
 ONLY_KEYS = ("methods", "models")
 # Config keys that the grid's axes own: a method setting them would contradict the grid.
@@ -132,7 +141,7 @@ def _name_list(spec: dict, key: str, path: Path) -> list:
 
 
 def load_grid(path: str | Path) -> list[Cell]:
-    """Read an experiment YAML and expand it to its cells (dataset, model, method, seed order)."""
+    """Read an experiment YAML and expand it to its cells, in the file's ``order``."""
     path = Path(path)
     return expand_grid(_read_spec(path), source=path)
 
@@ -177,21 +186,33 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
     method_overrides = {str(m): _checked_section(o, f"{source}: method {m!r}") for m, o in methods.items()}
     per_dataset = _per_dataset(spec, datasets, source)
     only = _restrictions(spec, datasets, models, list(method_overrides), source)
+    order = _order(spec, source)
 
-    cells = []
+    ranked = []  # (position along each axis, in `order`; cell)
     for dataset in datasets:
-        for model in only.get(dataset, {}).get("models", models):
-            for method in only.get(dataset, {}).get("methods", list(method_overrides)):
+        for model_rank, model in enumerate(only.get(dataset, {}).get("models", models)):
+            for method_rank, method in enumerate(only.get(dataset, {}).get("methods", list(method_overrides))):
                 for seed in seeds:
                     overrides = _merge(_merge(copy.deepcopy(base), per_dataset.get(dataset, {})),
                                        method_overrides[method])
                     _merge(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
                                        "train": {"seed": seed}})
-                    cells.append(Cell(name, dataset, model, method, seed, load_config(overrides=overrides)))
-    if not cells:
+                    positions = {"dataset": datasets.index(dataset), "model": model_rank,
+                                 "method": method_rank, "seed": seeds.index(seed)}
+                    ranked.append((tuple(positions[axis] for axis in order),
+                                   Cell(name, dataset, model, method, seed, load_config(overrides=overrides))))
+    if not ranked:
         raise ValueError(f"{source}: the grid is empty")
+    cells = [cell for _, cell in sorted(ranked, key=lambda pair: pair[0])]
     _check_distinct_runs(cells, source)
     return cells
+
+
+def _order(spec: dict, source) -> list[str]:
+    order = spec.get("order", list(AXES))
+    if not isinstance(order, list) or sorted(map(str, order)) != sorted(AXES):
+        raise ValueError(f"{source}: 'order' must list each of {', '.join(AXES)} once, got {order!r}")
+    return [str(axis) for axis in order]
 
 
 def _per_dataset(spec: dict, datasets: list[str], source) -> dict[str, dict]:
