@@ -168,13 +168,13 @@ def test_shipped_experiment_files_expand():
     assert {(c.model, c.method) for c in smoke} == {(m, k) for m in ("sasrec", "gru4rec") for k in ("backbone", "text")}
     main = load_grid(CONFIGS / "main.yaml")
     methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
-    assert len(methods) == 16
+    assert len(methods) == 17
     ablations = load_grid(CONFIGS / "ml-1m-ablations.yaml")
     assert len(ablations) == 3 * 6 * 3 and {c.dataset for c in ablations} == {"ml-1m"}
     assert not {c.run_dir for c in ablations} & {c.run_dir for c in main}  # a second stage, no cell twice
     counts = Counter(c.dataset for c in main)
     # the three other integration modes of DMESR and the alignment-weight sweep run on ml-100k only
-    assert counts["ml-100k"] == 3 * 16 * 3 and counts["ml-latest-small"] == 3 * 10 * 3
+    assert counts["ml-100k"] == 3 * 17 * 3 and counts["ml-latest-small"] == 3 * 11 * 3
     assert {c.config.items.integration for c in main if c.method.startswith("dmesr-") and c.dataset == "ml-100k"} == {
         "sum", "concat", "gate", "dual"}
     assert {c.config.items.align_weight for c in main if c.config.items.kind == "dmesr"} == {0, 0.03, 0.1, 0.3, 1.0}

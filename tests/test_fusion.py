@@ -50,7 +50,7 @@ def test_padding_token_states_do_not_change_the_output():
 
 def test_item_without_tokens_keeps_its_query_path_and_has_no_nan():
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0, norm="post").eval()
     q, tokens, mask = _inputs()
     mask[1] = False
     fused, weights = fusion(q, tokens, mask, return_attention=True)
@@ -62,9 +62,27 @@ def test_item_without_tokens_keeps_its_query_path_and_has_no_nan():
     torch.testing.assert_close(fused[1], fusion.output_norm(hidden + fusion.feed_forward(hidden)))
 
 
-def test_gradients_reach_every_parameter_and_the_inputs():
+def test_pre_norm_keeps_the_query_on_the_residual_stream():
     torch.manual_seed(0)
-    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.1)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0).eval()  # pre-norm by default
+    q, tokens, mask = _inputs()
+    mask[1] = False
+    fused = fusion(q, tokens, mask)
+    # an item without tokens: its query, the output bias, and the feed-forward of their LayerNorm
+    hidden = q[1] + fusion.output.bias
+    torch.testing.assert_close(fused[1], hidden + fusion.feed_forward(fusion.output_norm(hidden)))
+    with torch.no_grad():  # both branches silenced: the fused vector is the query itself
+        fusion.output.weight.zero_(), fusion.output.bias.zero_()
+        fusion.feed_forward[-2].weight.zero_(), fusion.feed_forward[-2].bias.zero_()
+    torch.testing.assert_close(fusion(q, tokens, mask), q)
+    assert not torch.equal(CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0, norm="post").eval()(q, tokens, mask),
+                           fused)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_gradients_reach_every_parameter_and_the_inputs(norm):
+    torch.manual_seed(0)
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.1, norm=norm)
     q, tokens, mask = _inputs()
     q.requires_grad_(True)
     tokens.requires_grad_(True)
@@ -74,17 +92,20 @@ def test_gradients_reach_every_parameter_and_the_inputs():
     assert (tokens.grad[~mask] == 0).all() and tokens.grad[mask].abs().sum() > 0
 
 
-def test_output_scale_sets_the_initial_scale_of_the_fused_vectors():
+def test_output_scale_sets_the_initial_scale_of_the_post_norm_fused_vectors():
     torch.manual_seed(0)
     q, tokens, mask = _inputs()
     for scale in (1.0, 0.02):
-        fused = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0, output_scale=scale).eval()(q, tokens, mask)
+        fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.0, output_scale=scale, norm="post").eval()
+        fused = fusion(q, tokens, mask)
         torch.testing.assert_close(fused.std(dim=-1, unbiased=False), torch.full((5, 2), scale), rtol=1e-3, atol=0)
 
 
 def test_bad_inputs_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         CrossAttentionFusion(dim=10, num_heads=3)
+    with pytest.raises(ValueError, match="unknown fusion norm 'mid'; known: post, pre"):
+        CrossAttentionFusion(dim=8, num_heads=2, norm="mid")
     fusion = CrossAttentionFusion(dim=8, num_heads=2)
     q, tokens, mask = _inputs()
     with pytest.raises(ValueError, match="fusion inputs disagree"):
@@ -110,8 +131,8 @@ def test_packed_tokens_give_the_padded_result_and_gradients():
         fusion(q, packed_tokens[:-1], mask)
 
 
-@pytest.mark.parametrize("queries", [1, 2])
-def test_linear_tokens_give_the_explicit_attention_and_gradients(queries):
+@pytest.mark.parametrize("queries, norm", [(1, "post"), (2, "post"), (2, "pre")])
+def test_linear_tokens_give_the_explicit_attention_and_gradients(queries, norm):
     # The factored path (key/value maps folded around the frozen base states) must equal attention
     # over the explicit tokens linear(base), given padded or packed, forward and backward, dropout on.
     generator = torch.Generator().manual_seed(0)
@@ -122,7 +143,7 @@ def test_linear_tokens_give_the_explicit_attention_and_gradients(queries):
     results = {}
     for form in ("factored", "padded", "packed"):
         torch.manual_seed(1)
-        fusion = CrossAttentionFusion(dim=dim, num_heads=2, dropout=0.3).double().train()
+        fusion = CrossAttentionFusion(dim=dim, num_heads=2, dropout=0.3, norm=norm).double().train()
         linear = torch.nn.Linear(base_dim, dim).double()
         tokens = LinearTokens(base, linear)
         given = {"factored": tokens, "padded": tokens.materialise(), "packed": tokens.materialise()[mask]}[form]

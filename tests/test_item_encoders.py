@@ -133,9 +133,10 @@ def test_every_kind_gives_padded_tables_and_trains(overrides):
     assert np.mean(recommendation_losses[-3:]) < 0.8 * np.mean(recommendation_losses[:3])
 
 
-@pytest.mark.parametrize("integration", ["sum", "concat", "gate", "dual"])
-def test_gradients_reach_every_trainable_part(integration):
-    items = build(integration=integration, learnable_temperature=True)
+@pytest.mark.parametrize("integration, fusion_norm", [("sum", "pre"), ("concat", "pre"), ("gate", "pre"),
+                                                     ("dual", "pre"), ("sum", "post")])
+def test_gradients_reach_every_trainable_part(integration, fusion_norm):
+    items = build(integration=integration, learnable_temperature=True, fusion_norm=fusion_norm)
     model = CumulativeMeanRecommender(items)
     training_loss(model, next_item_windows()).backward()
     for name, parameter in items.named_parameters():
@@ -158,7 +159,8 @@ def test_frozen_adapters_get_no_gradient_but_the_rest_does():
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(integration="gate"), dict(kind="concat"), dict(kind="mllm")])
+@pytest.mark.parametrize("overrides", [dict(), dict(integration="gate"), dict(fusion_norm="post"), dict(kind="concat"),
+                                       dict(kind="mllm")])
 def test_an_absent_view_never_reaches_the_item_vector(overrides):
     features = make_features()
     items = build(features=features, **overrides).eval()
@@ -277,6 +279,8 @@ def test_id_kind_needs_no_features_and_bad_input_is_refused():
         build(integration="product")
     with pytest.raises(ValueError, match="unknown fusion"):
         build(fusion="self_attention")
+    with pytest.raises(ValueError, match="unknown fusion_norm 'mid'"):
+        build(fusion_norm="mid")
     with pytest.raises(ValueError, match="needs semantic features"):
         build_item_representation(config(), NUM_ITEMS, DIM, None)
     with pytest.raises(ValueError, match="split has 29"):

@@ -38,9 +38,9 @@ BASELINE_METHOD = "backbone"
 # The grid names of the proposed method and of the baselines it must beat (configs/experiments/main.yaml)
 PROPOSED_METHOD = "dmesr"
 COMPETING_METHODS = ("text", "mllm", "concat", "llmesr")
-# The DMESR settings the grid varies (integration mode; alignment weight, 0 included): per cell, the
+# The DMESR settings the grid varies (integration mode; fusion norm; alignment weight, 0 included): per cell, the
 # one with the best validation metric is DMESR "tuned on validation", as a practitioner would run it
-PROPOSED_VARIANTS = ("dmesr", "dmesr-concat", "dmesr-gate", "dmesr-dual",
+PROPOSED_VARIANTS = ("dmesr", "dmesr-concat", "dmesr-gate", "dmesr-dual", "dmesr-post-norm",
                      "dmesr-no-align", "dmesr-align-0.03", "dmesr-align-0.3", "dmesr-align-1")
 SELECTION_METRIC = "NDCG@10"  # the early-stopping metric; the best baseline is chosen on it, on validation
 SEED_MARK, USER_MARK = "†", "‡"

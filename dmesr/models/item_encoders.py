@@ -44,7 +44,7 @@ from dmesr.config import ItemEncoderConfig
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.alignment import SymmetricInfoNCE
 from dmesr.models.base import IDEmbedding, ItemRepresentation
-from dmesr.models.fusion import CrossAttentionFusion, LinearTokens
+from dmesr.models.fusion import NORMS as FUSION_NORMS, CrossAttentionFusion, LinearTokens
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,7 @@ class DMESRItems(ItemRepresentation):
         self.integration = config.integration
         self.align_weight = config.align_weight
         self.use_original_text = config.use_original_text
-        self.fuse = config.use_original_text and config.fusion == "cross_attention"
+        self.fuse = config.fuses_original_text
         self.ids = IDEmbedding(num_items, dim)
         self.semantics = semantics
         width, hidden = semantics.input_dim, config.adapter_hidden
@@ -270,7 +270,8 @@ class DMESRItems(ItemRepresentation):
                                   else Adapter(width, hidden, dim, config.dropout))
             # Start the fused vectors at the ID embeddings' scale (std 0.02), like the adapter
             # outputs of the other kinds, so no variant begins with far larger logits.
-            self.fusion = CrossAttentionFusion(dim, FUSION_HEADS, config.dropout, output_scale=ID_INIT_STD)
+            self.fusion = CrossAttentionFusion(dim, FUSION_HEADS, config.dropout, output_scale=ID_INIT_STD,
+                                               norm=config.fusion_norm)
             adapters.append(self.token_adapter)
         if config.use_original_text:
             self.text_adapter = Adapter(width, hidden, dim, config.dropout)
@@ -396,6 +397,8 @@ def build_item_representation(
         raise ValueError(f"unknown integration {config.integration!r}; known: {', '.join(INTEGRATIONS)}")
     if config.fusion not in FUSIONS:
         raise ValueError(f"unknown fusion {config.fusion!r}; known: {', '.join(FUSIONS)}")
+    if config.fusion_norm not in FUSION_NORMS:
+        raise ValueError(f"unknown fusion_norm {config.fusion_norm!r}; known: {', '.join(FUSION_NORMS)}")
     if config.kind == "id":
         return IDEmbedding(num_items, dim)
     if features is None:
@@ -403,8 +406,7 @@ def build_item_representation(
 
     views = _usable_views(config, features)
     text = [ORIGINAL_TEXT] if config.use_original_text else []
-    with_tokens = config.kind == "dmesr" and config.use_original_text and config.fusion == "cross_attention"
-    semantics = FrozenSemantics(features, num_items, views, with_tokens, config.token_pca_dim)
+    semantics = FrozenSemantics(features, num_items, views, config.fuses_original_text, config.token_pca_dim)
     if config.kind == "dmesr":
         return DMESRItems(num_items, dim, config, semantics, align_fallback)
     sources = {"text": [ORIGINAL_TEXT], "mllm": views, "concat": views + text, "llmesr": views + text}[config.kind]

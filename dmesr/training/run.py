@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmesr.config import RunConfig, save_config, saved_run_config
+from dmesr.config import ADDED_FIELDS, RunConfig, save_config, saved_run_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.schema import SequenceSplit
@@ -38,9 +38,12 @@ _NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train"
 
 
 def config_hash(config: RunConfig) -> str:
+    left_out = _NOT_HASHED | {path for path, added in ADDED_FIELDS.items()
+                              if not added.applies(config) or getattr(getattr(config, path[0]), path[1]) == added.legacy}
+
     def strip(node: dict, path: tuple = ()) -> dict:
         return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
-                for k, v in node.items() if path + (k,) not in _NOT_HASHED}
+                for k, v in node.items() if path + (k,) not in left_out}
     text = json.dumps(strip(config.to_dict()), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
