@@ -6,7 +6,7 @@
     dmesr embed --dataset ml-1m --descriptions data/descriptions/ml-1m.cascade.text.jsonl --views text
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
-    dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--dry-run]
+    dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr report runs/main [--out reports/results.md]
     dmesr report runs/main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
     grid.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared evenly)")
     grid.add_argument("--shard", help="i/n: run only this slice of the grid (Slurm arrays, several GPUs)")
+    grid.add_argument("--cells", nargs="+", metavar="GLOB",
+                      help="run only the cells whose label matches a glob, e.g. 'ml-100k/*/dmesr/*' (dataset/model/method/seedN)")
     grid.add_argument("--limit", type=int, help="run only the first N cells")
     grid.add_argument("--dry-run", action="store_true", help="list cells, their status and estimated time")
     reevaluate = experiments_sub.add_parser(
@@ -191,7 +193,7 @@ def _dispatch(args) -> int:
             return 0
         from dmesr.experiments import experiments_run
 
-        experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads)
+        experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads, args.cells)
         return 0
     if args.command == "report":
         from dmesr.experiments import report

@@ -12,7 +12,8 @@ from dmesr.experiments import runner
 from dmesr.experiments.grid import expand_grid
 from dmesr.experiments.reevaluate import evaluate_runs
 from dmesr.experiments.report import report
-from dmesr.experiments.runner import cell_status, estimate_seconds, experiments_run, run_grid, with_thread_share
+from dmesr.experiments.runner import (cell_status, estimate_seconds, experiments_run, run_grid, select_cells,
+                                     with_thread_share)
 from dmesr.experiments.store import collect_runs, write_store
 from tests.conftest import make_tiny_split
 
@@ -76,6 +77,18 @@ def test_failing_cell_is_logged_and_the_grid_goes_on(tmp_path, tiny_data, capsys
     assert "failed: tiny/nosuchmodel/backbone/seed1: ValueError: unknown model" in summary
 
 
+def test_cells_are_selected_by_label_globs_in_grid_order(tmp_path):
+    cells = tiny_grid(tmp_path, models=("sasrec", "gru4rec"), seeds=(1, 2))
+    assert [c.label for c in select_cells(cells, ["tiny/*/slow-lr/*"])] == [
+        "tiny/sasrec/slow-lr/seed1", "tiny/sasrec/slow-lr/seed2", "tiny/gru4rec/slow-lr/seed1", "tiny/gru4rec/slow-lr/seed2"]
+    both = select_cells(cells, ["*/seed2", "tiny/gru4rec/backbone/*"])  # a union, each cell once
+    assert [c.label for c in both] == [c.label for c in cells if c.seed == 2 or c.label.startswith("tiny/gru4rec/backbone")]
+    assert select_cells(cells, ["tiny/*/back*/seed1"]) == [cells[0], cells[4]]
+    with pytest.raises(ValueError) as error:
+        select_cells(cells, ["tiny/*/dmesr/*"])
+    assert str(error.value) == "no cell matches 'tiny/*/dmesr/*'; labels look like 'tiny/sasrec/backbone/seed1'"
+
+
 def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_data, capsys):
     cells = tiny_grid(tmp_path, seeds=(1, 2, 3))
     guesses = run_grid(cells, dry_run=True)
@@ -100,6 +113,11 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
     printed = capsys.readouterr().out
     assert "6 cells: 1 done, 1 partial, 0 continue a shorter-patience run, 4 todo" in printed
     assert estimate_seconds(cells[:1], ["done"]) == [(0.0, "measured")]
+    # a selection of cells (--cells, --shard) is estimated from the finished runs of the whole grid
+    assert run_grid(cells[3:4], dry_run=True)[0].estimate_source == "guess"
+    selected = run_grid(cells[3:4], dry_run=True, measured_from=cells)[0]
+    assert selected.estimate_source == "measured" and selected.seconds == pytest.approx(per_epoch * 2)
+    assert run_grid(cells, shard="1/2", dry_run=True)[1].estimate_source == "measured"  # cells[3], beside the done one
 
 
 def test_estimates_fall_back_to_other_backbones_of_the_dataset_then_guess(tmp_path):

@@ -3,6 +3,7 @@
     dmesr experiments run configs/experiments/main.yaml --dry-run     # each cell: done/partial/todo + time
     dmesr experiments run configs/experiments/main.yaml --workers 2   # two processes, CPU threads split
     dmesr experiments run configs/experiments/main.yaml --threads 1   # one thread: leave a core to another job
+    dmesr experiments run configs/experiments/main.yaml --cells 'ml-100k/*/dmesr/*'   # some cells first
 
 A cell is *done* when its run directory holds ``final.json`` (skipped without loading any data),
 *partial* when training started (``train_run`` resumes it from ``checkpoint.pt``), else *todo*.
@@ -41,6 +42,7 @@ cost within about 1.5x of each other). A dataset without finished runs gets
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import statistics
@@ -123,11 +125,17 @@ def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
             ((cell.dataset, "*", cell.method), "other backbones"), ((cell.dataset,), "other backbones")]
 
 
-def estimate_seconds(cells: list[Cell], statuses: list[str]) -> list[tuple[float, str]]:
-    """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on."""
+def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list[Cell] = ()
+                     ) -> list[tuple[float, str]]:
+    """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on.
+
+    Besides the finished ``cells``, the finished cells of ``measured_from`` (e.g. the rest of the grid
+    when only some cells are run) are measured too."""
     finished: dict[tuple, list[tuple[float, int]]] = {}
     continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
-    for index, (cell, status) in enumerate(zip(cells, statuses)):
+    estimated = {cell.run_dir for cell in cells}
+    others = [cell for cell in measured_from if cell.run_dir not in estimated and cell_status(cell) == "done"]
+    for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
         if status not in ("done", "continues"):
             continue
         start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
@@ -168,11 +176,12 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def dry_run_outcomes(cells: list[Cell], workers: int = 1) -> list[CellOutcome]:
+def dry_run_outcomes(cells: list[Cell], workers: int = 1, measured_from: list[Cell] = ()) -> list[CellOutcome]:
     """Status and remaining-time estimate of every cell, printed as a table; nothing runs."""
     statuses = [cell_status(cell) for cell in cells]
+    estimates = estimate_seconds(cells, statuses, measured_from)
     outcomes = [CellOutcome(cell, status, seconds, estimate_source=source)
-                for cell, status, (seconds, source) in zip(cells, statuses, estimate_seconds(cells, statuses))]
+                for cell, status, (seconds, source) in zip(cells, statuses, estimates)]
     width = max(len(cell.label) for cell in cells)
     for outcome in outcomes:
         estimate = "" if outcome.status == "done" else f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
@@ -221,16 +230,20 @@ def _record_cell(cell: Cell) -> None:
 
 
 def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_run: bool = False,
-             show_progress: bool = True, threads: int | None = None) -> list[CellOutcome]:
-    """Run every cell that is not done (see the module docstring); returns one outcome per cell."""
+             show_progress: bool = True, threads: int | None = None, measured_from: list[Cell] = ()
+             ) -> list[CellOutcome]:
+    """Run every cell that is not done (see the module docstring); returns one outcome per cell.
+
+    ``measured_from``: more cells whose finished runs the dry run's time estimates may use."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    cells = shard_cells(cells, shard) if shard else list(cells)
+    whole = list(cells)
+    cells = shard_cells(cells, shard) if shard else whole
     if not cells:
         print(f"shard {shard} holds no cells of this grid")
         return []
     if dry_run:
-        return dry_run_outcomes(cells, workers)
+        return dry_run_outcomes(cells, workers, [*measured_from, *whole])
 
     outcomes: list[CellOutcome | None] = [
         CellOutcome(cell, "skipped") if cell_status(cell) == "done" else None for cell in cells]
@@ -282,17 +295,29 @@ def _print_summary(outcomes: list[CellOutcome]) -> None:
             print(f"  failed: {outcome.cell.label}: {outcome.error}")
 
 
+def select_cells(cells: list[Cell], patterns: list[str]) -> list[Cell]:
+    """The cells (grid order kept) whose label ``dataset/model/method/seedN`` matches one of the globs."""
+    selected = [cell for cell in cells if any(fnmatch.fnmatchcase(cell.label, pattern) for pattern in patterns)]
+    if not selected:
+        raise ValueError(f"no cell matches {', '.join(map(repr, patterns))}; labels look like {cells[0].label!r}")
+    return selected
+
+
 def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None = None, dry_run: bool = False,
-                    limit: int | None = None, threads: int | None = None) -> list[CellOutcome]:
-    """CLI entry: expand the grid, keep ``shard`` then the first ``limit`` cells, run, write the store."""
-    cells = load_grid(yaml_path)
+                    limit: int | None = None, threads: int | None = None,
+                    patterns: list[str] | None = None) -> list[CellOutcome]:
+    """CLI entry: expand the grid, keep the cells matching ``patterns``, then ``shard``, then the first
+    ``limit``; run; write the store."""
+    cells = whole = load_grid(yaml_path)
+    if patterns:
+        cells = select_cells(cells, patterns)
     if shard:
         cells = shard_cells(cells, shard)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         cells = cells[:limit]
-    outcomes = run_grid(cells, workers=workers, dry_run=dry_run, threads=threads)
+    outcomes = run_grid(cells, workers=workers, dry_run=dry_run, threads=threads, measured_from=whole)
     if not dry_run:
         for root in sorted({Path(cell.config.output_dir) for cell in cells}):
             if any(root.glob("**/final.json")):
