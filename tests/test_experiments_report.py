@@ -223,6 +223,9 @@ def test_summary_shows_the_dmesr_variant_best_on_validation():
     assert "`dmesr` beats its backbone in 1 of 1 (dataset, model) cells" in sentence
     assert "Tuned on validation" in sentence and "beats its backbone in 1 of 1 cells with variants and the " \
         "validation-chosen baseline in 0;" in sentence
+    # a variant still running says how many seeds its mean holds
+    _, _, table = proposed_summary(store[~((store["method"] == "dmesr-dual") & (store["seed"] == 2))])
+    assert table.splitlines()[2].endswith("| `dmesr-dual` 0.1080 (1 of 2 seeds) (+8.0%) |")
 
 
 def test_runs_outside_a_grid_are_named_by_their_item_encoder(store, tmp_path):

@@ -253,13 +253,14 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
             with_tuned += 1
             tuned_wins_backbone += mean(tuned, "test") > backbone
             tuned_wins_selected += selected is not None and mean(tuned, "test") > mean(selected, "test")
-        tuned_text = ("n/a" if tuned is None else
-                      f"`{tuned}` {mean(tuned, 'test'):.4f} ({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
         seeds = runs.groupby("method").size()
 
         def with_seeds(method, value):  # a cell still running shows how many of its seeds the mean has
             count = seeds[method]
             return f"{value:.4f}" + ("" if count == seeds.max() else f" ({_seeds_text(count, seeds.max())} seeds)")
+
+        tuned_text = ("n/a" if tuned is None else f"`{tuned}` {with_seeds(tuned, mean(tuned, 'test'))} "
+                                                  f"({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
 
         partial_cells += int(seeds[[BASELINE_METHOD, PROPOSED_METHOD]].min() < seeds.max())
         rows.append((gain, [dataset, model, with_seeds(BASELINE_METHOD, backbone), with_seeds(PROPOSED_METHOD, proposed),
@@ -273,8 +274,8 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
                    f"{len(versus_selected)} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
                    f"against it, {np.mean(versus_strongest):+.1f}% against the strongest baseline on test)"
                    if versus_selected else f"no baseline ({competing}) ran")
-    tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, alignment "
-                      f"weight), `{PROPOSED_METHOD}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
+    tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, fusion norm, "
+                      f"alignment weight), `{PROPOSED_METHOD}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
                       f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
                       f"no such tuning." if with_tuned else "")
     return [f"## `{PROPOSED_METHOD}` at a glance (test {metric}, mean over seeds)",
