@@ -189,16 +189,16 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
     order = _order(spec, source)
 
     ranked = []  # (position along each axis, in `order`; cell)
-    for dataset in datasets:
+    for dataset_rank, dataset in enumerate(datasets):
         for model_rank, model in enumerate(only.get(dataset, {}).get("models", models)):
             for method_rank, method in enumerate(only.get(dataset, {}).get("methods", list(method_overrides))):
-                for seed in seeds:
+                for seed_rank, seed in enumerate(seeds):
                     overrides = _merge(_merge(copy.deepcopy(base), per_dataset.get(dataset, {})),
                                        method_overrides[method])
                     _merge(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
                                        "train": {"seed": seed}})
-                    positions = {"dataset": datasets.index(dataset), "model": model_rank,
-                                 "method": method_rank, "seed": seeds.index(seed)}
+                    positions = {"dataset": dataset_rank, "model": model_rank, "method": method_rank,
+                                 "seed": seed_rank}
                     ranked.append((tuple(positions[axis] for axis in order),
                                    Cell(name, dataset, model, method, seed, load_config(overrides=overrides))))
     if not ranked:

@@ -133,8 +133,11 @@ def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list
     when only some cells are run) are measured too."""
     finished: dict[tuple, list[tuple[float, int]]] = {}
     continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
-    estimated = {cell.run_dir for cell in cells}
-    others = [cell for cell in measured_from if cell.run_dir not in estimated and cell_status(cell) == "done"]
+    # each run once: ``measured_from`` may repeat cells (the whole grid and a selection of it)
+    by_run = {cell.run_dir: cell for cell in measured_from}
+    for cell in cells:
+        by_run.pop(cell.run_dir, None)
+    others = [cell for cell in by_run.values() if cell_status(cell) == "done"]
     for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
         if status not in ("done", "continues"):
             continue
