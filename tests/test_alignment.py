@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmesr.models.alignment import SymmetricInfoNCE
+from dmesr.models.alignment import SHARED_EXP_MIN_TEMPERATURE, SymmetricInfoNCE, _SharedExpInfoNCE
 
 
 def test_perfectly_aligned_one_hot_views_give_the_analytic_loss():
@@ -60,6 +60,36 @@ def test_learnable_temperature_gets_gradient_and_is_clamped():
     assert loss.temperature.item() == pytest.approx(0.02)
     fixed = SymmetricInfoNCE(temperature=0.1)
     assert not any(p.requires_grad for p in fixed.parameters())
+
+
+def _two_cross_entropies(a: torch.Tensor, b: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    targets = torch.arange(len(a))
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+
+
+@pytest.mark.parametrize("temperature", [0.01, 0.03, 0.07, 0.5])
+def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared_exp_bound(temperature):
+    torch.manual_seed(0)
+    a, b = torch.randn(50, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
+    loss_fn = SymmetricInfoNCE(temperature, learnable=True, min_temperature=0.01)
+    loss = loss_fn(a, b)
+    got = torch.autograd.grad(loss, (a, b, loss_fn.log_temperature))
+    log_temperature = torch.tensor(math.log(temperature), requires_grad=True)
+    reference = _two_cross_entropies(a, b, log_temperature.exp())
+    expected = torch.autograd.grad(reference, (a, b, log_temperature))
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+    for mine, theirs in zip(got, expected):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-7)
+    assert (temperature >= SHARED_EXP_MIN_TEMPERATURE) == (temperature != 0.01)  # both paths covered
+
+
+def test_shared_exp_backward_passes_gradcheck():
+    torch.manual_seed(0)
+    a = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()
+    b = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()
+    scale = torch.tensor(1 / 0.07, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_SharedExpInfoNCE.apply, (a, b, scale))
 
 
 def test_bad_inputs_are_refused():
