@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 # exp(-2 / tau), the smallest shifted exponential, stays a normal float32 (exp(-87) is the limit) for these tau
@@ -46,6 +47,7 @@ class _SharedExpInfoNCE(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
         a, b, scale, shifted_exp, row_sums, column_sums = ctx.saved_tensors
         n = a.shape[0]
