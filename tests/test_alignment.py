@@ -84,6 +84,14 @@ def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared
     assert (temperature >= SHARED_EXP_MIN_TEMPERATURE) == (temperature != 0.01)  # both paths covered
 
 
+def test_half_precision_views_take_the_cross_entropy_path_and_stay_finite():
+    torch.manual_seed(0)
+    a, b = torch.randn(40, 8), -torch.randn(40, 8)
+    loss = SymmetricInfoNCE(0.03)(a.half(), b.half())  # the shared exponential would give -inf here
+    reference = _two_cross_entropies(a, b, torch.tensor(0.03))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(reference.item(), rel=1e-2)
+
+
 def test_shared_exp_backward_passes_gradcheck():
     torch.manual_seed(0)
     a = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()

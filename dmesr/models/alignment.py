@@ -14,7 +14,8 @@ at 128 windows of 50), so the ``N x N`` logits are the costly part of DMESR's tr
 directions' cross-entropies are taken from one exponential of the logits (:class:`_SharedExpInfoNCE`):
 cosines are at most 1, so ``1 / tau`` bounds every logit and serves as the log-sum-exp shift of
 every row and column without a max pass, and the backward pass is written out. Where ``2 / tau``
-would let an exponential underflow (``tau < 0.025``) the loss falls back to two ``F.cross_entropy``.
+would let an exponential underflow (``tau < 0.025``, or half precision) the loss falls back to two
+``F.cross_entropy``.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class SymmetricInfoNCE(nn.Module):
         a = F.normalize(a, dim=-1)
         b = F.normalize(b, dim=-1)
         temperature = self.temperature
-        if temperature.item() >= SHARED_EXP_MIN_TEMPERATURE:
+        # half precision underflows far sooner than float32: it takes the cross-entropies' max-shifted path
+        if a.dtype in (torch.float32, torch.float64) and temperature.item() >= SHARED_EXP_MIN_TEMPERATURE:
             return _SharedExpInfoNCE.apply(a, b, temperature.reciprocal())
         logits = a @ b.T / temperature
         targets = torch.arange(a.shape[0], device=a.device)
