@@ -10,7 +10,7 @@ meaningless positive). With fewer than two usable items there are no negatives, 
 a zero tensor that still belongs to the graph, so callers never branch on it.
 
 The batch of a DMESR step holds every unique item of its sequences (about 1,900 of ml-1m's 3,416
-at 128 windows of 50), so the ``N x N`` logits are the costly part of DMESR's training step. Both
+at 128 windows of 50), and its ``N x N`` logits were the largest part of DMESR's extra step cost there. Both
 directions' cross-entropies are taken from one exponential of the logits (:class:`_SharedExpInfoNCE`):
 cosines are at most 1, so ``1 / tau`` bounds every logit and serves as the log-sum-exp shift of
 every row and column without a max pass, and the backward pass is written out. Where ``2 / tau``
