@@ -1,7 +1,7 @@
 """Write reports/backbones.md from finished ml-1m runs and a backbone benchmark JSON.
 
     .venv/bin/python benchmarks/backbones_report.py \
-        --runs reports/runs/ml-1m-backbones-h100 reports/runs/ml-1m-backbones-cpu --bench reports/bench/backbones-cpu.json
+        --runs reports/runs/ml-1m-backbones-h100 reports/runs/ml-1m-backbones-full --bench reports/bench/backbones-cpu.json
 
 One ml-1m table per runs folder (each folder one set of runs: its hardware and training budget).
 
@@ -40,7 +40,10 @@ def ml1m_section(runs_root: Path) -> list[str]:
     for model, group in runs.groupby("model"):
         hr, ndcg = PUBLISHED[model]
         finals = [json.loads((Path(d) / "final.json").read_text()) for d in group["run_dir"]]
-        epochs = ", ".join(f"{f['best_epoch']}/{f['epochs']}" for f in finals)
+        # a folder whose runs ran on different machines names each run's machine beside its epochs
+        mixed = runs["hardware"].nunique() > 1
+        epochs = ", ".join(f"{f['best_epoch']}/{f['epochs']}" + (f" ({f['hardware']})" if mixed else "")
+                           for f in finals)
         stopped = ", ".join(sorted({f["stopped"] for f in finals}))
         lines.append(
             f"| {model} | {len(group)} | {mean_std(group['test_HR@10'].mean(), group['test_HR@10'].std())} "
