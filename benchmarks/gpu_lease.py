@@ -12,7 +12,9 @@ ml-1m runs need into ``.devdata`` (git-ignored) and brings the run folders back 
   reconstruction, whose top-64 PCA equals the original one up to float16 rounding and the sign of
   each direction (:func:`check_reconstruction` measures that). A run with ``token_pca_dim: 0`` would
   see different tokens: such runs must not be trained from unpacked features.
-* ``unpack`` (on the GPU machine): rebuild ``$DMESR_HOME`` from ``.devdata``.
+* ``unpack`` (on the GPU machine): rebuild ``$DMESR_HOME`` from ``.devdata``. A semantic run that
+  comes back unfinished resumes only from such a copy (``unpack .devdata /tmp/dmesr_lease_home`` here,
+  then ``DMESR_HOME=/tmp/dmesr_lease_home``): its features' fingerprint says so.
 * ``collect`` (on the GPU machine): tar the run folders into ``$OUT`` (at most 8 files of 16 MiB
   come back): finished runs without checkpoints, unfinished ones with theirs, so they resume here.
 
@@ -86,7 +88,13 @@ def unpack(folder: Path, target: Path) -> None:
     for name, array in saved.items():
         np.save(features / f"{name}.npy", array)
     np.save(features / "text_tokens.npy", reconstruct(pca, saved["text_mask"], dim))
-    shutil.copy(folder / "features-meta.json", features / "meta.json")
+    # A run records its features' source fingerprint (data.json) and refuses to resume or be re-evaluated
+    # with others: the PCA directions' signs differ between these tokens and the originals (35 of 64 on
+    # ml-1m), so a run started on one set must end on it.
+    meta = json.loads((folder / "features-meta.json").read_text())
+    meta["source_fingerprint"] += f"+pca{PCA_DIM}"
+    meta["token_states"] = f"rank-{PCA_DIM} PCA reconstruction (benchmarks/gpu_lease.py)"
+    (features / "meta.json").write_text(json.dumps(meta, indent=2))
     print(f"unpacked {DATASET} into {target}")
 
 
