@@ -14,7 +14,8 @@ import pytest
 from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
-from dmesr.experiments.report import REPORT_METRICS, proposed_summary, write_brief_report, write_results_report
+from dmesr.experiments.report import (REPORT_METRICS, proposed_summary, training_time_sentence, write_brief_report,
+                                     write_results_report)
 from dmesr.experiments.store import collect_runs, mean_std
 from tests.conftest import make_tiny_split
 
@@ -127,6 +128,16 @@ def test_report_tables_and_p_values_come_from_the_data(store, tmp_path):
     assert f"| {mean_std(0.52, 0.01)} |" in sampled
     assert "| toy | sasrec | backbone | 2 | Test CPU | 3/5 | 20.0 | 2.00 | 0.10 |" in text
     assert "Training time of all runs together: 160 s (0.04 h)." in text  # 2 * (10 + 20 + 30) + 10 + 20 + 10
+
+
+def test_training_time_is_split_by_hardware_when_runs_ran_on_several(store):
+    mixed = store.copy()
+    mixed.loc[mixed.index[0], "hardware"] = "Test GPU"
+    sentence = training_time_sentence(mixed)
+    first = mixed["seconds_train_total"].iloc[0]
+    assert sentence.startswith("Training time of all runs together: 160 s (0.04 h); by the hardware each run finished on: ")
+    assert f"Test CPU {160 - first:.0f} s ({len(mixed) - 1} runs), Test GPU {first:.0f} s (1 run)" in sentence
+    assert training_time_sentence(store) == "Training time of all runs together: 160 s (0.04 h)."
 
 
 def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_path):

@@ -418,6 +418,20 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
     return _write(out_path, parts)
 
 
+def training_time_sentence(store: pd.DataFrame) -> str:
+    """The summed training time, split by hardware when the runs ran on several machines (a GPU's hour
+    and a CPU thread's hour are not the same amount of work)."""
+    total = store["seconds_train_total"].sum()
+    sentence = f"Training time of all runs together: {total:.0f} s ({total / 3600:.2f} h)"
+    if store["hardware"].nunique() < 2:
+        return sentence + "."
+    per_hardware = store.groupby("hardware")["seconds_train_total"].agg(["sum", "size"])
+    return (sentence + "; by the hardware each run finished on: "
+            + ", ".join(f"{hardware} {seconds:.0f} s ({count} run{'s' * (count != 1)})"
+                        for hardware, seconds, count in zip(per_hardware.index, per_hardware["sum"], per_hardware["size"]))
+            + ". A run resumed on other hardware has that hardware's epochs in its epochs.csv (epoch_seconds).")
+
+
 def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str, metrics=REPORT_METRICS,
                          alpha: float = 0.05, per_user_test: str = "ttest",
                          breakdown_metrics=BREAKDOWN_METRICS) -> Path:
@@ -428,10 +442,7 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
         parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]
-    total = store["seconds_train_total"].sum()
-    parts += ["## Runs: hardware and wall time",
-              f"Training time of all runs together: {total:.0f} s ({total / 3600:.2f} h).",
-              runs_table(store)]
+    parts += ["## Runs: hardware and wall time", training_time_sentence(store), runs_table(store)]
     return _write(out_path, parts)
 
 
