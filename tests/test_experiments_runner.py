@@ -124,17 +124,20 @@ def test_estimates_fall_back_to_other_backbones_of_the_dataset_then_guess(tmp_pa
     spec = {"name": "t", "base": {"output_dir": str(tmp_path), "train.max_epochs": 200}, "datasets": ["a", "b"],
             "models": ["sasrec", "gru4rec"], "seeds": [1], "methods": {"backbone": {}, "dmesr": {"train.lr": 0.01}}}
     cells = expand_grid(spec)
-    done = {("a", "sasrec", "backbone"): (2.0, 10), ("a", "sasrec", "dmesr"): (3.0, 20)}
+    done = {("a", "sasrec", "backbone"): (2.0, 10, "x86_64 CPU, 2 threads"), ("a", "sasrec", "dmesr"): (3.0, 20, None),
+            ("b", "gru4rec", "backbone"): (0.1, 10, "Some GPU")}  # another kind of hardware: not used here
     for cell in cells:
         if (cell.dataset, cell.model, cell.method) in done:
-            seconds, epochs = done[(cell.dataset, cell.model, cell.method)]
+            seconds, epochs, ran_on = done[(cell.dataset, cell.model, cell.method)]
             cell.run_dir.mkdir(parents=True)
-            (cell.run_dir / "final.json").write_text(json.dumps({"epochs": epochs, "seconds": {"train_epoch_median": seconds}}))
+            final = {"epochs": epochs, "seconds": {"train_epoch_median": seconds}} | ({"hardware": ran_on} if ran_on else {})
+            (cell.run_dir / "final.json").write_text(json.dumps(final))
     statuses = [cell_status(cell) for cell in cells]
     estimates = {(c.dataset, c.model, c.method): e for c, e in zip(cells, estimate_seconds(cells, statuses))}
     assert estimates[("a", "gru4rec", "dmesr")] == (60.0, "other backbones")  # a's dmesr runs with SASRec
     assert estimates[("a", "gru4rec", "backbone")] == (20.0, "other backbones")
     assert estimates[("b", "sasrec", "dmesr")] == (runner.DEFAULT_SECONDS_PER_EPOCH * 200, "guess")
+    assert estimates[("b", "sasrec", "backbone")] == (runner.DEFAULT_SECONDS_PER_EPOCH * 200, "guess")
 
 
 def test_raising_the_patience_continues_finished_cells(tmp_path, tiny_data, capsys):
