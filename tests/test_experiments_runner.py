@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +234,53 @@ def test_ctrl_c_stops_queued_cells_and_the_workers(tmp_path, monkeypatch):
         time.sleep(0.1)
     assert runner.active_children() == []
     assert [cell_status(cell) for cell in cells].count("done") == 0
+
+
+def _alive(pid: int) -> bool:
+    """Running, i.e. neither gone nor a zombie waiting for a parent that will never reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_pool_workers_exit_when_the_grid_process_is_killed(tmp_path):
+    # a grid process killed with SIGKILL cannot stop its workers: each must notice and exit by itself
+    pid_file = tmp_path / "worker.pid"
+    script = tmp_path / "grid.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, time
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+        from dmesr.experiments.runner import exit_with_parent
+
+        def work(path):
+            with open(path + ".tmp", "w") as handle:
+                handle.write(str(os.getpid()))
+            os.replace(path + ".tmp", path)
+            time.sleep(300)
+
+        if __name__ == "__main__":
+            pool = ProcessPoolExecutor(1, mp_context=get_context("spawn"), initializer=exit_with_parent)
+            pool.submit(work, sys.argv[1])
+            time.sleep(300)
+    """))
+    grid = subprocess.Popen([sys.executable, str(script), str(pid_file)], cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert pid_file.exists(), "the worker never started"
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        grid.kill()
+        grid.wait()
+        deadline = time.monotonic() + 30
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(worker)
+    finally:
+        grid.kill()
+        if pid_file.exists() and _alive(int(pid_file.read_text())):  # the test failed: leave no orphan behind
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)

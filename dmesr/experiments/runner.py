@@ -48,11 +48,12 @@ import fnmatch
 import json
 import os
 import statistics
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from multiprocessing import active_children, get_context
+from multiprocessing import active_children, get_context, parent_process
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -228,6 +229,21 @@ def run_cell(cell: Cell) -> tuple[float, str]:
     return time.perf_counter() - started, ""
 
 
+def exit_with_parent() -> None:
+    """Pool-worker initializer: end this worker when the grid process dies without stopping it (kill -9,
+    the out-of-memory killer). An orphaned worker would train on, and a rerun of the grid would then
+    train the same run directory in a second process."""
+    parent = parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # returns when the parent's end of the sentinel pipe closes, i.e. when it dies
+        os._exit(1)  # no cleanup: the run's checkpoint is written atomically at each epoch's end
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _record_cell(cell: Cell) -> None:
     """Write ``cell.json`` (which experiment and method a run directory belongs to)."""
     run_dir = cell.run_dir
@@ -276,7 +292,7 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
             progress.set_postfix_str(cell.label)
             record(index, *run_cell(cell))
     elif pending:
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=exit_with_parent)
         try:
             futures = {pool.submit(run_cell, cell): index for index, cell in pending.items()}
             for future in as_completed(futures):
