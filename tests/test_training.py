@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,9 @@ def test_train_run_learns_and_writes_everything(tmp_path, tiny_split, model):
     # a deterministic walk over 30 items: far better than the random-ranking NDCG@10 of ~0.1
     assert final["valid"]["valid_NDCG@10"] == max(row["valid_NDCG@10"] for row in epochs)
     assert final["test"]["HR@10"] > 0.5
+    with zipfile.ZipFile(run_dir / "test_per_user.npz") as archive:  # compressed: committed with every run
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+    assert np.load(run_dir / "test_per_user.npz")["NDCG@10"].mean() == pytest.approx(final["test"]["NDCG@10"])
 
 
 def test_early_stopping_on_patience(tmp_path, tiny_split):
