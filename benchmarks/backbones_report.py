@@ -37,11 +37,11 @@ def ml1m_section(runs_root: Path) -> list[str]:
         "| epochs (best/last) | stopped by |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    # a folder whose runs ran on different machines names each run's machine beside its epochs
+    mixed = runs["hardware"].nunique() > 1
     for model, group in runs.groupby("model"):
         hr, ndcg = PUBLISHED[model]
         finals = [json.loads((Path(d) / "final.json").read_text()) for d in group["run_dir"]]
-        # a folder whose runs ran on different machines names each run's machine beside its epochs
-        mixed = runs["hardware"].nunique() > 1
         epochs = ", ".join(f"{f['best_epoch']}/{f['epochs']}" + (f" ({f['hardware']})" if mixed else "")
                            for f in finals)
         stopped = ", ".join(sorted({f["stopped"] for f in finals}))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tarfile
@@ -34,16 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+from dmesr.data.registry import dmesr_home
+
 DATASET = "ml-1m"
 PCA_DIM = 64
 FEATURES = Path("enrich") / DATASET / "features" / "cascade__all-MiniLM-L6-v2"
 PART_BYTES = 15 * 2**20
 MAX_PARTS = 4  # with logs.tar and collected.json: 6 of the 8 files, under the 64 MiB that come back
 CHECKPOINTS = ("checkpoint.pt", "best.pt")
-
-
-def home() -> Path:
-    return Path(os.environ.get("DMESR_HOME", Path.home() / ".cache" / "dmesr"))
 
 
 def token_pca(tokens: np.ndarray, mask: np.ndarray, dim: int) -> dict:
@@ -63,7 +60,7 @@ def reconstruct(pca: dict, mask: np.ndarray, dim: int) -> np.ndarray:
 
 
 def pack(out: Path) -> None:
-    source, out = home(), out.resolve()
+    source, out = dmesr_home(), out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "raw.tar.xz", "w:xz", preset=9) as archive:
         archive.add(source / "raw" / DATASET, arcname=f"raw/{DATASET}")
@@ -77,17 +74,22 @@ def pack(out: Path) -> None:
     print(f"packed {DATASET}: " + ", ".join(f"{p.name} {p.stat().st_size / 2**20:.1f} MiB" for p in sorted(out.iterdir())))
 
 
+def load_pack(folder: Path) -> tuple[dict, dict, tuple]:
+    """What ``pack`` wrote: the feature arrays but the tokens, the tokens' PCA, and their shape."""
+    saved = dict(np.load(folder / "features.npz"))
+    pca = {k[len("pca_"):]: saved.pop(k) for k in list(saved) if k.startswith("pca_")}
+    return saved, pca, tuple(saved.pop("token_shape"))
+
+
 def unpack(folder: Path, target: Path) -> None:
     with tarfile.open(folder / "raw.tar.xz") as archive:
         archive.extractall(target, filter="data")
     features = target / FEATURES
     features.mkdir(parents=True, exist_ok=True)
-    saved = dict(np.load(folder / "features.npz"))
-    pca = {k[4:]: saved.pop(k) for k in list(saved) if k.startswith("pca_")}
-    dim = int(saved.pop("token_shape")[2])
-    for name, array in saved.items():
+    arrays, pca, token_shape = load_pack(folder)
+    for name, array in arrays.items():
         np.save(features / f"{name}.npy", array)
-    np.save(features / "text_tokens.npy", reconstruct(pca, saved["text_mask"], dim))
+    np.save(features / "text_tokens.npy", reconstruct(pca, arrays["text_mask"], int(token_shape[2])))
     # A run records its features' source fingerprint (data.json) and refuses to resume or be re-evaluated
     # with others: the PCA directions' signs differ between these tokens and the originals (35 of 64 on
     # ml-1m), so a run started on one set must end on it.
@@ -105,11 +107,10 @@ def check_reconstruction(folder: Path) -> float:
 
     from dmesr.models.item_encoders import _pca_reduce
 
-    features = home() / FEATURES
+    features = dmesr_home() / FEATURES
     mask = np.load(features / "text_mask.npy")
     original = torch.as_tensor(np.load(features / "text_tokens.npy")[mask]).float()
-    saved = dict(np.load(folder / "features.npz"))
-    pca = {k[4:]: saved[k] for k in saved if k.startswith("pca_")}
+    _, pca, _ = load_pack(folder)
     rebuilt = torch.as_tensor(reconstruct(pca, mask, original.shape[1])[mask]).float()
     a, b = _pca_reduce(original, PCA_DIM), _pca_reduce(rebuilt, PCA_DIM)
     b = b * torch.sign((a * b).sum(dim=0))
@@ -124,14 +125,15 @@ def collect(out: Path, logs: Path, roots: list[Path]) -> None:
         archive.add(logs)
     runs = sorted({p.parent for root in roots for p in root.rglob("config.yaml")})
     finished = [r for r in runs if (r / "final.json").exists()]
-    unfinished = sorted((r for r in runs if r not in finished and (r / "checkpoint.pt").exists()),
-                        key=lambda r: -len((r / "epochs.csv").read_text().splitlines()))
+    epochs = {r: len((r / "epochs.csv").read_text().splitlines()) - 1  # epochs done (the header left out)
+              for r in runs if r not in finished and (r / "checkpoint.pt").exists()}
+    unfinished = sorted(epochs, key=lambda r: -epochs[r])
     parts: list[list[Path]] = [[]]
     sizes = [0]
     left_out = []
     for run in finished + unfinished:
         files = [f for f in run.iterdir() if f.is_file() and not f.name.endswith(".tmp")
-                 and (run in unfinished or f.name not in CHECKPOINTS)]
+                 and (run in epochs or f.name not in CHECKPOINTS)]
         size = sum(f.stat().st_size for f in files) + 1024 * len(files)
         if sizes[-1] + size > PART_BYTES:
             if len(parts) == MAX_PARTS:
@@ -145,9 +147,8 @@ def collect(out: Path, logs: Path, roots: list[Path]) -> None:
         with tarfile.open(out / f"runs-{index:02d}.tar", "w") as archive:
             for f in files:
                 archive.add(f)
-    epochs = {str(r): len((r / "epochs.csv").read_text().splitlines()) - 1
-              for r in unfinished if (r / "epochs.csv").exists()}
-    summary = {"finished": [str(r) for r in finished], "unfinished_epochs": epochs, "left_out": left_out}
+    summary = {"finished": [str(r) for r in finished], "unfinished_epochs": {str(r): n for r, n in epochs.items()},
+               "left_out": left_out}
     (out / "collected.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
 

@@ -62,7 +62,7 @@ from dmesr.config import saved_run_config
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
 from dmesr.experiments.store import write_store
-from dmesr.training.run import hardware, shorter_patience_run, train_run
+from dmesr.training.run import hardware, hardware_kind, shorter_patience_run, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
 STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience
@@ -128,11 +128,6 @@ def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
             ((cell.dataset, "*", cell.method), "other backbones"), ((cell.dataset,), "other backbones")]
 
 
-def _hardware_kind(name: str) -> str:
-    """What a run's ``hardware`` says about its speed: a CPU's thread count is left out."""
-    return "CPU" if name.endswith(" threads") else name
-
-
 def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list[Cell] = ()
                      ) -> list[tuple[float, str]]:
     """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on.
@@ -146,7 +141,7 @@ def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list
     for cell in cells:
         by_run.pop(cell.run_dir, None)
     others = [cell for cell in by_run.values() if cell_status(cell) == "done"]
-    here = _hardware_kind(hardware())
+    here = hardware_kind(hardware())
     for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
         if status not in ("done", "continues"):
             continue
@@ -157,7 +152,7 @@ def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list
             added = cell.config.train.patience - saved_run_config(start).train.patience
             continued_epochs[index] = (per_epoch, added)
             epochs += added
-        if _hardware_kind(final.get("hardware", here)) != here:
+        if hardware_kind(final.get("hardware", here)) != here:
             continue
         for key, _ in _estimate_keys(cell):
             finished.setdefault(key, []).append((per_epoch, epochs))

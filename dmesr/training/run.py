@@ -75,6 +75,11 @@ def hardware() -> str:
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
+def hardware_kind(name: str) -> str:
+    """What a run's :func:`hardware` says about its speed: a CPU's thread count is left out."""
+    return "CPU" if name.endswith(" threads") else name
+
+
 def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
                     features: SemanticFeatures | None = None) -> None:
     if config_hash(saved_run_config(run_dir)) != config_hash(config):
