@@ -111,7 +111,8 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
 
     outcomes = run_grid(cells, dry_run=True)
     assert [o.status for o in outcomes] == ["done", "partial", "todo", "todo", "todo", "todo"]
-    per_epoch = json.loads((cells[0].run_dir / "final.json").read_text())["seconds"]["train_epoch_median"]
+    final = json.loads((cells[0].run_dir / "final.json").read_text())
+    per_epoch = runner._seconds_per_epoch_where_finished(cells[0].run_dir, final)
     assert outcomes[1].seconds == pytest.approx(per_epoch * 1) and outcomes[1].estimate_source == "measured"
     assert outcomes[2].seconds == pytest.approx(per_epoch * 2)
     # slow-lr has no finished run of its own: the same dataset and model's runs stand in
@@ -154,7 +155,8 @@ def test_raising_the_patience_continues_finished_cells(tmp_path, tiny_data, caps
     longer = tiny_grid(tmp_path, methods={"backbone": {}}, base={**TINY, "output_dir": str(tmp_path / "runs"),
                                                                  "train.patience": 3, "train.max_epochs": 30})
     planned = run_grid(longer, dry_run=True)
-    per_epoch = json.loads((short[0].run_dir / "final.json").read_text())["seconds"]["train_epoch_median"]
+    final = json.loads((short[0].run_dir / "final.json").read_text())
+    per_epoch = runner._seconds_per_epoch_where_finished(short[0].run_dir, final)
     assert planned[0].status == "continues" and planned[0].estimate_source == "continues"
     assert planned[0].seconds == pytest.approx(per_epoch * 2)
     run_grid(longer, show_progress=False)
@@ -284,3 +286,19 @@ def test_pool_workers_exit_when_the_grid_process_is_killed(tmp_path):
         grid.kill()
         if pid_file.exists() and _alive(int(pid_file.read_text())):  # the test failed: leave no orphan behind
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_a_run_resumed_on_other_hardware_is_measured_by_its_epochs_there(tmp_path):
+    spec = {"name": "t", "base": {"output_dir": str(tmp_path)}, "datasets": ["a"], "models": ["gru4rec"],
+            "seeds": [1, 2], "methods": {"backbone": {}}}
+    started_on_gpu, todo = expand_grid(spec)
+    started_on_gpu.run_dir.mkdir(parents=True)
+    # 6 epochs on a GPU, then 3 here after a resume: final.json's median (1.0 s) is the GPU's
+    seconds = [1.0, 1.1, 0.9, 1.0, 1.2, 1.0, 30.0, 40.0, 35.0]
+    (started_on_gpu.run_dir / "epochs.jsonl").write_text("".join(json.dumps({"train_seconds": s}) + "\n" for s in seconds))
+    final = {"epochs": 9, "hardware": "x86_64 CPU, 1 threads", "seconds": {"train_epoch_median": 1.0}}
+    (started_on_gpu.run_dir / "final.json").write_text(json.dumps(final))
+    assert estimate_seconds([started_on_gpu, todo], ["done", "todo"])[1] == (35.0 * 9, "measured")
+    # a run that never moved keeps the median of all its epochs, its slow and fast ones alike
+    (started_on_gpu.run_dir / "epochs.jsonl").write_text("".join(json.dumps({"train_seconds": s}) + "\n" for s in seconds[:6]))
+    assert estimate_seconds([started_on_gpu, todo], ["done", "todo"])[1] == (1.0 * 9, "measured")

@@ -37,7 +37,7 @@ closest runs are used: same model and method, else same model ("measured"), else
 with the other backbones, else any run of the dataset ("other backbones": backbones of one width
 cost within about 1.5x of each other). Only runs that finished on this kind of hardware count (any
 CPU for a CPU, the same GPU model for a GPU: an ml-1m epoch takes 2 s on an H200 and 20-70 s on one
-CPU thread). A dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times
+CPU thread), and of a run resumed on other hardware only the epochs that ran where it finished. A dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times
 ``train.max_epochs``, marked as a guess.
 """
 
@@ -65,6 +65,7 @@ from dmesr.experiments.store import write_store
 from dmesr.training.run import hardware, hardware_kind, shorter_patience_run, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
+SAME_SPEED_FACTOR = 3.0  # epochs this much slower or faster than a run's last one ran on other hardware
 STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience
 
 
@@ -122,6 +123,21 @@ def _finished_epochs(run_dir: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
+def _seconds_per_epoch_where_finished(run_dir: Path, final: dict) -> float:
+    """Median training seconds per epoch of a finished run, on the hardware its ``final.json`` names.
+
+    A run resumed on other hardware (started on a lent GPU, finished here) has epochs of two speeds
+    that ``final.json``'s median mixes; its last epoch ran on the named hardware. So only the epochs
+    within a factor :data:`SAME_SPEED_FACTOR` of the last one count (for a run that never moved, that
+    leaves its median as it is, as load on one machine varies far less)."""
+    log = run_dir / "epochs.jsonl"
+    seconds = [json.loads(line)["train_seconds"] for line in log.read_text().splitlines()] if log.exists() else []
+    if not seconds:
+        return final["seconds"]["train_epoch_median"]
+    last = seconds[-1]
+    return statistics.median(s for s in seconds if last / SAME_SPEED_FACTOR <= s <= last * SAME_SPEED_FACTOR)
+
+
 def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
     """Groups of finished runs that predict ``cell``'s cost, closest first, with their label."""
     return [((cell.dataset, cell.model, cell.method), "measured"), ((cell.dataset, cell.model), "measured"),
@@ -147,7 +163,7 @@ def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list
             continue
         start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
         final = json.loads((start / "final.json").read_text())
-        per_epoch, epochs = final["seconds"]["train_epoch_median"], final["epochs"]
+        per_epoch, epochs = _seconds_per_epoch_where_finished(start, final), final["epochs"]
         if status == "continues":  # at least the epochs the larger patience adds
             added = cell.config.train.patience - saved_run_config(start).train.patience
             continued_epochs[index] = (per_epoch, added)
