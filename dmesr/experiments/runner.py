@@ -37,8 +37,8 @@ closest runs are used: same model and method, else same model ("measured"), else
 with the other backbones, else any run of the dataset ("other backbones": backbones of one width
 cost within about 1.5x of each other). Only runs that finished on this kind of hardware count (any
 CPU for a CPU, the same GPU model for a GPU: an ml-1m epoch takes 2 s on an H200 and 20-70 s on one
-CPU thread), and of a run resumed on other hardware only the epochs that ran where it finished. A dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times
-``train.max_epochs``, marked as a guess.
+CPU thread), and of a run resumed on other hardware only the epochs that ran where it finished. A
+dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times ``train.max_epochs``, marked as a guess.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ from dmesr.experiments.store import write_store
 from dmesr.training.run import hardware, hardware_kind, shorter_patience_run, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
-SAME_SPEED_FACTOR = 3.0  # epochs this much slower or faster than a run's last one ran on other hardware
+SAME_SPEED_FACTOR = 3.0  # an epoch over 3x slower or faster than its run's last one ran on other hardware
 STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience
 
 
@@ -128,8 +128,8 @@ def _seconds_per_epoch_where_finished(run_dir: Path, final: dict) -> float:
 
     A run resumed on other hardware (started on a lent GPU, finished here) has epochs of two speeds
     that ``final.json``'s median mixes; its last epoch ran on the named hardware. So only the epochs
-    within a factor :data:`SAME_SPEED_FACTOR` of the last one count (for a run that never moved, that
-    leaves its median as it is, as load on one machine varies far less)."""
+    within a factor :data:`SAME_SPEED_FACTOR` of the last one count. A run that never moved keeps (nearly)
+    all its epochs: load on one machine changes an epoch's time far less than that."""
     log = run_dir / "epochs.jsonl"
     seconds = [json.loads(line)["train_seconds"] for line in log.read_text().splitlines()] if log.exists() else []
     if not seconds:
