@@ -170,7 +170,7 @@ def test_shipped_experiment_files_expand():
     methods = yaml.safe_load((CONFIGS / "main.yaml").read_text())["methods"]
     assert len(methods) == 17
     ablations = load_grid(CONFIGS / "ml-1m-ablations.yaml")
-    assert len(ablations) == 3 * 6 * 3 and {c.dataset for c in ablations} == {"ml-1m"}
+    assert len(ablations) == 3 * 5 * 3 and {c.dataset for c in ablations} == {"ml-1m"}
     assert not {c.run_dir for c in ablations} & {c.run_dir for c in main}  # a second stage, no cell twice
     counts = Counter(c.dataset for c in main)
     # the three other integration modes of DMESR and the alignment-weight sweep run on ml-100k only
