@@ -61,6 +61,13 @@ def test_grid_runs_then_second_run_does_nothing(tmp_path, tiny_data, monkeypatch
     assert [o.status for o in again] == ["skipped", "skipped"]
     assert time.perf_counter() - started < 1.0
 
+    # stopped between final.json and the sampled evaluation: the next run adds the evaluation only
+    sampled = cells[1].run_dir / "evaluation-sampled.json"
+    expected = json.loads(sampled.read_text())
+    sampled.unlink()
+    assert [o.status for o in run_grid(cells, show_progress=False)] == ["skipped", "skipped"]
+    assert json.loads(sampled.read_text()) == expected
+
     store = collect_runs(tmp_path / "runs")
     assert sorted(store["method"]) == ["backbone", "slow-lr"] and set(store["experiment"]) == {"tiny"}
     assert {"head_NDCG@10", "long_HR@10", "test_MRR@10"} <= set(store.columns)

@@ -14,7 +14,8 @@ and ``train.num_threads`` is set to ``max(1, cores // workers)`` (unless the con
 two workers on two cores do not fight over the same cores.
 
 Each finished cell is also scored with the sampled protocol (``evaluation-sampled.json``, see
-:mod:`dmesr.experiments.reevaluate`) when its split has sampled negatives.
+:mod:`dmesr.experiments.reevaluate`) when its split has sampled negatives; a done cell that lacks it
+(the grid was stopped between training and that evaluation) gets it on the next run.
 
 ``--shard i/n`` (0 <= i < n) runs cells ``i, i + n, i + 2n, ...`` of the grid. Grid order is fixed
 by the YAML, so the n shards partition the grid exactly; interleaving spreads each dataset's
@@ -240,6 +241,17 @@ def run_cell(cell: Cell) -> tuple[float, str]:
     return time.perf_counter() - started, ""
 
 
+def _evaluate_done_cell(cell: Cell, splits: dict) -> CellOutcome:
+    """A done cell, skipped; first given its sampled evaluation if the grid was stopped between the
+    run's ``final.json`` and that evaluation (a no-op, without loading data, when the file is there)."""
+    try:
+        if evaluate_missing(cell.run_dir, "sampled", splits=splits) == "evaluated":
+            print(f"{cell.label}: done, its missing sampled evaluation added")
+    except Exception as error:  # noqa: BLE001 - like a failed training, listed and the grid goes on
+        return CellOutcome(cell, "failed", error=f"sampled evaluation: {type(error).__name__}: {error}")
+    return CellOutcome(cell, "skipped")
+
+
 def exit_with_parent() -> None:
     """Pool-worker initializer: end this worker when the grid process dies without stopping it (kill -9,
     the out-of-memory killer). An orphaned worker would train on, and a rerun of the grid would then
@@ -285,8 +297,9 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
     if dry_run:
         return dry_run_outcomes(cells, workers, [*measured_from, *whole])
 
+    splits = {}  # the split of each data config, loaded at most once for the done cells' evaluations
     outcomes: list[CellOutcome | None] = [
-        CellOutcome(cell, "skipped") if cell_status(cell) == "done" else None for cell in cells]
+        _evaluate_done_cell(cell, splits) if cell_status(cell) == "done" else None for cell in cells]
     pending = {index: with_thread_share(cell, workers, threads)
                for index, cell in enumerate(cells) if outcomes[index] is None}
     progress = tqdm(total=len(pending), desc="cells", unit="cell", disable=not show_progress)
