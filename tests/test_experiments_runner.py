@@ -16,7 +16,8 @@ import pytest
 
 from dmesr.experiments import runner
 from dmesr.experiments.grid import expand_grid
-from dmesr.experiments.reevaluate import evaluate_runs
+from dmesr.config import load_config, save_config
+from dmesr.experiments.reevaluate import evaluate_missing, evaluate_runs
 from dmesr.experiments.report import report
 from dmesr.experiments.runner import (cell_status, estimate_seconds, experiments_run, run_grid, select_cells,
                                      with_thread_share)
@@ -222,6 +223,18 @@ def test_two_worker_processes_run_a_grid_from_yaml(tmp_path, monkeypatch):
     sampled.unlink()
     assert evaluate_runs(tmp_path / "runs", show_progress=False) == {"evaluated": 1, "already": 1, "no_negatives": 0}
     assert json.loads(sampled.read_text()) == written
+
+
+def test_sampled_protocol_turned_off_is_known_without_loading_the_split(tmp_path, monkeypatch):
+    def must_not_load(config):
+        raise AssertionError("the split was loaded")
+
+    monkeypatch.setattr("dmesr.experiments.reevaluate.prepare_split", must_not_load)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_config(load_config(overrides=["data.num_sampled_negatives=0"]), run_dir / "config.yaml")
+    assert evaluate_missing(run_dir, "sampled") == "no_negatives"
+    assert not (run_dir / "evaluation-sampled.json").exists()
 
 
 @pytest.mark.slow

@@ -33,6 +33,9 @@ def evaluate_missing(run_dir: Path, protocol: str = "sampled", device: str = "au
     if (run_dir / f"evaluation-{protocol}.json").exists():
         return "already"
     data = saved_run_config(run_dir).data
+    # turned off in the config: known without loading the split (a grid rerun asks this of every done cell)
+    if protocol == "sampled" and data.num_sampled_negatives == 0:
+        return "no_negatives"
     splits = {} if splits is None else splits
     if repr(data) not in splits:
         splits[repr(data)] = prepare_split(data)
