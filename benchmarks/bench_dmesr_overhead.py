@@ -5,6 +5,11 @@ dataset whose features exist (`dmesr embed` first), then times optimiser steps o
 training batches, alternating the two models step by step so both see the same machine load.
 Prints the median seconds per step of each and their ratio (the target is at most 1.5x).
 
+``--profile N`` then runs N more steps of each model under ``torch.profiler`` and adds, per step, what
+explains a ratio on a GPU, where small steps are bound by launching work rather than by doing it: the
+kernels launched, the device time they take, and how often the host waits for the device (a copy to the
+host behind ``.item()``, ``nonzero`` or ``unique`` stops it until every queued kernel has run).
+
     .venv/bin/python benchmarks/bench_dmesr_overhead.py --dataset ml-100k --model sasrec --steps 20 \
         --out reports/bench/dmesr-overhead-ml-100k-sasrec.json
 
@@ -40,6 +45,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for both models (e.g. train.batch_size=256)")
     parser.add_argument("--out", help="also write the result to this JSON file")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile this many steps of each model (kernels, device time, waits for the device per step)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = select_device(args.device)
@@ -53,18 +60,22 @@ def main() -> None:
         torch.manual_seed(0)
         models[kind] = build_run_model(config, split).to(device).train()
         optimisers[kind] = torch.optim.Adam(models[kind].parameters(), lr=config.train.lr)
-    seconds = {kind: [] for kind in models}
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
-    for step in range(args.steps + 2):  # the first two steps warm up and are not counted
+
+    def train_step(kind: str, step: int) -> None:
         rows = order[(step * batch) % len(windows):][:batch]
-        for kind, model in models.items():
+        loss = sequence_loss(models[kind], windows[rows].to(device), configs[kind].train)
+        optimisers[kind].zero_grad(set_to_none=True)
+        loss.backward()
+        optimisers[kind].step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    seconds = {kind: [] for kind in models}
+    for step in range(args.steps + 2):  # the first two steps warm up and are not counted
+        for kind in models:
             started = time.perf_counter()
-            loss = sequence_loss(model, windows[rows].to(device), configs[kind].train)
-            optimisers[kind].zero_grad(set_to_none=True)
-            loss.backward()
-            optimisers[kind].step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            train_step(kind, step)
             if step >= 2:
                 seconds[kind].append(time.perf_counter() - started)
     medians = {kind: statistics.median(values) for kind, values in seconds.items()}
@@ -72,10 +83,39 @@ def main() -> None:
               "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps, "backbone_s_per_step": medians["id"],
               "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"],
               "command": shlex.join(["python", *sys.argv])}
+    if args.profile:
+        result["profile_per_step"] = {
+            kind: profile_steps(lambda step, kind=kind: train_step(kind, args.steps + 2 + step), args.profile, device)
+            for kind in models
+        }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def profile_steps(run_step, steps: int, device: torch.device) -> dict:
+    """Per-step averages over ``steps`` profiled calls of ``run_step(i)``: kernels launched, their device
+    time, waits for the device, host time in operators; and the five operators with the most host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        for step in range(steps):
+            run_step(step)
+    events = profiler.key_averages()
+    kernels = [e for e in events if e.device_type.name == "CUDA"]
+    operators = [e for e in events if e.key.startswith("aten::")]
+    top = sorted(operators, key=lambda e: e.self_cpu_time_total, reverse=True)[:5]
+    return {
+        "kernels": sum(e.count for e in kernels) / steps,
+        "kernel_launch_calls": sum(e.count for e in events if "LaunchKernel" in e.key) / steps,
+        "kernel_ms": sum(e.self_device_time_total for e in kernels) / 1000 / steps,
+        "device_waits": sum(e.count for e in events if e.key == "cudaStreamSynchronize") / steps,
+        "aten_ops": sum(e.count for e in operators) / steps,
+        "aten_host_ms": sum(e.self_cpu_time_total for e in operators) / 1000 / steps,
+        "top_host_ops": {e.key: round(e.self_cpu_time_total / 1000 / steps, 3) for e in top},
+    }
 
 
 if __name__ == "__main__":
