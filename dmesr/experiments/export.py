@@ -121,8 +121,17 @@ def _readme(split: SequenceSplit) -> str:
 
 
 def export(dataset: str, out_dir: str | Path, overrides: list[str] | None = None) -> Path:
-    """CLI entry: build (or load the cached) split of ``dataset`` with ``data.*`` overrides and export it."""
-    config = load_config(overrides=[f"data.dataset={dataset}", *(overrides or [])])
-    folder = export_split(prepare_split(config.data), out_dir)
+    """CLI entry: build (or load the cached) split of ``dataset`` with ``data.*`` overrides and export it.
+
+    ``dataset`` may be a run directory: its split, rebuilt from the run's config, is exported.
+    """
+    if (Path(dataset) / "config.yaml").is_file() and (Path(dataset) / "data.json").is_file():
+        from dmesr.training.run import load_run_split
+
+        split = load_run_split(dataset)
+    else:
+        config = load_config(overrides=[f"data.dataset={dataset}", *(overrides or [])])
+        split = prepare_split(config.data)
+    folder = export_split(split, out_dir)
     print(f"wrote {folder} ({CHECKSUM_FILE} lists every file)")
     return folder
