@@ -109,8 +109,8 @@ def sample_negatives(split: SequenceSplit, k: int, rng: np.random.Generator, tar
         unseen = split.num_items - len(seen)
         if unseen < k:
             raise ValueError(
-                f"user {split.user_ids[user]} has only {unseen} candidate items, fewer than "
-                f"num_sampled_negatives={k}; lower it"
+                f"user {split.user_ids[user]} has only {unseen} {'candidate' if target_from_end else 'unseen'} "
+                f"items, fewer than num_sampled_negatives={k}; lower it"
             )
         ranks = rng.choice(unseen, size=k, replace=False)  # positions among the unseen ids
         # seen[j] - 1 - j unseen ids lie below seen[j]; each seen id at or below the answer shifts it by one
