@@ -94,6 +94,15 @@ def test_own_csv_through_every_command(tmp_path, home, capsys):
     (dmesr_run,) = (out / "shop" / "sasrec").glob("dmesr-*")
     assert json.loads((dmesr_run / "final.json").read_text())["items"] == "dmesr"
 
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"name: shop\nbase: {{output_dir: {out}, data: {{num_sampled_negatives: 5, max_len: 8}}, "
+                    "train: {device: cpu, max_epochs: 1}}\ndatasets: [shop]\nmodels: [pop, repeat-pop]\n"
+                    "seeds: [1]\nmethods: {backbone: {items.kind: id}}\n")
+    assert main(["experiments", "run", str(grid)]) == 0
+    pop, repeat_pop = (json.loads(next((out / "shop" / name).glob("id-*-seed1/final.json")).read_text())["test"]
+                       for name in ("pop", "repeat-pop"))
+    assert repeat_pop["NDCG@10"] > pop["NDCG@10"]  # the log has favourite products bought again and again
+
     # a fresh data home: the run's data.json says how to rebuild the split
     (home / "datasets" / "shop.json").unlink()
     assert main(["evaluate", str(run_dir), "--protocol", "sampled", "--device", "cpu"]) == 0
