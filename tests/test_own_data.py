@@ -134,6 +134,29 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, home, capsys):
     assert not (home / "datasets" / "shop.json").exists()
 
 
+def test_recbole_folders_amazon_files_and_image_columns_register_too(tmp_path, home, capsys):
+    from dmesr.data import load_raw
+
+    fixtures = Path(__file__).resolve().parents[1] / "data" / "fixtures"
+    assert main(["data", "add", "toy", "--interactions", str(fixtures / "image-toy")]) == 0
+    assert json.loads((home / "datasets" / "toy.json").read_text())["format"] == "recbole"
+    assert len(load_raw("toy").items) == len(load_raw(str(fixtures / "image-toy")).items)
+    reviews = tmp_path / "reviews.jsonl"
+    reviews.write_text("".join(json.dumps({"reviewerID": f"u{k % 3}", "asin": f"a{k % 4}", "unixReviewTime": k})
+                               + "\n" for k in range(12)))
+    assert main(["data", "add", "reviews", "--interactions", str(reviews)]) == 0
+    assert json.loads((home / "datasets" / "reviews.json").read_text())["format"] == "amazon"
+    assert load_raw("reviews").interactions["timestamp"].tolist() == list(range(12))
+    orders, products, _ = write_shop(tmp_path)
+    (tmp_path / "p1.jpg").write_bytes(b"jpeg")
+    pd.read_csv(products).assign(picture=lambda t: ["p1.jpg" if i == "p1" else "" for i in t["product_id"]]
+                                 ).to_csv(products, index=False)
+    assert main(["data", "add", "pics", "--interactions", str(orders), "--items", str(products), "--user",
+                 "user_id", "--item", "product_id", "--time", "order_number", "--image", "picture"]) == 0
+    images = load_raw("pics").items.set_index("item")["image_path"]
+    assert images["p1"] == str(tmp_path / "p1.jpg") and images.drop("p1").isna().all()
+
+
 def test_two_ordering_columns_rank_rows_left_to_right(tmp_path):
     path = tmp_path / "log.tsv"
     path.write_text("u\ti\torder\tpos\nx\ta\t2\t1\nx\tb\t1\t2\nx\tc\t1\t1\nx\td\t10\t1\n")

@@ -313,9 +313,10 @@ def load_split(folder: Path | str) -> SequenceSplit:
 def prepare_split(config: DataConfig, home: Path | str | None = None) -> SequenceSplit:
     """Fetch, load and build the split for ``config``, cached in ``$DMESR_HOME/processed/``.
 
-    ``config.dataset`` is a known dataset name (see ``known_datasets()``) or the path of a folder
-    holding RecBole atomic files (``<name>.inter`` with user_id, item_id, timestamp, and an
-    optional ``<name>.item``): that is how to bring your own data. The cache folder is named by
+    ``config.dataset`` is a known dataset name (see ``known_datasets()``: the built-in ones and
+    those added with ``dmesr data add``, see ``dmesr.data.own``) or the path of a folder holding
+    RecBole atomic files (``<name>.inter`` with user_id, item_id, timestamp, and an optional
+    ``<name>.item``). The cache folder is named by
     the fingerprint, so changing the files or any split parameter builds a new split.
     """
     files = source_files(config.dataset, home)

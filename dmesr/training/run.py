@@ -294,6 +294,7 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str =
     out = run_dir / f"evaluation-{config.eval.protocol}.json"
     out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups,
                                "exclude_history": excludes_history(config.eval, has_repeats(split))}, indent=2))
-    print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
+    excluded = "seen items excluded" if excludes_history(config.eval, has_repeats(split)) else "every item ranked"
+    print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")) + f"  ({excluded})")
     print(f"wrote {out}")
     return out
