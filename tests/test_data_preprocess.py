@@ -213,6 +213,12 @@ def test_prepare_split_caches_by_fingerprint(tmp_path, monkeypatch):
     assert dataset_stats(config, home=tmp_path / "home") == first.stats == dataset_stats(second)
     monkeypatch.undo()
 
+    # a split saved before repeats were counted (its k-core and negatives may differ) is rebuilt once
+    stale = first.stats.pop("repeat_consumption")
+    save_split(first, cached[0])
+    assert prepare_split(config, home=tmp_path / "home").stats["repeat_consumption"] == stale
+    assert json.loads((cached[0] / "meta.json").read_text())["stats"]["repeat_consumption"] == stale
+
     write_recbole_folder(folder, list(raw.interactions.itertuples(index=False))[:-1])
     changed = prepare_split(config, home=tmp_path / "home")
     assert changed.fingerprint != first.fingerprint

@@ -323,7 +323,10 @@ def prepare_split(config: DataConfig, home: Path | str | None = None) -> Sequenc
     fingerprint = split_fingerprint([sha256_file(path) for path in files], config)
     folder = dmesr_home(home) / "processed" / f"{Path(config.dataset).name}-{fingerprint[:12]}"
     if saved_fingerprint(folder) == fingerprint:
-        return load_split(folder)
+        split = load_split(folder)
+        # saved before repeats were counted: rebuilt once, as k-core and negatives differ on repeat data
+        if "repeat_consumption" in split.stats:
+            return split
     split = build_split(load_raw(config.dataset, home), config)
     save_split(split, folder)
     print(f"dmesr: built {split.name}: {split.num_users} users, {split.num_items} items -> {folder}")

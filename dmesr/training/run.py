@@ -194,7 +194,7 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
         save_config(config, run_dir / "config.yaml")
         provenance = {"fingerprint": split.fingerprint, "stats": split.stats,
                       "features": None if features is None else features.meta,
-                      "source": registration(Path(config.data.dataset).name),  # how to rebuild the split later
+                      "source": registration(config.data.dataset),  # how to rebuild the split later
                       "exclude_history": excludes_history(config.eval, has_repeats(split))}
         (run_dir / "data.json").write_text(json.dumps(provenance, indent=2, default=str))
 
