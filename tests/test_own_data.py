@@ -113,6 +113,7 @@ def test_own_csv_through_every_command(tmp_path, home, capsys):
     exported = tmp_path / "export" / "test.csv"
     assert exported.read_bytes() == (tmp_path / "export-by-name" / "test.csv").read_bytes()
     assert len(pd.read_csv(exported)) == 24
+    assert "may be\n  items the user had before" in (tmp_path / "export" / "README.md").read_text()
 
 
 def test_bad_files_are_one_line_naming_the_file(tmp_path, home, capsys):
