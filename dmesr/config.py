@@ -36,7 +36,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "sasrec"  # sasrec | bert4rec | gru4rec
+    name: str = "sasrec"  # sasrec | bert4rec | gru4rec, or the baselines pop | repeat-pop (nothing to train)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -80,7 +80,10 @@ class TrainConfig:
     loss: str = "ce"  # ce (full softmax) | bce (sampled negatives) | sampled_softmax
     num_negatives: int = 256  # for bce / sampled_softmax
     batch_size: int = 128
-    all_windows: bool = False  # train on every max_len window of long histories, not only the last
+    # false: one window per user, the last max_len + 1 items of the train part (the common practice;
+    # a run logs the share of training interactions this covers); true: windows over the whole train
+    # part, so long histories are trained on in full (more steps per epoch)
+    all_windows: bool = False
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_epochs: int = 200
@@ -96,7 +99,10 @@ class TrainConfig:
 class EvalConfig:
     protocol: str = "full"  # full | sampled
     ks: tuple[int, ...] = (5, 10, 20)
-    exclude_history: bool = True  # items anywhere in the user's full history are not ranked (the target always is)
+    # true: items anywhere in the user's full history are not ranked (the target always is); false:
+    # every item is ranked; auto: true on data without repeat consumption (MovieLens), false on data
+    # with it, where excluding seen items would leave a repeated target as the only seen candidate
+    exclude_history: bool | str = "auto"
     head_fraction: float = 0.2  # most popular training items that count as "head"
     batch_size: int = 1024
 
@@ -139,8 +145,14 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+# Settings that take true, false or "auto" (chosen from the data when a run starts).
+AUTO_OR_BOOL = {"eval.exclude_history"}
+
+
 def _coerce(value: Any, current: Any, key: str) -> Any:
     """Convert a YAML / command-line value to the type of the default it replaces."""
+    if key in AUTO_OR_BOOL:
+        return "auto" if str(value).strip().lower() == "auto" else _coerce(value, True, key + " (or auto)")
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value

@@ -20,7 +20,9 @@ import torch
 
 from dmesr.config import RunConfig
 from dmesr.data.batches import pad_left
+from dmesr.data.repeats import has_repeats
 from dmesr.data.schema import SequenceSplit
+from dmesr.evaluation.protocols import excludes_history
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.item_encoders import ORIGINAL_TEXT, DMESRItems
 
@@ -63,7 +65,7 @@ def top_k(run: TrainedRun, users, k: int = 10, stage: str = "test") -> tuple[np.
     scores = run.model.predict_scores(inputs).clone()
     scores[:, 0] = -torch.inf  # padding
     targets = np.array([target for _, target in held])
-    if run.config.eval.exclude_history:
+    if excludes_history(run.config.eval, has_repeats(run.split)):
         for row, (history, target) in enumerate(held):
             scores[row, torch.as_tensor(np.setdiff1d(history, [target]), dtype=torch.long)] = -torch.inf
     items = torch.topk(scores, k, dim=1).indices.numpy()

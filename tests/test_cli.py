@@ -3,7 +3,8 @@ import pytest
 from dmesr.cli import main
 
 
-def test_data_list(capsys):
+def test_data_list(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DMESR_HOME", str(tmp_path))  # no datasets added there
     assert main(["data", "list"]) == 0
     assert capsys.readouterr().out.split() == ["ml-100k", "ml-1m", "ml-latest-small"]
 

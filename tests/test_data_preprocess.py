@@ -91,7 +91,7 @@ def random_raw(seed=0, users=30, items=40, per_user=12):
 
 
 def test_negatives_are_unseen_distinct_seeded_and_separate():
-    raw = random_raw()
+    raw = make_raw(list(random_raw().interactions.drop_duplicates(["user", "item"]).itertuples(index=False)))
     config = DataConfig(min_user_interactions=1, min_item_interactions=1, num_sampled_negatives=15, negative_seed=3)
     split = build_split(raw, config)
     assert split.valid_negatives.shape == (split.num_users, 15) == split.test_negatives.shape
@@ -105,6 +105,16 @@ def test_negatives_are_unseen_distinct_seeded_and_separate():
     assert np.array_equal(again.valid_negatives, split.valid_negatives)
     other = build_split(raw, DataConfig(**{**vars(config), "negative_seed": 4}))
     assert not np.array_equal(other.valid_negatives, split.valid_negatives)
+
+
+def test_negatives_on_repeat_data_leave_out_only_the_target():
+    split = build_split(random_raw(), DataConfig(min_user_interactions=1, min_item_interactions=1,
+                                                 num_sampled_negatives=15, negative_seed=3))
+    assert split.stats["repeat_consumption"] > 0
+    for stage, negatives, cut in (("valid", split.valid_negatives, 2), ("test", split.test_negatives, 1)):
+        assert all(split.sequence(u)[-cut] not in negatives[u] for u in range(split.num_users))
+        assert len(set(negatives[0].tolist())) == 15
+    assert any(np.isin(split.test_negatives[u], split.sequence(u)).any() for u in range(split.num_users))
 
 
 def test_negative_sampling_can_reach_exactly_every_unseen_item():
@@ -202,6 +212,12 @@ def test_prepare_split_caches_by_fingerprint(tmp_path, monkeypatch):
     assert np.array_equal(second.flat_items, first.flat_items) and second.fingerprint == first.fingerprint
     assert dataset_stats(config, home=tmp_path / "home") == first.stats == dataset_stats(second)
     monkeypatch.undo()
+
+    # a split saved before repeats were counted (its k-core and negatives may differ) is rebuilt once
+    stale = first.stats.pop("repeat_consumption")
+    save_split(first, cached[0])
+    assert prepare_split(config, home=tmp_path / "home").stats["repeat_consumption"] == stale
+    assert json.loads((cached[0] / "meta.json").read_text())["stats"]["repeat_consumption"] == stale
 
     write_recbole_folder(folder, list(raw.interactions.itertuples(index=False))[:-1])
     changed = prepare_split(config, home=tmp_path / "home")

@@ -66,17 +66,17 @@ def test_full_protocol_excludes_full_history_but_never_the_target():
     valid = evaluation_inputs(split, "valid", max_len=2)
     # user 0: target 4, history {1,2,3} excluded (not only the window [2,3]) -> rank 0
     # user 1: target 3, history {3,1}: 1 excluded, 3 is the target -> only item 2 above -> rank 1
-    assert evaluate(model, valid, EvalConfig()).ranks.tolist() == [0, 1]
+    assert evaluate(model, valid, EvalConfig(exclude_history=True)).ranks.tolist() == [0, 1]
     assert evaluate(model, valid, EvalConfig(exclude_history=False)).ranks.tolist() == [3, 2]
     test = evaluation_inputs(split, "test", max_len=2)
     # user 0: target 5, history {1,2,3,4} -> 0; user 1: target 5, history {1,3} -> items 2, 4 above
-    assert evaluate(model, test, EvalConfig()).ranks.tolist() == [0, 2]
+    assert evaluate(model, test, EvalConfig(exclude_history=True)).ranks.tolist() == [0, 2]
 
 
 def test_constant_model_gets_worst_rank_after_exclusions():
     split = make_split(SEQUENCES, NUM_ITEMS)
     inputs = evaluation_inputs(split, "test", max_len=2)
-    result = evaluate(constant_model(NUM_ITEMS), inputs, EvalConfig())
+    result = evaluate(constant_model(NUM_ITEMS), inputs, EvalConfig(exclude_history=True))
     # n - 1 - (distinct history items other than the target): user 0 excludes 4, user 1 excludes 2
     assert result.ranks.tolist() == [NUM_ITEMS - 1 - 4, NUM_ITEMS - 1 - 2]
     no_exclusion = evaluate(constant_model(NUM_ITEMS), inputs, EvalConfig(exclude_history=False))
@@ -86,7 +86,7 @@ def test_constant_model_gets_worst_rank_after_exclusions():
 
 def test_result_metrics_are_means_of_per_user_values():
     split = make_split(SEQUENCES, NUM_ITEMS)
-    result = evaluate(ranked_by_id_model(NUM_ITEMS), evaluation_inputs(split, "valid", 2), EvalConfig(ks=(1, 5)))
+    result = evaluate(ranked_by_id_model(NUM_ITEMS), evaluation_inputs(split, "valid", 2), EvalConfig(ks=(1, 5), exclude_history=True))
     assert set(result.metrics) == {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (1, 5)}
     assert result.per_user["HR@1"].tolist() == [1.0, 0.0]
     assert result.per_user["NDCG@5"].tolist() == pytest.approx([1.0, 1 / math.log2(3)])
@@ -109,7 +109,7 @@ def test_full_protocol_matches_brute_force_reference_for_any_batch_size():
         others = [i for i in range(1, num_items + 1) if i != target and i not in set(history)]
         expected.append(sum(1 for i in others if scores[i] >= scores[target]))
     for batch_size in (1, 7, 1024):
-        result = evaluate(model, inputs, EvalConfig(batch_size=batch_size))
+        result = evaluate(model, inputs, EvalConfig(batch_size=batch_size, exclude_history=True))
         assert result.ranks.tolist() == expected
     assert model.calls[-1][2] == 30  # batch_size 1024: one call for all users
 
@@ -123,7 +123,7 @@ def test_model_mode_restored_and_scoring_runs_in_inference_mode():
     assert model.training
     assert model.calls == [(False, True, 1), (False, True, 1)]
     model.eval()
-    evaluate(model, inputs, EvalConfig())
+    evaluate(model, inputs, EvalConfig(exclude_history=True))
     assert not model.training
 
 
@@ -157,11 +157,11 @@ def test_bad_protocol_model_output_and_nan_rejected():
     too_narrow = constant_model(NUM_ITEMS)
     too_narrow.num_items = NUM_ITEMS + 1
     with pytest.raises(ValueError, match=r"returned shape \(2, 9\), expected \[2, 10\]"):
-        evaluate(too_narrow, inputs, EvalConfig())
+        evaluate(too_narrow, inputs, EvalConfig(exclude_history=True))
     broken = constant_model(NUM_ITEMS)
     broken.table[:, 3] = math.nan
     with pytest.raises(ValueError, match="NaN"):
-        evaluate(broken, inputs, EvalConfig())
+        evaluate(broken, inputs, EvalConfig(exclude_history=True))
 
 
 # training parts: [1,2,3], [2,2], [4], [5,2,6]  ->  counts: 1:1, 2:4, 3:1, 4:1, 5:1, 6:1, 7:0, 8:0
@@ -184,7 +184,7 @@ def test_head_items_most_popular_with_ties_broken_by_smaller_id():
 def test_breakdown_groups_partition_users_and_average_their_members():
     split = make_split(BREAKDOWN_SEQUENCES, NUM_ITEMS)
     inputs = evaluation_inputs(split, "test", max_len=3)  # targets 5, 3, 6, 1
-    config = EvalConfig(ks=(1, 3), head_fraction=0.25)  # head items {1, 2}
+    config = EvalConfig(ks=(1, 3), head_fraction=0.25, exclude_history=True)  # head items {1, 2}
     result = evaluate(ranked_by_id_model(NUM_ITEMS), inputs, config)
     table = breakdown(result, inputs, split, config)
     assert table["head"]["num_users"] == 1 and table["tail"]["num_users"] == 3  # only user 3 (target 1)
@@ -193,6 +193,7 @@ def test_breakdown_groups_partition_users_and_average_their_members():
     assert table["short"]["median_train_length"] == 2.5
     assert table["short"]["num_users"] == 2 and table["long"]["num_users"] == 2
     assert result.ranks.tolist() == [0, 0, 3, 0]  # user 2: target 6 after excluded 4, 5 -> 1, 2, 3 above
+    assert table["new"]["num_users"] == 4 and table["repeat"]["num_users"] == 0  # no target was seen before
     assert table["head"]["MRR@3"] == 1.0 and table["tail"]["HR@3"] == pytest.approx(2 / 3)
     for name, values in result.per_user.items():
         assert table["long"][name] == pytest.approx(values[[0, 3]].mean())
@@ -207,9 +208,9 @@ def test_breakdown_groups_partition_users_and_average_their_members():
 def test_breakdown_rejects_mismatched_inputs():
     split = make_split(BREAKDOWN_SEQUENCES, NUM_ITEMS)
     inputs = evaluation_inputs(split, "test", max_len=3)
-    result = evaluate(constant_model(NUM_ITEMS), inputs, EvalConfig())
+    result = evaluate(constant_model(NUM_ITEMS), inputs, EvalConfig(exclude_history=True))
     with pytest.raises(ValueError, match="must cover the same users"):
-        breakdown(result, inputs, make_split(SEQUENCES, NUM_ITEMS), EvalConfig())
+        breakdown(result, inputs, make_split(SEQUENCES, NUM_ITEMS), EvalConfig(exclude_history=True))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,9 +1,9 @@
 """Tensors the models consume: left-padded training windows and evaluation inputs.
 
 Training uses each user's train part (``sequence[:-2]``), cut to its last ``max_len + 1``
-items; the model turns a window into inputs and targets. Evaluation uses, per user, the
-history before the target (truncated to ``max_len`` for the model) and the full history as the
-set of seen items to exclude from ranking.
+items (``train.all_windows=true``: windows over the whole part); the model turns a window into
+inputs and targets. Evaluation uses, per user, the history before the target (truncated to
+``max_len`` for the model) and the full history as the set of seen items to exclude from ranking.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dmesr.data.repeats import has_repeats, target_is_repeat
 from dmesr.data.schema import SequenceSplit
 
 STAGES = ("valid", "test")
@@ -40,9 +41,13 @@ class TrainWindows(Dataset):
 
     def __init__(self, split: SequenceSplit, max_len: int, all_windows: bool = False):
         windows, users = [], []
+        self.train_interactions = self.covered_interactions = 0  # how much of the train parts the windows hold
         for user in range(split.num_users):
             part = split.sequence(user)[:-2]
             ends = range(len(part), 1, -max_len) if all_windows else [len(part)]
+            self.train_interactions += len(part)
+            if len(part) >= 2:
+                self.covered_interactions += len(part) if all_windows else min(len(part), max_len + 1)
             for end in ends:
                 if end >= 2:
                     windows.append(part[max(0, end - max_len - 1) : end])
@@ -64,6 +69,8 @@ class EvalInputs:
     seen_offsets: torch.Tensor  # [U + 1] CSR offsets of each user's full history
     seen_items: torch.Tensor  # all history items, users concatenated
     negatives: torch.Tensor | None  # [U, k] sampled-protocol negatives, when the split has them
+    repeat_data: bool = False  # whether the split has repeat consumption (decides exclude_history=auto)
+    target_is_repeat: torch.Tensor | None = None  # [U] bool: the target is in the user's history before it
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -84,4 +91,6 @@ def evaluation_inputs(split: SequenceSplit, stage: str, max_len: int) -> EvalInp
         seen_offsets=torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
         seen_items=torch.from_numpy(np.concatenate(histories).astype(np.int64)),
         negatives=None if negatives is None else torch.from_numpy(np.asarray(negatives, dtype=np.int64)),
+        repeat_data=has_repeats(split),
+        target_is_repeat=torch.from_numpy(target_is_repeat(split, stage)),
     )

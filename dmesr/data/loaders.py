@@ -279,35 +279,75 @@ def read_table(path: Path | str) -> pd.DataFrame:
         raise FileNotFoundError(f"table not found: {path}")
     suffixes = [s.lower() for s in path.suffixes]
     if ".parquet" in suffixes:
-        return pd.read_parquet(path)
-    return pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""])
+        table = pd.read_parquet(path)
+    elif {".jsonl", ".json"} & set(suffixes):
+        try:
+            table = pd.read_json(path, lines=True, dtype=False)
+        except ValueError as error:
+            raise ValueError(f"{path}: not JSON lines ({error})") from None
+    else:
+        try:
+            table = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""])
+        except pd.errors.EmptyDataError:
+            raise ValueError(f"{path}: empty file") from None
+    if table.empty:
+        raise ValueError(f"{path}: no rows")
+    return table
+
+
+def ordering_keys(table: pd.DataFrame, columns: list[str], path: Path | str) -> np.ndarray:
+    """One int64 per row that orders rows like the ``columns`` do, compared left to right.
+
+    One column gives its timestamps (numbers or ISO dates); several, e.g. order number then
+    position in the basket, give each row the dense rank of its tuple of parsed values.
+    """
+    keys = [parse_timestamps(table[column], path) for column in columns]
+    if len(keys) == 1:
+        return keys[0]
+    order = np.lexsort(keys[::-1])  # lexsort's last key is the primary one
+    stacked = np.stack(keys, axis=1)[order]
+    new_tuple = np.concatenate([[True], (stacked[1:] != stacked[:-1]).any(axis=1)])
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.cumsum(new_tuple) - 1
+    return ranks
 
 
 def load_table(
     path: Path | str,
     user: str,
     item: str,
-    timestamp: str,
+    timestamp: str | list[str],
     items_path: Path | str | None = None,
     text_columns: list[str] | None = None,
     image_folder: Path | str | None = None,
     name: str | None = None,
+    image_column: str | None = None,
 ) -> RawDataset:
-    """Interactions from a CSV/parquet with the given column names; item metadata from ``items_path``.
+    """Interactions from a CSV/TSV/parquet/JSON-lines table with the given column names; item
+    metadata from ``items_path``.
 
-    The item table must use the same item column name; ``text_columns`` (default: all its other
-    columns) are assembled, in order, into the item text with the column names as labels.
+    ``timestamp`` is one column or several that order a user's rows left to right (e.g.
+    ``["order_number", "add_to_cart_order"]``). The item table must use the same item column
+    name; ``text_columns`` (default: all its other columns) are assembled, in order, into the item
+    text with the column names as labels. ``image_column`` names its column of image file paths
+    (relative ones are read from the item table's folder).
     """
     path = Path(path)
     table = read_table(path)
-    require_columns(table, (user, item, timestamp), path)
-    interactions = interactions_frame(table[user], table[item], parse_timestamps(table[timestamp], path), path)
+    time_columns = [timestamp] if isinstance(timestamp, str) else list(timestamp)
+    require_columns(table, (user, item, *time_columns), path)
+    interactions = interactions_frame(table[user], table[item], ordering_keys(table, time_columns, path), path)
     if items_path is None:
         items = items_without_metadata(interactions)
     else:
         meta = read_table(items_path)
-        require_columns(meta, [item] + list(text_columns or []), items_path)
-        columns = list(text_columns) if text_columns else [c for c in meta.columns if c != item]
+        require_columns(meta, [item] + list(text_columns or []) + ([image_column] if image_column else []),
+                        items_path)
+        if image_column:
+            meta = meta.rename(columns={image_column: "image_path"})
+            meta["image_path"] = [str(Path(items_path).parent / p) if isinstance(p, str) and p else None
+                                  for p in meta["image_path"]]
+        columns = list(text_columns) if text_columns else [c for c in meta.columns if c not in (item, "image_path")]
         items = meta.rename(columns={item: "item"})
         items["item"] = items["item"].astype(str)
         texts = [

@@ -4,7 +4,8 @@ Steps, in order: drop exact duplicate interactions; iterative k-core filter unti
 (users also need >= 3 interactions to give a train part, a validation and a test target);
 per-user chronological order with a stable tie-break on file order (MovieLens timestamps tie
 for about half the rows, so an unstable sort would change the targets); internal ids 1..N;
-sampled-protocol negatives drawn once. The fingerprint hashes the raw files and every
+sampled-protocol negatives drawn once (on data with repeat consumption from every item but the
+target, see ``sample_negatives``). The fingerprint hashes the raw files and every
 ``DataConfig`` field that changes the split, so a cached split is reused only when it would be
 rebuilt identically.
 """
@@ -27,6 +28,7 @@ import pandas as pd
 from dmesr.config import DataConfig
 from dmesr.data.loaders import require_columns, sha256_file
 from dmesr.data.registry import dmesr_home, load_raw, source_files
+from dmesr.data.repeats import repeat_share, target_is_repeat
 from dmesr.data.schema import INTERACTION_COLUMNS, RawDataset, SequenceSplit
 
 logger = logging.getLogger(__name__)
@@ -68,35 +70,47 @@ def sorted_order(ids: np.ndarray) -> np.ndarray:
 def k_core(
     users: np.ndarray, items: np.ndarray, alive: np.ndarray, min_user: int, min_item: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Iteratively drop rows of users / items with too few interactions until nothing changes.
+    """Iteratively drop rows of users / items that are too rare until nothing changes.
 
-    ``users`` / ``items`` are integer codes per row. Returns the surviving-row mask and, per user
-    code, the interaction count the user had when the user threshold removed it (-1: never).
+    A user needs ``min_user`` distinct items and an item ``min_item`` distinct users (an item
+    bought five times by one user is not five users' item); every interaction of a survivor is
+    kept. A user also needs ``MIN_SEQUENCE_LENGTH`` interactions for the leave-one-out split.
+    Without repeat consumption distinct counts equal interaction counts. ``users`` / ``items``
+    are integer codes per row. Returns the surviving-row mask and, per user code, the count that
+    removed the user (distinct items when below ``min_user``, else interactions; -1: never).
     """
-    user_floor = max(min_user, MIN_SEQUENCE_LENGTH)
     removed_at = np.full(users.max() + 1, -1, dtype=np.int64)
+    num_items = items.max() + 1
     alive = alive.copy()
     while True:
+        pairs = np.unique(users[alive] * num_items + items[alive])
+        distinct_items = np.bincount(pairs // num_items, minlength=len(removed_at))
+        distinct_users = np.bincount(pairs % num_items, minlength=num_items)
         user_count = np.bincount(users[alive], minlength=len(removed_at))
-        item_count = np.bincount(items[alive], minlength=items.max() + 1)
-        short_users = (user_count > 0) & (user_count < user_floor)
-        rare_items = (item_count > 0) & (item_count < min_item)
+        short_users = (user_count > 0) & ((distinct_items < min_user) | (user_count < MIN_SEQUENCE_LENGTH))
+        rare_items = (distinct_users > 0) & (distinct_users < min_item)
         if not short_users.any() and not rare_items.any():
             return alive, removed_at
-        removed_at[short_users] = user_count[short_users]
+        removed_at[short_users] = np.where(distinct_items < min_user, distinct_items, user_count)[short_users]
         alive &= ~short_users[users] & ~rare_items[items]
 
 
-def sample_negatives(split: SequenceSplit, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``[num_users, k]`` distinct internal ids per user, none of which the user ever interacted with."""
+def sample_negatives(split: SequenceSplit, k: int, rng: np.random.Generator, target_from_end: int = 0) -> np.ndarray:
+    """``[num_users, k]`` distinct internal ids per user, none of which the user ever interacted with.
+
+    With ``target_from_end`` (1: test target, 2: validation target), for data with repeat
+    consumption, only that target is left out: the negatives may be items the user had before, so
+    ranking the user's own past items first does not win by construction.
+    """
     negatives = np.empty((split.num_users, k), dtype=np.int64)
     for user in range(split.num_users):
-        seen = np.unique(split.sequence(user))
+        sequence = split.sequence(user)
+        seen = sequence[-target_from_end:][:1] if target_from_end else np.unique(sequence)
         unseen = split.num_items - len(seen)
         if unseen < k:
             raise ValueError(
-                f"user {split.user_ids[user]} has only {unseen} unseen items, fewer than "
-                f"num_sampled_negatives={k}; lower it"
+                f"user {split.user_ids[user]} has only {unseen} {'candidate' if target_from_end else 'unseen'} "
+                f"items, fewer than num_sampled_negatives={k}; lower it"
             )
         ranks = rng.choice(unseen, size=k, replace=False)  # positions among the unseen ids
         # seen[j] - 1 - j unseen ids lie below seen[j]; each seen id at or below the answer shifts it by one
@@ -207,7 +221,11 @@ def build_split(raw: RawDataset, config: DataConfig) -> SequenceSplit:
         "items_without_metadata": without_metadata,
         "params": split_params(config),
     }
-    fewest_unseen = min(split.num_items - len(np.unique(split.sequence(u))) for u in range(split.num_users))
+    split.stats["repeat_consumption"] = repeat_share(split)
+    split.stats["repeat_targets"] = {stage: float(target_is_repeat(split, stage).mean()) for stage in ("valid", "test")}
+    repeats = split.stats["repeat_consumption"] > 0
+    fewest_unseen = split.num_items - 1 if repeats else \
+        min(split.num_items - len(np.unique(split.sequence(u))) for u in range(split.num_users))
     if config.num_sampled_negatives > 0 and fewest_unseen < config.num_sampled_negatives:
         # a catalogue this small cannot support the sampled protocol; full ranking still works
         reason = (f"a user has only {fewest_unseen} unseen items, fewer than "
@@ -216,8 +234,8 @@ def build_split(raw: RawDataset, config: DataConfig) -> SequenceSplit:
         split.stats["sampled_protocol"] = f"unavailable: {reason}"
     elif config.num_sampled_negatives > 0:
         rng = np.random.default_rng(config.negative_seed)
-        split.valid_negatives = sample_negatives(split, config.num_sampled_negatives, rng)
-        split.test_negatives = sample_negatives(split, config.num_sampled_negatives, rng)
+        split.valid_negatives = sample_negatives(split, config.num_sampled_negatives, rng, 2 if repeats else 0)
+        split.test_negatives = sample_negatives(split, config.num_sampled_negatives, rng, 1 if repeats else 0)
     return split
 
 
@@ -295,16 +313,20 @@ def load_split(folder: Path | str) -> SequenceSplit:
 def prepare_split(config: DataConfig, home: Path | str | None = None) -> SequenceSplit:
     """Fetch, load and build the split for ``config``, cached in ``$DMESR_HOME/processed/``.
 
-    ``config.dataset`` is a known dataset name (see ``known_datasets()``) or the path of a folder
-    holding RecBole atomic files (``<name>.inter`` with user_id, item_id, timestamp, and an
-    optional ``<name>.item``): that is how to bring your own data. The cache folder is named by
+    ``config.dataset`` is a known dataset name (see ``known_datasets()``: the built-in ones and
+    those added with ``dmesr data add``, see ``dmesr.data.own``) or the path of a folder holding
+    RecBole atomic files (``<name>.inter`` with user_id, item_id, timestamp, and an optional
+    ``<name>.item``). The cache folder is named by
     the fingerprint, so changing the files or any split parameter builds a new split.
     """
     files = source_files(config.dataset, home)
     fingerprint = split_fingerprint([sha256_file(path) for path in files], config)
     folder = dmesr_home(home) / "processed" / f"{Path(config.dataset).name}-{fingerprint[:12]}"
     if saved_fingerprint(folder) == fingerprint:
-        return load_split(folder)
+        split = load_split(folder)
+        # saved before repeats were counted: rebuilt once, as k-core and negatives differ on repeat data
+        if "repeat_consumption" in split.stats:
+            return split
     split = build_split(load_raw(config.dataset, home), config)
     save_split(split, folder)
     print(f"dmesr: built {split.name}: {split.num_users} users, {split.num_items} items -> {folder}")

@@ -26,6 +26,7 @@ from dmesr.data.loaders import (
     recbole_atomic_files,
     sha256_file,
 )
+from dmesr.data.own import entry_files, load_entry, registered_names, registration
 from dmesr.data.schema import RawDataset
 
 
@@ -83,8 +84,9 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def known_datasets() -> list[str]:
-    return sorted(DATASETS)
+def known_datasets(home: Path | str | None = None) -> list[str]:
+    """Built-in dataset names, then those added with ``dmesr data add`` to the data home."""
+    return sorted(DATASETS) + [name for name in registered_names(home) if name not in DATASETS]
 
 
 def dmesr_home(home: Path | str | None = None) -> Path:
@@ -95,7 +97,8 @@ def dmesr_home(home: Path | str | None = None) -> Path:
 def dataset_spec(name: str) -> DatasetSpec:
     if name not in DATASETS:
         raise ValueError(
-            f"unknown dataset {name!r}; known: {', '.join(known_datasets())} (or a folder of RecBole atomic files)"
+            f"unknown dataset {name!r}; known: {', '.join(known_datasets())} (add your own with "
+            "`dmesr data add NAME --interactions FILE ...`, or give a folder of RecBole atomic files)"
         )
     return DATASETS[name]
 
@@ -156,6 +159,9 @@ def _is_user_folder(name: str) -> bool:
 
 def source_files(name: str, home: Path | str | None = None) -> list[Path]:
     """The raw files a dataset is built from (fetching it if needed), in a fixed order."""
+    entry = None if name in DATASETS else registration(name, home)
+    if entry is not None:
+        return entry_files(entry)
     if _is_user_folder(name):
         inter, item = recbole_atomic_files(name)
         return [inter] + ([item] if item else [])
@@ -165,7 +171,11 @@ def source_files(name: str, home: Path | str | None = None) -> list[Path]:
 
 
 def load_raw(name: str, home: Path | str | None = None) -> RawDataset:
-    """A known dataset (fetched if needed) or a folder of RecBole atomic files, as a ``RawDataset``."""
+    """A known dataset (fetched if needed), one added with ``dmesr data add``, or a folder of RecBole
+    atomic files, as a ``RawDataset``."""
+    entry = None if name in DATASETS else registration(name, home)
+    if entry is not None:
+        return load_entry(entry)
     if _is_user_folder(name):
         return load_recbole_atomic(name)
     return dataset_spec(name).load(fetch(name, home))

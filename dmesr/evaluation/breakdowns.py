@@ -8,6 +8,8 @@ for the validation and the test stage and never peek at a held-out item:
   broken by the smaller internal id, so the set is deterministic.
 * ``short`` / ``long``: users whose training length is below / at-or-above the median training
   length over all users (the threshold is returned as ``median_train_length``).
+* ``repeat`` / ``new``: users whose target is / is not an item they had before it (repeat
+  consumption; on MovieLens every target is new and ``repeat`` is empty).
 
 The groups reuse the per-user values of an :class:`EvalResult`; nothing is scored again.
 """
@@ -51,7 +53,7 @@ def head_items(split: SequenceSplit, fraction: float = 0.2) -> np.ndarray:
 def breakdown(
     result: EvalResult, inputs: EvalInputs, split: SequenceSplit, config: EvalConfig
 ) -> dict[str, dict[str, float]]:
-    """``{"head" | "tail" | "short" | "long": {metric: mean, "num_users": ..., threshold}}``.
+    """``{"head" | "tail" | "short" | "long" | "repeat" | "new": {metric: mean, "num_users": ..., threshold}}``.
 
     head/tail carry ``num_head_items``; short/long carry ``median_train_length``. A group with no
     users has NaN metrics.
@@ -73,6 +75,9 @@ def breakdown(
         "short": (~is_long, {"median_train_length": median_length}),
         "long": (is_long, {"median_train_length": median_length}),
     }
+    if inputs.target_is_repeat is not None:
+        repeat = inputs.target_is_repeat.numpy()
+        groups.update({"repeat": (repeat, {}), "new": (~repeat, {})})
     table = {}
     for name, (members, threshold) in groups.items():
         metrics = summarize({metric: values[members] for metric, values in result.per_user.items()})

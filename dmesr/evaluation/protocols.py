@@ -7,9 +7,14 @@ Two protocols, chosen by ``EvalConfig.protocol``:
   the ``max_len`` window the model sees) is removed from the ranking, except the target itself,
   which is always ranked (a re-consumed item stays rankable). This is the published-anchor
   protocol, "seen items excluded", that the SASRec / BERT4Rec / LLM-ESR line of papers reports.
+  The default ``auto`` excludes seen items only on data without repeat consumption: where users
+  come back to items, a repeated target would be the only seen item left in the ranking, so the
+  candidate set would depend on the answer. There every item is ranked.
 * ``sampled``: the target is ranked among itself and the split's negatives (e.g. 100 items the
   user never interacted with). The negatives are drawn once, seeded, when the split is built and
-  saved with it, never here, so every model meets the same candidates.
+  saved with it, never here, so every model meets the same candidates. On data with repeat
+  consumption they are drawn from every item but the target, seen ones included, for the same
+  reason (``dmesr.data.preprocess.sample_negatives``).
 
 Ties count against the model (see :mod:`dmesr.evaluation.metrics`). Scoring runs in batches under
 ``torch.inference_mode`` with the model in eval mode; its previous mode is restored afterwards.
@@ -91,8 +96,18 @@ def _rank_batch(
         # Lay the candidates out as a small catalogue (column 0 = padding) whose item 1 is the target.
         candidate_scores = F.pad(scores.gather(1, candidates), (1, 0))
         return ranks_from_scores(candidate_scores, torch.ones_like(targets)).cpu()
-    excluded = _seen_item_mask(inputs, start, stop, scores.shape, scores.device) if config.exclude_history else None
+    exclude = excludes_history(config, inputs.repeat_data)
+    excluded = _seen_item_mask(inputs, start, stop, scores.shape, scores.device) if exclude else None
     return ranks_from_scores(scores, targets, excluded).cpu()
+
+
+def excludes_history(config: EvalConfig, repeat_data: bool) -> bool:
+    """``eval.exclude_history`` resolved: ``auto`` excludes seen items only on data without repeats."""
+    if config.exclude_history == "auto":
+        return not repeat_data
+    if not isinstance(config.exclude_history, bool):
+        raise ValueError(f"eval.exclude_history must be true, false or auto, got {config.exclude_history!r}")
+    return config.exclude_history
 
 
 def _seen_item_mask(

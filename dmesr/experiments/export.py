@@ -54,6 +54,13 @@ NEGATIVES_TEXT = """* `sampled_negatives_valid.csv`, `sampled_negatives_test.csv
   user that the user never interacted with, drawn once (seeded) for the sampled protocol: the
   target is ranked among itself and these. `rank` orders them as drawn (0..{last_rank}).
 """
+# Data with repeat consumption: the negatives may be items the user had (see dmesr.data.preprocess).
+REPEAT_NEGATIVES_TEXT = """* `sampled_negatives_valid.csv`, `sampled_negatives_test.csv`: `user,rank,item`, {k} items per
+  user other than that stage's target, drawn once (seeded) for the sampled protocol: the target is
+  ranked among itself and these. Users of this data come back to items, so the negatives may be
+  items the user had before (all-unseen negatives would let "the user's own items first" win by
+  construction). `rank` orders them as drawn (0..{last_rank}).
+"""
 
 
 def _csv_bytes(frame: pd.DataFrame) -> bytes:
@@ -114,15 +121,25 @@ def export_split(split: SequenceSplit, folder: str | Path) -> Path:
 
 def _readme(split: SequenceSplit) -> str:
     drawn = [n for n in (split.valid_negatives, split.test_negatives) if n is not None]
-    negatives = NEGATIVES_TEXT.format(k=drawn[0].shape[1], last_rank=drawn[0].shape[1] - 1) if drawn else ""
+    template = REPEAT_NEGATIVES_TEXT if split.stats.get("repeat_consumption", 0) > 0 else NEGATIVES_TEXT
+    negatives = template.format(k=drawn[0].shape[1], last_rank=drawn[0].shape[1] - 1) if drawn else ""
     return README.format(name=split.name, fingerprint=split.fingerprint, users=split.num_users,
                          items=split.num_items, interactions=len(split.flat_items), last_user=split.num_users - 1,
                          negatives=negatives, stats=json.dumps(split.stats, indent=2, sort_keys=True, default=str))
 
 
 def export(dataset: str, out_dir: str | Path, overrides: list[str] | None = None) -> Path:
-    """CLI entry: build (or load the cached) split of ``dataset`` with ``data.*`` overrides and export it."""
-    config = load_config(overrides=[f"data.dataset={dataset}", *(overrides or [])])
-    folder = export_split(prepare_split(config.data), out_dir)
+    """CLI entry: build (or load the cached) split of ``dataset`` with ``data.*`` overrides and export it.
+
+    ``dataset`` may be a run directory: its split, rebuilt from the run's config, is exported.
+    """
+    if (Path(dataset) / "config.yaml").is_file() and (Path(dataset) / "data.json").is_file():
+        from dmesr.training.run import load_run_split
+
+        split = load_run_split(dataset)
+    else:
+        config = load_config(overrides=[f"data.dataset={dataset}", *(overrides or [])])
+        split = prepare_split(config.data)
+    folder = export_split(split, out_dir)
     print(f"wrote {folder} ({CHECKSUM_FILE} lists every file)")
     return folder

@@ -7,6 +7,7 @@
 """
 
 from dmesr.config import ModelConfig
+from dmesr.models.baselines import BASELINES, Popularity, RepeatPopularity
 from dmesr.models.base import IDEmbedding, ItemRepresentation, SequentialRecommender
 from dmesr.models.bert4rec import BERT4Rec
 from dmesr.models.gru4rec import GRU4Rec
@@ -18,7 +19,7 @@ MODELS: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "bert4rec": 
 def build_model(config: ModelConfig, items: ItemRepresentation, max_len: int) -> SequentialRecommender:
     """The backbone named by ``config.name``, reading its item vectors from ``items``."""
     if config.name not in MODELS:
-        raise ValueError(f"unknown model {config.name!r}; known: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {config.name!r}; known: {', '.join([*MODELS, *BASELINES])}")
     if items.dim != config.hidden_size:
         raise ValueError(f"item vectors are {items.dim} wide but model hidden_size is {config.hidden_size}")
     if max_len < 1:
@@ -27,6 +28,7 @@ def build_model(config: ModelConfig, items: ItemRepresentation, max_len: int) ->
 
 
 __all__ = [
+    "BASELINES", "Popularity", "RepeatPopularity",
     "BERT4Rec", "GRU4Rec", "IDEmbedding", "ItemRepresentation", "MODELS", "SASRec", "SequentialRecommender",
     "build_model",
 ]

@@ -22,11 +22,14 @@ import torch
 
 from dmesr.config import ADDED_FIELDS, RunConfig, save_config, saved_run_config
 from dmesr.data import prepare_split
+from dmesr.data.own import registration, restore_registration
+from dmesr.data.repeats import has_repeats, repeat_share
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.schema import SequenceSplit
 from dmesr.enrich.features import SemanticFeatures
-from dmesr.evaluation import breakdown, evaluate
-from dmesr.models import build_model
+from dmesr.evaluation import breakdown, evaluate, item_popularity
+from dmesr.evaluation.protocols import excludes_history
+from dmesr.models import BASELINES, build_model
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.item_encoders import build_item_representation
 from dmesr.training.distributed import DistContext, init_distributed, shutdown
@@ -44,7 +47,12 @@ def config_hash(config: RunConfig) -> str:
     def strip(node: dict, path: tuple = ()) -> dict:
         return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
                 for k, v in node.items() if path + (k,) not in left_out}
-    text = json.dumps(strip(config.to_dict()), sort_keys=True)
+    hashed = config.to_dict()
+    # "auto" replaced the default true: hashed as true so that runs on data without repeats keep their
+    # folders; on data with repeats the resolved choice is checked against data.json (_check_same_run)
+    if hashed["eval"]["exclude_history"] == "auto":
+        hashed["eval"]["exclude_history"] = True
+    text = json.dumps(strip(hashed), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
@@ -64,6 +72,10 @@ def load_run_features(config: RunConfig, split: SequenceSplit) -> SemanticFeatur
 
 def build_run_model(config: RunConfig, split: SequenceSplit, features: SemanticFeatures | None = None
                     ) -> SequentialRecommender:
+    if config.model.name in BASELINES:
+        if config.items.kind != "id":
+            raise ValueError(f"model {config.model.name!r} is a baseline without item vectors; use items.kind=id")
+        return BASELINES[config.model.name](item_popularity(split), config.data.max_len)
     features = features if features is not None else load_run_features(config, split)
     items = build_item_representation(config.items, split.num_items, config.model.hidden_size, features)
     return build_model(config.model, items, config.data.max_len)
@@ -88,6 +100,10 @@ def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
     if saved_data["fingerprint"] != split.fingerprint:
         raise ValueError(f"{run_dir} was trained on other data (fingerprint {saved_data['fingerprint'][:12]}, "
                          f"now {split.fingerprint[:12]})")
+    chosen = excludes_history(config.eval, has_repeats(split))
+    if saved_data.get("exclude_history", chosen) != chosen:
+        raise ValueError(f"{run_dir} holds a run evaluated with exclude_history={saved_data['exclude_history']}, "
+                         f"this config gives {chosen}; choose another output_dir")
     saved_features = saved_data.get("features") or {}
     if features is not None and saved_features.get("source_fingerprint") != features.meta.get("source_fingerprint"):
         raise ValueError(f"{run_dir} was trained with other semantic features (descriptions or item texts changed "
@@ -162,7 +178,7 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
                split: SequenceSplit | None) -> Path:
     split = split or prepare_split(config.data)
     run_dir = run_directory(config)
-    features = load_run_features(config, split)
+    features = load_run_features(config, split) if config.model.name not in BASELINES else None
     if (run_dir / "config.yaml").exists():
         _check_same_run(run_dir, config, split, features)
         if (run_dir / "final.json").exists():
@@ -177,12 +193,17 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
         provenance = {"fingerprint": split.fingerprint, "stats": split.stats,
-                      "features": None if features is None else features.meta}
+                      "features": None if features is None else features.meta,
+                      "source": registration(config.data.dataset),  # how to rebuild the split later
+                      "exclude_history": excludes_history(config.eval, has_repeats(split))}
         (run_dir / "data.json").write_text(json.dumps(provenance, indent=2, default=str))
 
     seed_everything(config.train.seed, config.train.deterministic)
     model = build_run_model(config, split, features)
     trainer = Trainer(model, split, config, run_dir, device, dist_context, show_progress)
+    coverage = describe_training(config, split, trainer.train_windows)
+    if show_progress and dist_context.is_main:
+        print(coverage)
     state = trainer.fit()
     if not dist_context.is_main:
         return run_dir
@@ -199,6 +220,9 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
         "seconds": {"train_total": round(state.train_seconds, 2), "to_best": round(state.seconds_to_best, 2),
                     "train_epoch_median": float(np.median([row["train_seconds"] for row in epochs])),
                     "test_evaluation": round(eval_seconds, 3)},
+        "trained_share": round(trainer.train_windows.covered_interactions
+                               / max(trainer.train_windows.train_interactions, 1), 4),
+        "exclude_history": excludes_history(config.eval, has_repeats(split)),
         "hardware": hardware(), "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
@@ -208,6 +232,20 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
         print(f"test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
         print(f"wrote {run_dir}")
     return run_dir
+
+
+def describe_training(config: RunConfig, split: SequenceSplit, windows) -> str:
+    """One line on what training sees: windows, the share of training interactions they hold, and
+    the evaluation choice ``eval.exclude_history`` made for this data."""
+    share = windows.covered_interactions / max(windows.train_interactions, 1)
+    mode = "windows over whole histories" if config.train.all_windows else \
+        f"one window per user, its last max_len + 1 = {config.data.max_len + 1} items"
+    hint = "" if config.train.all_windows or share >= 1 else "; train.all_windows=true trains on all of them"
+    exclude = excludes_history(config.eval, has_repeats(split))
+    why = f"{repeat_share(split):.1%} of interactions are repeats" if exclude is False else "no repeat consumption"
+    return (f"training on {len(windows)} windows ({mode}): {windows.covered_interactions:,} of "
+            f"{windows.train_interactions:,} training interactions ({share:.1%}){hint}\n"
+            f"evaluation: exclude_history={config.eval.exclude_history} -> {str(exclude).lower()} ({why})")
 
 
 def test_model(model: SequentialRecommender, split: SequenceSplit, config: RunConfig, device: torch.device):
@@ -225,12 +263,23 @@ def load_finished_run(run_dir: str | Path, split: SequenceSplit | None = None
     if not (run_dir / "best.pt").exists():
         raise FileNotFoundError(f"{run_dir} has no best.pt: not a finished dmesr run directory")
     config = saved_run_config(run_dir)
-    split = split or prepare_split(config.data)
-    features = load_run_features(config, split)
+    split = split or load_run_split(run_dir)
+    features = load_run_features(config, split) if config.model.name not in BASELINES else None
     _check_same_run(run_dir, config, split, features)
     model = build_run_model(config, split, features)
     model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
     return config, split, model
+
+
+def load_run_split(run_dir: str | Path) -> SequenceSplit:
+    """The split a run was trained on, rebuilt from its config (and, for a dataset added with
+    ``dmesr data add`` that this data home does not know, the registration saved in data.json)."""
+    run_dir = Path(run_dir)
+    data_file = run_dir / "data.json"
+    source = json.loads(data_file.read_text()).get("source") if data_file.exists() else None
+    if source:
+        restore_registration(source)
+    return prepare_split(saved_run_config(run_dir).data)
 
 
 def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto",
@@ -243,8 +292,9 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str =
         config.eval.protocol = protocol
     result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
     out = run_dir / f"evaluation-{config.eval.protocol}.json"
-    out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups},
-                              indent=2))
-    print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
+    out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups,
+                               "exclude_history": excludes_history(config.eval, has_repeats(split))}, indent=2))
+    excluded = "seen items excluded" if excludes_history(config.eval, has_repeats(split)) else "every item ranked"
+    print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")) + f"  ({excluded})")
     print(f"wrote {out}")
     return out

@@ -81,9 +81,12 @@ class Trainer:
         if len(self.train_windows) == 0:
             raise ValueError(f"dataset {split.name!r} has no user with at least 2 training interactions")
         self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+        trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        # a baseline (pop, repeat-pop) has nothing to train: one validation, no optimizer steps
+        self.optimizer = torch.optim.Adam(trainable, lr=config.train.lr,
+                                          weight_decay=config.train.weight_decay) if trainable else None
         loss_module = LossModule(self.model, config.train)
-        if self.dist.enabled:
+        if self.dist.enabled and trainable:
             device_ids = [self.dist.local_rank] if device.type == "cuda" else None
             loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=device_ids)
         self.loss_module = loss_module
@@ -104,7 +107,7 @@ class Trainer:
         atomic_save(
             {
                 "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
                 "state": asdict(self.state),
                 "torch_rng": torch.get_rng_state(),
             },
@@ -118,7 +121,8 @@ class Trainer:
             return
         saved = load_checkpoint(self.checkpoint_path)
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.optimizer:
+            self.optimizer.load_state_dict(saved["optimizer"])
         self.state = TrainState(**saved["state"])
         torch.set_rng_state(saved["torch_rng"])
         if self.dist.is_main:
@@ -190,7 +194,7 @@ class Trainer:
         while not self.state.stopped:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
-            loss = self.train_epoch(epoch)
+            loss = self.train_epoch(epoch) if self.optimizer else 0.0
             train_seconds = time.perf_counter() - started
             valid = self.validate()
             epoch_seconds = time.perf_counter() - started
@@ -205,7 +209,9 @@ class Trainer:
                     atomic_save({"model": self.model.state_dict()}, self.best_path)
             else:
                 self.state.epochs_without_improvement += 1
-            if self.state.epochs_without_improvement >= train.patience:
+            if self.optimizer is None:
+                self.state.stopped = "nothing to train"
+            elif self.state.epochs_without_improvement >= train.patience:
                 self.state.stopped = "patience"
             elif epoch >= train.max_epochs:
                 self.state.stopped = "max_epochs"
