@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmesr.experiments import runner
+from dmesr.experiments import runner, status
 from dmesr.experiments.grid import expand_grid
 from dmesr.config import load_config, save_config
 from dmesr.experiments.reevaluate import evaluate_missing, evaluate_runs
@@ -129,7 +129,7 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
     outcomes = run_grid(cells, dry_run=True)
     assert [o.status for o in outcomes] == ["done", "partial", "todo", "todo", "todo", "todo"]
     final = json.loads((cells[0].run_dir / "final.json").read_text())
-    per_epoch = runner._seconds_per_epoch_where_finished(cells[0].run_dir, final)
+    per_epoch = status._seconds_per_epoch_where_finished(cells[0].run_dir, final)
     assert outcomes[1].seconds == pytest.approx(per_epoch * 1) and outcomes[1].estimate_source == "measured"
     assert outcomes[2].seconds == pytest.approx(per_epoch * 2)
     # slow-lr has no finished run of its own: the same dataset and model's runs stand in
@@ -173,7 +173,7 @@ def test_raising_the_patience_continues_finished_cells(tmp_path, tiny_data, caps
                                                                  "train.patience": 3, "train.max_epochs": 30})
     planned = run_grid(longer, dry_run=True)
     final = json.loads((short[0].run_dir / "final.json").read_text())
-    per_epoch = runner._seconds_per_epoch_where_finished(short[0].run_dir, final)
+    per_epoch = status._seconds_per_epoch_where_finished(short[0].run_dir, final)
     assert planned[0].status == "continues" and planned[0].estimate_source == "continues"
     assert planned[0].seconds == pytest.approx(per_epoch * 2)
     run_grid(longer, show_progress=False)
