@@ -218,7 +218,8 @@ def _dispatch(args) -> int:
                                    args.cells)
         bad = [outcome.cell.label for outcome in outcomes if outcome.status in ("failed", "invalid")]
         if bad:
-            print(f"dmesr experiments: error: {len(bad)} cell(s) failed: {', '.join(bad)}", file=sys.stderr)
+            print(f"dmesr experiments: error: {len(bad)} cell(s) failed or cannot run: {', '.join(bad)}",
+                  file=sys.stderr)
         return 1 if bad else 0
     if args.command == "report":
         from dmesr.experiments import report

@@ -139,7 +139,8 @@ def dry_run_outcomes(cells: list[Cell], workers: int = 1, measured_from: list[Ce
             outcomes.append(CellOutcome(cell, status, seconds, estimate_source=source))
     width = max(len(cell.label) for cell in cells)
     for outcome in outcomes:
-        estimate = "" if outcome.status == "done" else f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
+        estimate = "" if outcome.status in ("done", "invalid") else \
+            f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
         where = outcome.error if outcome.status == "invalid" else outcome.cell.run_dir
         print(f"{outcome.status:9s} {outcome.cell.label:{width}s} {estimate:24s} {where}")
     counts = {status: sum(o.status == status for o in outcomes) for status in (*STATUSES, "invalid")}
