@@ -29,16 +29,16 @@ def _holder(path: Path) -> str:
 
 def is_locked(path: str | Path) -> bool:
     """Whether a live process holds the lock file ``path`` now (a probe: takes and drops it)."""
-    path = Path(path)
-    if not path.exists():
-        return False
     try:
-        with open(path, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        descriptor = os.open(path, os.O_RDONLY)  # never creates the file: a probe leaves nothing behind
     except OSError:
         return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
     return False
 
 
