@@ -235,6 +235,7 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | dict
 
 def check_config(config: RunConfig) -> None:
     """Refuse settings that would train nonsense or fail deep inside torch: one line naming the key."""
+    # imported here: the modules that own each list of known names import this one
     from dmesr.data.identity import dataset_name
     from dmesr.evaluation.protocols import PROTOCOLS
     from dmesr.models import MODELS
