@@ -83,7 +83,14 @@ def load_pack(folder: Path) -> tuple[dict, dict, tuple]:
 
 def unpack(folder: Path, target: Path) -> None:
     with tarfile.open(folder / "raw.tar.xz") as archive:
-        archive.extractall(target, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: refuses links and paths outside target
+            archive.extractall(target, filter="data")
+        else:  # the same refusals by hand (Debian 12's Python is 3.11.2)
+            for member in archive.getmembers():
+                if not (member.isfile() or member.isdir()) or Path(member.name).is_absolute() \
+                        or ".." in Path(member.name).parts:
+                    raise ValueError(f"{folder / 'raw.tar.xz'}: refusing to extract {member.name!r}")
+            archive.extractall(target)
     features = target / FEATURES
     features.mkdir(parents=True, exist_ok=True)
     arrays, pca, token_shape = load_pack(folder)

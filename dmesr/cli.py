@@ -165,13 +165,31 @@ def _parameters(pairs: list[str]) -> dict:
     return parsed
 
 
+# What a stopped command keeps, said in the one line Ctrl-C prints.
+RESUMES = {"train": "rerun the same command to resume {where} after its last finished epoch",
+           "experiments": "rerun the same command: finished cells are kept, stopped ones resume after their last "
+                          "finished epoch",
+           "enrich": "rerun the same command: every finished batch is cached and skipped"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    import yaml
+
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in exported files' headers
     try:
         return _dispatch(args)
-    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
-        print(f"dmesr {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        where = getattr(args, "run_dir_resumed", None) or "the run"
+        resumes = RESUMES.get(args.command, "nothing half-written is kept; rerun the same command").format(where=where)
+        print(f"\ndmesr {args.command}: interrupted; {resumes}", file=sys.stderr)
+        return 130
+    except yaml.YAMLError as error:  # a --set value or notebook parameter; files are named by read_yaml
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        print(f"dmesr {args.command}: error: a value is not valid YAML ({problem})", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, OSError, RuntimeError) as error:
+        print(f"dmesr {args.command}: error: {str(error).strip() or type(error).__name__}", file=sys.stderr)
         return 2
 
 
@@ -203,7 +221,10 @@ def _dispatch(args) -> int:
     if args.command == "train":
         from dmesr.training.run import train_run
 
+        from dmesr.training.run import run_directory
+
         config = load_config(args.config, _train_overrides(args))
+        args.run_dir_resumed = run_directory(config)
         train_run(config, show_progress=not args.quiet)
         return 0
     if args.command == "evaluate":
@@ -219,8 +240,13 @@ def _dispatch(args) -> int:
             return 0
         from dmesr.experiments import experiments_run
 
-        experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads, args.cells)
-        return 0
+        outcomes = experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads,
+                                   args.cells)
+        bad = [outcome.cell.label for outcome in outcomes if outcome.status in ("failed", "invalid")]
+        if bad:
+            print(f"dmesr experiments: error: {len(bad)} cell(s) failed or cannot run: {', '.join(bad)}",
+                  file=sys.stderr)
+        return 1 if bad else 0
     if args.command == "report":
         from dmesr.experiments import report
 

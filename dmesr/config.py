@@ -166,12 +166,25 @@ def _coerce(value: Any, current: Any, key: str) -> Any:
         items = value if isinstance(value, (list, tuple)) else [v for v in str(value).split(",") if v]
         element_type = type(current[0]) if current else str
         return tuple(_coerce(v, element_type(), key) if element_type is not str else str(v) for v in items)
-    if isinstance(current, (int, float)) and not isinstance(current, bool):
-        try:
-            return type(current)(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"config key {key!r} expects a number, got {value!r}") from None
+    if isinstance(current, int) and not isinstance(current, bool):
+        # int(1.7) would quietly train seed 1: only whole numbers are integers
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else _number(value)
+        if not isinstance(number, (int, float)) or isinstance(number, bool) or not float(number).is_integer():
+            raise ValueError(f"config key {key!r} expects an integer, got {value!r}")
+        return int(number)
+    if isinstance(current, float):
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else _number(value)
+        if number is None or isinstance(number, bool) or number != number:
+            raise ValueError(f"config key {key!r} expects a number, got {value!r}")
+        return float(number)
     return value if value is None else str(value) if isinstance(current, str) else value
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
 
 
 def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
@@ -204,6 +217,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return nested
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file's content; a syntax error is one line naming the file, line and problem."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}{line}: not valid YAML ({problem})") from None
+
+
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
     """Defaults, then the YAML file, then overrides (dotted strings or a nested dict)."""
     config = RunConfig()
@@ -211,13 +235,68 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | dict
         path = Path(yaml_path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a mapping at the top level")
         _apply(config, loaded)
     if overrides:
         _apply(config, parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    check_config(config)
     return config
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuse settings that would train nonsense or fail deep inside torch: one line naming the key."""
+    # imported here: the modules that own each list of known names import this one
+    from dmesr.data.identity import dataset_name
+    from dmesr.evaluation.protocols import PROTOCOLS
+    from dmesr.models import BASELINES, MODELS
+    from dmesr.models.fusion import NORMS
+    from dmesr.models.item_encoders import FUSIONS, INTEGRATIONS, KINDS
+    from dmesr.models.losses import LOSSES
+
+    dataset_name(config.data.dataset)
+    data, model, items, train, eval_ = config.data, config.model, config.items, config.train, config.eval
+    choices = {"model.name": (model.name, (*MODELS, *BASELINES)), "items.kind": (items.kind, KINDS),
+               "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, NORMS),
+               "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
+               "eval.protocol": (eval_.protocol, PROTOCOLS)}
+    for key, (value, known) in choices.items():
+        if value not in known:
+            raise ValueError(f"unknown {key} {value!r}; known: {', '.join(known)}")
+    for view in items.views:
+        if view not in ("image", "text"):
+            raise ValueError(f"unknown view {view!r} in items.views; known: image, text")
+    if train.device not in ("auto", "cpu", "mps") and not train.device.startswith("cuda"):
+        raise ValueError(f"unknown train.device {train.device!r}; known: auto, cpu, cuda, cuda:N, mps")
+    at_least = {"data.min_user_interactions": (data.min_user_interactions, 0),
+                "data.min_item_interactions": (data.min_item_interactions, 0), "data.max_len": (data.max_len, 1),
+                "data.num_sampled_negatives": (data.num_sampled_negatives, 0),
+                "model.hidden_size": (model.hidden_size, 1), "model.num_layers": (model.num_layers, 1),
+                "model.num_heads": (model.num_heads, 1), "items.adapter_hidden": (items.adapter_hidden, 1),
+                "items.token_pca_dim": (items.token_pca_dim, 0), "items.align_weight": (items.align_weight, 0),
+                "train.num_negatives": (train.num_negatives, 1), "train.batch_size": (train.batch_size, 1),
+                "train.weight_decay": (train.weight_decay, 0), "train.max_epochs": (train.max_epochs, 1),
+                "train.patience": (train.patience, 1), "train.max_minutes": (train.max_minutes, 0),
+                "train.num_threads": (train.num_threads, 0), "eval.batch_size": (eval_.batch_size, 1)}
+    for key, (value, lowest) in at_least.items():
+        if value < lowest:
+            raise ValueError(f"{key} must be >= {lowest}, got {value}")
+    at_least_zero = {"train.lr": train.lr}  # 0 is allowed: a model that does not learn is a baseline
+    above_zero = {"items.temperature": items.temperature}
+    fractions = {"model.dropout": model.dropout, "model.mask_prob": model.mask_prob, "items.dropout": items.dropout,
+                 "eval.head_fraction": eval_.head_fraction}
+    for key, value in at_least_zero.items():
+        if not value >= 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+    for key, value in above_zero.items():
+        if not value > 0:
+            raise ValueError(f"{key} must be > 0, got {value}")
+    for key, value in fractions.items():
+        if not 0 <= value < 1:
+            raise ValueError(f"{key} must be in [0, 1), got {value}")
+    if not eval_.ks or min(eval_.ks) < 1:
+        raise ValueError(f"eval.ks must list cut-offs >= 1, got {list(eval_.ks)}")
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -240,4 +319,4 @@ def save_config(config: RunConfig, path: str | Path) -> None:
 
 def saved_run_config(run_dir: str | Path) -> RunConfig:
     """The resolved config a run directory was trained with (its ``config.yaml``)."""
-    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()))
+    return config_from_dict(read_yaml(Path(run_dir) / "config.yaml"))

@@ -97,7 +97,7 @@ def test_nested_overrides_merge_dotted_and_nested_keys():
     ({"order": ["dataset", "seed", "model", "methods"]}, "'order' must list each of"),
     ({"seeds": ["a"]}, "'seeds' must be integers"),
     ({"methods": {"a": {"train.lr": 0.1}, "b": {"train.lr": 0.1}}}, "methods 'a' and 'b' give the same run config"),
-    ({"base": {"train.max_epochs": "many"}}, "base: config key 'train.max_epochs' expects a number"),
+    ({"base": {"train.max_epochs": "many"}}, "base: config key 'train.max_epochs' expects an integer"),
 ])
 def test_bad_experiments_fail_with_a_clear_error(changes, message):
     with pytest.raises(ValueError) as error:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dmesr.experiments import runner
+from dmesr.experiments import runner, status
 from dmesr.experiments.grid import expand_grid
 from dmesr.config import load_config, save_config
 from dmesr.experiments.reevaluate import evaluate_missing, evaluate_runs
@@ -40,6 +40,7 @@ def tiny_data(monkeypatch):
     """Every run trains (and is re-evaluated) on the synthetic split (no download)."""
     for module in ("dmesr.training.run", "dmesr.experiments.reevaluate"):
         monkeypatch.setattr(f"{module}.prepare_split", lambda config: make_tiny_split())
+    monkeypatch.setattr("dmesr.experiments.runner.dataset_problem", lambda dataset: "")  # "tiny" is loadable here
 
 
 @pytest.mark.slow  # ~6 s: the first training in a process imports torch's optimizer machinery
@@ -80,15 +81,23 @@ def test_grid_runs_then_second_run_does_nothing(tmp_path, tiny_data, monkeypatch
     assert "Command: `dmesr report runs`" in text
 
 
-def test_failing_cell_is_logged_and_the_grid_goes_on(tmp_path, tiny_data, capsys):
-    cells = tiny_grid(tmp_path, models=("nosuchmodel", "sasrec"), methods={"backbone": {}})
+def test_failing_cell_is_logged_and_the_grid_goes_on(tmp_path, tiny_data, capsys, monkeypatch):
+    cells = tiny_grid(tmp_path, models=("gru4rec", "sasrec"), methods={"backbone": {}})
+    real_train_run = runner.train_run
+
+    def train_or_fail(config, show_progress=True):
+        if config.model.name == "gru4rec":
+            raise ValueError("the data broke")
+        return real_train_run(config, show_progress)
+
+    monkeypatch.setattr(runner, "train_run", train_or_fail)
     outcomes = run_grid(cells, show_progress=False)
     assert [o.status for o in outcomes] == ["failed", "finished"]
-    assert "unknown model 'nosuchmodel'" in outcomes[0].error
+    assert "the data broke" in outcomes[0].error
     assert "ValueError" in (cells[0].run_dir / "error.log").read_text()
     summary = capsys.readouterr().out
-    assert "2 cells: 0 already done, 1 finished, 1 failed" in summary
-    assert "failed: tiny/nosuchmodel/backbone/seed1: ValueError: unknown model" in summary
+    assert "2 cells: 0 already done, 0 skipped (another process trains them), 1 finished, 1 failed" in summary
+    assert "failed: tiny/gru4rec/backbone/seed1: ValueError: the data broke" in summary
 
 
 def test_cells_are_selected_by_label_globs_in_grid_order(tmp_path):
@@ -120,7 +129,7 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
     outcomes = run_grid(cells, dry_run=True)
     assert [o.status for o in outcomes] == ["done", "partial", "todo", "todo", "todo", "todo"]
     final = json.loads((cells[0].run_dir / "final.json").read_text())
-    per_epoch = runner._seconds_per_epoch_where_finished(cells[0].run_dir, final)
+    per_epoch = status._seconds_per_epoch_where_finished(cells[0].run_dir, final)
     assert outcomes[1].seconds == pytest.approx(per_epoch * 1) and outcomes[1].estimate_source == "measured"
     assert outcomes[2].seconds == pytest.approx(per_epoch * 2)
     # slow-lr has no finished run of its own: the same dataset and model's runs stand in
@@ -164,7 +173,7 @@ def test_raising_the_patience_continues_finished_cells(tmp_path, tiny_data, caps
                                                                  "train.patience": 3, "train.max_epochs": 30})
     planned = run_grid(longer, dry_run=True)
     final = json.loads((short[0].run_dir / "final.json").read_text())
-    per_epoch = runner._seconds_per_epoch_where_finished(short[0].run_dir, final)
+    per_epoch = status._seconds_per_epoch_where_finished(short[0].run_dir, final)
     assert planned[0].status == "continues" and planned[0].estimate_source == "continues"
     assert planned[0].seconds == pytest.approx(per_epoch * 2)
     run_grid(longer, show_progress=False)
@@ -217,7 +226,7 @@ def test_two_worker_processes_run_a_grid_from_yaml(tmp_path, monkeypatch):
     assert [o.status for o in experiments_run(experiment, limit=1)] == ["skipped"]
     # every finished cell was scored with the sampled protocol too; re-scoring reproduces it
     assert store["sampled_HR@10"].between(store["test_HR@10"], 1).all()  # 5 negatives: easier than full ranking
-    first = tmp_path / "runs" / "walk" / "gru4rec"
+    first = next((tmp_path / "runs").glob("walk-*")) / "gru4rec"  # the folder's name + its files' fingerprint
     sampled = next(first.glob("*/evaluation-sampled.json"))
     written = json.loads(sampled.read_text())
     sampled.unlink()

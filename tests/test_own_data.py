@@ -125,7 +125,7 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, home, capsys):
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     assert main([*add, str(empty), "--user", "u", "--item", "i", "--time", "t"]) == 2
-    assert f"{empty}: empty file" in capsys.readouterr().err
+    assert f"{empty}: the file is empty" in capsys.readouterr().err
     words = tmp_path / "words.csv"
     words.write_text("u,i,t\na,b,yesterday\n")
     assert main([*add, str(words), "--user", "u", "--item", "i", "--time", "t"]) == 2

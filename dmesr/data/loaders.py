@@ -4,6 +4,13 @@ Every loader returns interactions (user str, item str, timestamp int64, in file 
 item table with ``item``, the assembled original ``text`` ("Title: Toy Story. Year: 1995.
 Genres: Animation, Children's, Comedy."), the source fields and ``image_path``. Amazon reviews
 live in ``amazon.py``; the helpers shared by all loaders live here.
+
+Ids are text, normalised one way everywhere (``normalise_ids``): surrounding blanks dropped and a
+whole number written as a float (``1.0``, as a spreadsheet or pandas writes it) read as ``1``, so
+the interactions and the item table of one dataset always match. An id that is a missing-value
+marker (empty, ``NA``, ``NaN``, ``null``, ``None``, ``N/A``) is refused, naming the file and row:
+it is far likelier a hole in the data than an item, and kept it would become one real item (or
+user) standing for every missing one. Every loader error names its file.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import pandas as pd
 from dmesr.data.schema import RawDataset
 
 logger = logging.getLogger(__name__)
+
+MISSING_ID_MARKERS = {"", "na", "nan", "n/a", "null", "none", "<na>"}
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # RecBole field name -> label used in the assembled item text; other fields get "Field name".
@@ -54,24 +63,47 @@ def parse_timestamps(values: pd.Series, path: Path | str) -> np.ndarray:
     numbers = pd.to_numeric(values, errors="coerce")
     if not numbers.isna().any():
         return np.floor(numbers.to_numpy(dtype=np.float64)).astype(np.int64)
-    dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    if numbers.notna().any():
+        row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
+        raise ValueError(f"{path}: timestamps must be all numbers or all ISO dates; row {row} holds "
+                         f"{values.iloc[row]!r} among numbers such as {values[numbers.notna()].iloc[0]!r}")
+    try:
+        dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
+    except (ValueError, OverflowError) as error:  # out-of-bounds dates raise despite errors="coerce"
+        raise ValueError(f"{path}: timestamps must be numbers or ISO dates ({error})") from None
     if not dates.isna().any():
         return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
     bad = values[numbers.isna()].iloc[0]
     raise ValueError(f"{path}: timestamps must be numbers or ISO dates; cannot parse {bad!r}")
 
 
+def normalise_ids(values, column: str, path: Path | str) -> pd.Series:
+    """Ids as text, the same way for every table (see the module docstring); a missing id is an error."""
+    ids = pd.Series(values).reset_index(drop=True)
+    text = ids.astype(str).str.strip()
+    missing = ids.isna().to_numpy() | text.str.lower().isin(MISSING_ID_MARKERS).to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise ValueError(f"{path}: missing {column} id in row {row} ({ids.iloc[row]!r}; {int(missing.sum())} such "
+                         f"rows); ids must be present, and NA/NaN/null/empty are read as missing")
+    return text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+
+
 def interactions_frame(users, items, timestamps: np.ndarray, path: Path | str) -> pd.DataFrame:
     """The canonical interaction table; a missing user or item id is an error, not a silent drop."""
-    columns = {}
-    for column, values in (("user", users), ("item", items)):
-        ids = pd.Series(values).reset_index(drop=True)
-        text = ids.astype(str)
-        missing = ids.isna() | (text.str.strip() == "")
-        if missing.any():
-            raise ValueError(f"{path}: empty {column} id in row {int(np.flatnonzero(missing)[0])}")
-        columns[column] = text
+    columns = {column: normalise_ids(values, column, path) for column, values in (("user", users), ("item", items))}
+    if not len(columns["user"]):
+        raise ValueError(f"{path}: no interactions (the file has a header but no rows)")
     return pd.DataFrame({**columns, "timestamp": np.asarray(timestamps, dtype=np.int64)})
+
+
+def warn_items_without_text(interactions: pd.DataFrame, items: pd.DataFrame, path: Path | str) -> None:
+    """Name how many interacted items the item table ``path`` has no row for (they get no text)."""
+    used = pd.unique(interactions["item"])
+    missing = int((~pd.Series(used).isin(items["item"])).sum())
+    if missing:
+        logger.warning("%s: %d of %d items in the interactions have no row here, so no text (e.g. %r)", path,
+                       missing, len(used), used[~pd.Series(used).isin(items["item"]).to_numpy()][0])
 
 
 def _clean_value(value) -> str | None:
@@ -156,12 +188,17 @@ def read_atomic_file(path: Path) -> pd.DataFrame:
     """A RecBole atomic file (tab-separated, header ``name:type``) as strings, types stripped from names."""
     if not path.is_file():
         raise FileNotFoundError(f"RecBole atomic file not found: {path}")
-    header = pd.read_csv(path, sep="\t", nrows=0, quoting=csv.QUOTE_NONE).columns
+    try:
+        header = pd.read_csv(path, sep="\t", nrows=0, quoting=csv.QUOTE_NONE).columns
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty") from None
     # ``float`` fields are parsed as numbers (fast); token fields stay text, verbatim.
     types = {column: np.float64 if column.endswith(":float") else str for column in header}
     try:
         # QUOTE_NONE: titles such as `"Great Performances" Cats` carry literal quotes.
         frame = pd.read_csv(path, sep="\t", dtype=types, quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty") from None
     except ValueError as error:
         raise ValueError(f"{path}: a ':float' field holds a non-number ({error})") from None
     frame.columns = [str(column).split(":", 1)[0] for column in header]
@@ -216,7 +253,9 @@ def load_recbole_atomic(
 
         texts = [item_text((labels[f], value(row, f)) for f in fields) for row in table[fields].to_dict("records")]
         items = with_text(table.rename(columns={"item_id": "item"}), texts)
+        items["item"] = normalise_ids(items["item"], "item", item_path).to_numpy()
         items = attach_images(one_row_per_item(items, item_path), image_folder)
+        warn_items_without_text(interactions, items, item_path)
     files = [inter_path] + ([item_path] if item_path else [])
     return RawDataset(name=name or inter_path.stem, interactions=interactions, items=items, source_files=files)
 
@@ -289,7 +328,9 @@ def read_table(path: Path | str) -> pd.DataFrame:
         try:
             table = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""])
         except pd.errors.EmptyDataError:
-            raise ValueError(f"{path}: empty file") from None
+            raise ValueError(f"{path}: the file is empty") from None
+        except (ValueError, pd.errors.ParserError) as error:
+            raise ValueError(f"{path}: cannot be read as a table ({str(error).strip().splitlines()[0]})") from None
     if table.empty:
         raise ValueError(f"{path}: no rows")
     return table
@@ -349,11 +390,12 @@ def load_table(
                                   for p in meta["image_path"]]
         columns = list(text_columns) if text_columns else [c for c in meta.columns if c not in (item, "image_path")]
         items = meta.rename(columns={item: "item"})
-        items["item"] = items["item"].astype(str)
+        items["item"] = normalise_ids(items["item"], "item", items_path).to_numpy()
         texts = [
             item_text((column.replace("_", " ").capitalize(), row[column]) for column in columns)
             for row in meta[columns].to_dict("records")
         ]
         items = attach_images(one_row_per_item(with_text(items, texts), items_path), image_folder)
+        warn_items_without_text(interactions, items, items_path)
     files = [path] + ([Path(items_path)] if items_path else [])
     return RawDataset(name=name or path.stem.split(".")[0], interactions=interactions, items=items, source_files=files)

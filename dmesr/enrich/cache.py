@@ -4,8 +4,10 @@ Describing a catalogue takes hours, so every finished batch is appended to a JSO
 flushed + fsynced before the next starts. A record is keyed by (dataset, item, view, describer
 id, prompt hash); a restarted run reads all records in the cache folder and skips those keys.
 Each writer (one per ``--shard``) appends to its own file, so processes on one machine never
-interleave lines and folders from several machines can simply be copied together. A crash can
-leave a torn last line: readers ignore it and the next writer cuts it off before appending.
+interleave lines and folders from several machines can simply be copied together, and each file
+has one writing process at a time (``<file>.lock``, :mod:`dmesr.lock`). A crash can leave a torn
+last line: readers ignore it and the next writer cuts it off before appending. A last record that
+is whole but lacks its newline is read, and kept by the next writer (which adds the newline).
 """
 
 from __future__ import annotations
@@ -88,12 +90,18 @@ class DescriptionCache:
     def done_keys(self) -> set[tuple[str, ...]]:
         return {record_key(record) for record in self.records()}
 
+    def writer_path(self, describer: str, shard_tag: str = "all") -> Path:
+        """The file one describer (and shard) appends to; its lock file is this path + ``.lock``."""
+        return self.folder / f"{safe_name(describer)}.{shard_tag}.jsonl"
+
     def writer(self, describer: str, shard_tag: str = "all") -> "CacheWriter":
-        return CacheWriter(self.folder / f"{safe_name(describer)}.{shard_tag}.jsonl")
+        return CacheWriter(self.writer_path(describer, shard_tag))
 
 
 class CacheWriter:
-    """Appends batches of records to one file; each batch is on disk when ``append`` returns."""
+    """Appends batches of records to one file; each batch is on disk when ``append`` returns.
+
+    Made (it first ends the file on a whole record) and used while holding the file's lock."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -101,12 +109,29 @@ class CacheWriter:
         self._cut_torn_tail()
 
     def _cut_torn_tail(self) -> None:
+        """End the file on a whole record: a torn last line is cut, as readers skip it; a whole
+        record that lacks only its newline gets one, as readers count it."""
         if not self.path.exists():
             return
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            with open(self.path, "r+b") as handle:
-                handle.truncate(data.rfind(b"\n") + 1)
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:])
+            whole = True
+        except json.JSONDecodeError:
+            whole = False
+        with open(self.path, "r+b") as handle:
+            if whole:
+                handle.seek(0, os.SEEK_END)
+                handle.write(b"\n")
+            else:
+                log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write", self.path,
+                            len(data) - start)
+                handle.truncate(start)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     def append(self, records: list[dict]) -> None:
         if not records:

@@ -98,6 +98,9 @@ class CascadeDescriber(Describer):
             self._tagger = ImageTagger(self.top_k, device=self.writer.device)
         return self._tagger
 
+    def load(self) -> None:
+        self.writer  # noqa: B018 - loading is the point
+
     def describe(self, requests: list[DescribeRequest]) -> list[str]:
         view = single_view(requests)
         if view == "image":

@@ -38,6 +38,10 @@ class Describer(ABC):
     @abstractmethod
     def describe(self, requests: list[DescribeRequest]) -> list[str]: ...
 
+    def load(self) -> None:
+        """Load the models now (they load lazily otherwise), so that one that cannot load is one error
+        before any item, not a failure counted per item."""
+
 
 def generation_tag(max_new_tokens: int, no_repeat_ngram_size: int) -> str:
     """The generation settings that change the text, for the describer id (and so the cache key)."""
@@ -67,6 +71,9 @@ class HFDescriber(Describer):
         self.describer_id = f"hf:{model}:{generation_tag(max_new_tokens, no_repeat_ngram_size)}"
         self.about = f"Hugging Face model {model}; {generation_about(max_new_tokens, no_repeat_ngram_size)}"
         self._generator = None
+
+    def load(self) -> None:
+        self.generator  # noqa: B018 - loading is the point
 
     @property
     def generator(self):

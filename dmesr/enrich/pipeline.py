@@ -2,7 +2,8 @@
 
 ``describe_items`` walks an item table view by view in batches, skips what the cache already
 holds, writes each finished batch to disk before starting the next, and isolates bad items: a
-batch that fails is retried one item at a time, so one broken item costs only itself.
+batch that fails is retried one item at a time, so one broken item costs only itself. A describer
+whose model cannot load fails once, before the loop; one process writes a cache file at a time.
 ``embed_items`` encodes the cached descriptions and the original texts into ``SemanticFeatures``.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from dmesr.data.identity import dataset_key
 from dmesr.data.registry import dmesr_home
 from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
 from dmesr.enrich.describers import Describer, DescribeRequest, make_describer
@@ -26,12 +28,14 @@ from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
 from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
 from dmesr.enrich.store import load_features, save_features
+from dmesr.lock import exclusive
 
 log = logging.getLogger(__name__)
 
 
 def default_enrich_dir(dataset: str) -> Path:
-    return dmesr_home() / "enrich" / Path(dataset).name
+    """One dataset's descriptions and features, under its identity (:mod:`dmesr.data.identity`)."""
+    return dmesr_home() / "enrich" / dataset_key(dataset)
 
 
 def features_folder(dataset: str, describer: str, encoder: str = DEFAULT_ENCODER) -> Path:
@@ -40,7 +44,8 @@ def features_folder(dataset: str, describer: str, encoder: str = DEFAULT_ENCODER
 
 
 def load_dataset_features(dataset: str, items_config) -> SemanticFeatures:
-    """The features training uses for ``items_config`` (its ``describer`` and ``encoder`` fields)."""
+    """The features training uses for ``items_config`` (its ``describer`` and ``encoder`` fields),
+    checked to be made from this dataset (the identity they record, where they record one)."""
     folder = features_folder(dataset, items_config.describer, items_config.encoder)
     if not (folder / "meta.json").is_file():
         raise FileNotFoundError(
@@ -48,7 +53,20 @@ def load_dataset_features(dataset: str, items_config) -> SemanticFeatures:
             f"{items_config.encoder!r} (looked in {folder}); run `dmesr embed --dataset {dataset} "
             f"--describer {items_config.describer}` first"
         )
-    return load_features(folder, encoder=items_config.encoder)
+    features = load_features(folder, encoder=items_config.encoder)
+    recorded, current = features.meta.get("dataset_key"), dataset_key(dataset)
+    if recorded is not None and recorded != current:
+        raise ValueError(f"features in {folder} were made from dataset {recorded}, not {current} (its files "
+                         f"differ); run `dmesr embed --dataset {dataset}` again")
+    return features
+
+
+def _identity(dataset: str) -> str | None:
+    """The dataset's key, or None for an item table given without a dataset dmesr can load."""
+    try:
+        return dataset_key(dataset)
+    except (ValueError, FileNotFoundError):
+        return None
 
 
 def check_item_table(items: pd.DataFrame) -> pd.DataFrame:
@@ -82,6 +100,8 @@ def select_items(items: pd.DataFrame, limit: int | None, shard) -> pd.DataFrame:
     shard = parse_shard(shard)
     if shard is not None:
         items = items[[in_shard(str(item), shard) for item in items["item"]]]
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 0):
+        raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")
     return items if limit is None else items.head(int(limit))
 
 
@@ -99,9 +119,20 @@ def describe_items(items: pd.DataFrame, dataset: str, describer: str | Describer
     """
     check_item_table(items)
     views = [check_view(view) for view in views]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     selected = select_items(items, limit, shard)
     backend = describer if isinstance(describer, Describer) else make_describer(describer, **backend_options)
     cache = DescriptionCache(cache_dir or default_enrich_dir(dataset) / "descriptions", dataset)
+    shard_tag = "all" if shard is None else "shard-{}-of-{}".format(*parse_shard(shard))
+    path = cache.writer_path(backend.describer_id, shard_tag)
+    with exclusive(path.with_name(path.name + ".lock"), str(path)):
+        return _describe_locked(selected, dataset, backend, views, cache, shard_tag, batch_size, progress)
+
+
+def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, views: list[str],
+                     cache: DescriptionCache, shard_tag: str, batch_size: int, progress: bool) -> dict:
+    writer = cache.writer(backend.describer_id, shard_tag)  # first: it ends the file on a whole record
     done = cache.done_keys()
     skipped, failed, cached = Counter(), Counter(), 0
     pending: dict[str, list[dict]] = {view: [] for view in views}
@@ -116,9 +147,9 @@ def describe_items(items: pd.DataFrame, dataset: str, describer: str | Describer
                 failed["empty item text"] += 1
             else:
                 pending[view].append(row)
-    shard_tag = "all" if shard is None else "shard-{}-of-{}".format(*parse_shard(shard))
-    writer = cache.writer(backend.describer_id, shard_tag)
     total = sum(len(rows) for rows in pending.values())
+    if total:
+        backend.load()  # a model that cannot load is one error here, not one per item below
     started, written = time.perf_counter(), 0
     with tqdm(total=total, unit="item", desc=f"describe {dataset}", disable=not progress) as bar:
         for view, rows in pending.items():
@@ -142,6 +173,9 @@ def describe_items(items: pd.DataFrame, dataset: str, describer: str | Describer
     if progress:
         print(f"describe {dataset}: {written} done, {cached} already cached, skipped {dict(skipped)}, "
               f"failed {dict(failed)} ({summary['items_per_s']} items/s)")  # fmt: skip
+    if total and not written and failed:
+        raise RuntimeError(f"describe {dataset}: every one of {total} item views failed ({dict(failed)}); "
+                           f"nothing was written to {writer.path}")
     return summary
 
 
@@ -213,7 +247,7 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
     fingerprint = hashlib.sha256()
     for frame in (items[["item", "text"]].astype(str), table[["item", "view", "description"]].sort_values(["item", "view"])):
         fingerprint.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    meta = dict(dataset=dataset, encoder=encoder, descriptions=str(source),
+    meta = dict(dataset=dataset, dataset_key=_identity(dataset), encoder=encoder, descriptions=str(source),
                 describer=sorted(table["describer"].unique()) if "describer" in table.columns else None,
                 prompt_hashes={v: sorted(table.loc[table["view"] == v, "prompt_hash"].unique())
                                for v in views} if "prompt_hash" in table.columns else None,

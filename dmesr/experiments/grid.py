@@ -39,9 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dmesr.config import RunConfig, load_config
+from dmesr.config import RunConfig, load_config, read_yaml
 from dmesr.training.run import run_directory
 
 EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only",
@@ -151,7 +149,7 @@ def _read_spec(path: Path, children: tuple[Path, ...] = ()) -> dict[str, Any]:
     if not path.is_file():
         extended_by = f" (extended by {children[-1]})" if children else ""
         raise FileNotFoundError(f"experiment file not found: {path}{extended_by}")
-    spec = yaml.safe_load(path.read_text())
+    spec = read_yaml(path)
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: an experiment file must hold a mapping at the top level")
     if "extends" not in spec:
@@ -189,6 +187,7 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
     order = _order(spec, source)
 
     ranked = []  # (position along each axis, in `order`; cell)
+    problems = []  # every cell whose config is refused, named by its label
     for dataset_rank, dataset in enumerate(datasets):
         for model_rank, model in enumerate(only.get(dataset, {}).get("models", models)):
             for method_rank, method in enumerate(only.get(dataset, {}).get("methods", list(method_overrides))):
@@ -199,8 +198,16 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
                                        "train": {"seed": seed}})
                     positions = {"dataset": dataset_rank, "model": model_rank, "method": method_rank,
                                  "seed": seed_rank}
+                    try:
+                        config = load_config(overrides=overrides)
+                    except ValueError as error:
+                        problems.append(f"{dataset}/{model}/{method}/seed{seed}: {error}")
+                        continue
                     ranked.append((tuple(positions[axis] for axis in order),
-                                   Cell(name, dataset, model, method, seed, load_config(overrides=overrides))))
+                                   Cell(name, dataset, model, method, seed, config)))
+    if problems:
+        raise ValueError(f"{source}: {len(problems)} cell(s) have a bad config, nothing was started:\n  "
+                         + "\n  ".join(problems))
     if not ranked:
         raise ValueError(f"{source}: the grid is empty")
     cells = [cell for _, cell in sorted(ranked, key=lambda pair: pair[0])]

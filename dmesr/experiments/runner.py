@@ -7,8 +7,11 @@
 
 A cell is *done* when its run directory holds ``final.json`` (skipped without loading any data),
 *partial* when training started (``train_run`` resumes it from ``checkpoint.pt``), else *todo*.
-A failing cell is logged (traceback in ``<run dir>/error.log``) and the grid goes on; the summary
-at the end lists every failure. Ctrl-C stops the whole grid, workers included; each stopped cell
+Before anything runs, every cell is checked (its config, model and dataset): a grid with a bad
+cell names it and stops; the dry run marks it ``invalid``. A failing cell is logged (traceback in
+``<run dir>/error.log``) and the grid goes on; the summary at the end lists every failure, and the
+command then exits non-zero. A cell that another process is training (its run directory locked)
+is *running*: skipped, not trained twice. Ctrl-C stops the whole grid, workers included; each stopped cell
 resumes from its last finished epoch on the next run. With ``workers > 1`` each cell runs in its own spawned process
 and ``train.num_threads`` is set to ``max(1, cores // workers)`` (unless the config sets it), so
 two workers on two cores do not fight over the same cores.
@@ -32,14 +35,7 @@ Several GPUs on one machine, one shard per GPU, then the report once all are don
     done; wait
     dmesr report reports/runs/main
 
-Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
-epochs of finished runs of the same dataset, minus the epochs a partial run already has. The
-closest runs are used: same model and method, else same model ("measured"), else the same method
-with the other backbones, else any run of the dataset ("other backbones": backbones of one width
-cost within about 1.5x of each other). Only runs that finished on this kind of hardware count (any
-CPU for a CPU, the same GPU model for a GPU: an ml-1m epoch takes 2 s on an H200 and 20-70 s on one
-CPU thread), and of a run resumed on other hardware only the epochs that ran where it finished. A
-dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times ``train.max_epochs``, marked as a guess.
+Cell statuses and the dry run's time estimates live in :mod:`dmesr.experiments.status`.
 """
 
 from __future__ import annotations
@@ -48,7 +44,6 @@ import contextlib
 import fnmatch
 import json
 import os
-import statistics
 import threading
 import time
 import traceback
@@ -59,33 +54,23 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dmesr.config import saved_run_config
+from dmesr.data.identity import dataset_problem
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
+from dmesr.experiments.status import (DEFAULT_SECONDS_PER_EPOCH, STATUSES, cell_status,  # noqa: F401 - re-exported
+                                      estimate_seconds)
 from dmesr.experiments.store import write_store
-from dmesr.training.run import hardware, hardware_kind, shorter_patience_run, train_run
-
-DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
-SAME_SPEED_FACTOR = 3.0  # an epoch over 3x slower or faster than its run's last one ran on other hardware
-STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience
+from dmesr.lock import InProgressError
+from dmesr.training.run import train_run
 
 
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: str  # dry run: done | partial | todo; run: skipped | finished | failed
+    status: str  # dry run: one of STATUSES or invalid; run: skipped | running | finished | failed
     seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
     error: str = ""  # "<ExceptionType>: <message>" of a failed cell (traceback in <run dir>/error.log)
     estimate_source: str = ""  # dry run: "measured", "other backbones", "continues" or "guess"
-
-
-def cell_status(cell: Cell) -> str:
-    run_dir = cell.run_dir
-    if (run_dir / "final.json").exists():
-        return "done"
-    if (run_dir / "config.yaml").exists():
-        return "partial"
-    return "continues" if shorter_patience_run(run_dir, cell.config) else "todo"
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -119,81 +104,16 @@ def with_thread_share(cell: Cell, workers: int, threads: int | None = None) -> C
     return replace(cell, config=replace(cell.config, train=replace(cell.config.train, num_threads=share)))
 
 
-def _finished_epochs(run_dir: Path) -> int:
-    log = run_dir / "epochs.jsonl"
-    return len(log.read_text().splitlines()) if log.exists() else 0
+def cell_problem(cell: Cell) -> str:
+    """Why ``cell`` cannot run (its dataset is neither known nor a folder of data), or ""."""
+    return dataset_problem(cell.dataset)
 
 
-def _seconds_per_epoch_where_finished(run_dir: Path, final: dict) -> float:
-    """Median training seconds per epoch of a finished run, on the hardware its ``final.json`` names.
-
-    A run resumed on other hardware (started on a lent GPU, finished here) has epochs of two speeds
-    that ``final.json``'s median mixes; its last epoch ran on the named hardware. So only the epochs
-    within a factor :data:`SAME_SPEED_FACTOR` of the last one count. A run that never moved keeps (nearly)
-    all its epochs: load on one machine changes an epoch's time far less than that."""
-    log = run_dir / "epochs.jsonl"
-    seconds = [json.loads(line)["train_seconds"] for line in log.read_text().splitlines()] if log.exists() else []
-    if not seconds:
-        return final["seconds"]["train_epoch_median"]
-    last = seconds[-1]
-    return statistics.median(s for s in seconds if last / SAME_SPEED_FACTOR <= s <= last * SAME_SPEED_FACTOR)
-
-
-def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
-    """Groups of finished runs that predict ``cell``'s cost, closest first, with their label."""
-    return [((cell.dataset, cell.model, cell.method), "measured"), ((cell.dataset, cell.model), "measured"),
-            ((cell.dataset, "*", cell.method), "other backbones"), ((cell.dataset,), "other backbones")]
-
-
-def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list[Cell] = ()
-                     ) -> list[tuple[float, str]]:
-    """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on.
-
-    Besides the finished ``cells``, the finished cells of ``measured_from`` (e.g. the rest of the grid
-    when only some cells are run) are measured too."""
-    finished: dict[tuple, list[tuple[float, int]]] = {}
-    continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
-    # each run once: ``measured_from`` may repeat cells (the whole grid and a selection of it)
-    by_run = {cell.run_dir: cell for cell in measured_from}
-    for cell in cells:
-        by_run.pop(cell.run_dir, None)
-    others = [cell for cell in by_run.values() if cell_status(cell) == "done"]
-    here = hardware_kind(hardware())
-    for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
-        if status not in ("done", "continues"):
-            continue
-        start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
-        final = json.loads((start / "final.json").read_text())
-        per_epoch, epochs = _seconds_per_epoch_where_finished(start, final), final["epochs"]
-        if status == "continues":  # at least the epochs the larger patience adds
-            added = cell.config.train.patience - saved_run_config(start).train.patience
-            continued_epochs[index] = (per_epoch, added)
-            epochs += added
-        if hardware_kind(final.get("hardware", here)) != here:
-            continue
-        for key, _ in _estimate_keys(cell):
-            finished.setdefault(key, []).append((per_epoch, epochs))
-    estimates = []
-    for index, (cell, status) in enumerate(zip(cells, statuses)):
-        if status == "done":
-            estimates.append((0.0, "measured"))
-            continue
-        if status == "continues":
-            per_epoch, added = continued_epochs[index]
-            estimates.append((per_epoch * added, "continues"))
-            continue
-        measured, source = next(((finished[key], source) for key, source in _estimate_keys(cell) if key in finished),
-                                (None, "guess"))
-        if measured:
-            per_epoch = statistics.median(seconds for seconds, _ in measured)
-            epochs = statistics.median(count for _, count in measured)
-        else:
-            per_epoch, epochs = DEFAULT_SECONDS_PER_EPOCH, cell.config.train.max_epochs
-        seconds = per_epoch * max(0.0, epochs - _finished_epochs(cell.run_dir))
-        if cell.config.train.max_minutes > 0:
-            seconds = min(seconds, 60.0 * cell.config.train.max_minutes)
-        estimates.append((seconds, source))
-    return estimates
+def check_cells(cells: list[Cell]) -> None:
+    """Refuse a grid with a cell that cannot run, naming every such cell, before anything runs."""
+    problems = [f"{cell.label}: {problem}" for cell in cells if (problem := cell_problem(cell))]
+    if problems:
+        raise ValueError(f"{len(problems)} cell(s) cannot run, nothing was started:\n  " + "\n  ".join(problems))
 
 
 def _duration(seconds: float) -> str:
@@ -203,26 +123,40 @@ def _duration(seconds: float) -> str:
 
 
 def dry_run_outcomes(cells: list[Cell], workers: int = 1, measured_from: list[Cell] = ()) -> list[CellOutcome]:
-    """Status and remaining-time estimate of every cell, printed as a table; nothing runs."""
-    statuses = [cell_status(cell) for cell in cells]
-    estimates = estimate_seconds(cells, statuses, measured_from)
-    outcomes = [CellOutcome(cell, status, seconds, estimate_source=source)
-                for cell, status, (seconds, source) in zip(cells, statuses, estimates)]
+    """Status and remaining-time estimate of every cell, printed as a table; nothing runs. A cell that
+    cannot run is ``invalid``, with the reason in its ``error``."""
+    problems = [cell_problem(cell) for cell in cells]
+    valid = [cell for cell, problem in zip(cells, problems) if not problem]
+    statuses = [cell_status(cell) for cell in valid]
+    measurable = [cell for cell in measured_from if not cell_problem(cell)]
+    estimates = iter(zip(statuses, estimate_seconds(valid, statuses, measurable)))
+    outcomes = []
+    for cell, problem in zip(cells, problems):
+        if problem:
+            outcomes.append(CellOutcome(cell, "invalid", error=problem))
+        else:
+            status, (seconds, source) = next(estimates)
+            outcomes.append(CellOutcome(cell, status, seconds, estimate_source=source))
     width = max(len(cell.label) for cell in cells)
     for outcome in outcomes:
-        estimate = "" if outcome.status == "done" else f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
-        print(f"{outcome.status:9s} {outcome.cell.label:{width}s} {estimate:24s} {outcome.cell.run_dir}")
-    counts = {status: statuses.count(status) for status in STATUSES}
+        estimate = "" if outcome.status in ("done", "invalid") else \
+            f"{_duration(outcome.seconds)} ({outcome.estimate_source})"
+        where = outcome.error if outcome.status == "invalid" else outcome.cell.run_dir
+        print(f"{outcome.status:9s} {outcome.cell.label:{width}s} {estimate:24s} {where}")
+    counts = {status: sum(o.status == status for o in outcomes) for status in (*STATUSES, "invalid")}
     remaining = sum(outcome.seconds for outcome in outcomes)
     print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['continues']} continue "
-          f"a shorter-patience run, {counts['todo']} todo; "
+          f"a shorter-patience run, {counts['todo']} todo"
+          + (f", {counts['running']} running elsewhere" if counts["running"] else "")
+          + (f", {counts['invalid']} INVALID" if counts["invalid"] else "") + "; "
           f"about {_duration(remaining / workers)} left with {workers} worker(s)"
           + (" (includes guesses: no finished run to measure)" if any(o.estimate_source == "guess" for o in outcomes) else ""))
     return outcomes
 
 
-def run_cell(cell: Cell) -> tuple[float, str]:
-    """Train one cell (resuming if needed) -> ``(seconds, error)``; the error is "" on success.
+def run_cell(cell: Cell) -> tuple[float, str, str]:
+    """Train one cell (resuming if needed) -> ``(seconds, status, error)``: status ``finished`` (error
+    ""), ``running`` (another process trains it: left alone) or ``failed``.
 
     Top-level so that spawned worker processes can import it. The traceback of a failure goes to
     ``<run dir>/error.log``; a later successful run removes it.
@@ -233,12 +167,14 @@ def run_cell(cell: Cell) -> tuple[float, str]:
         _record_cell(cell)
         train_run(cell.config, show_progress=False)
         evaluate_missing(cell.run_dir, "sampled")  # the second protocol of the results report
+    except InProgressError as error:
+        return time.perf_counter() - started, "running", str(error)
     except Exception as error:  # noqa: BLE001 - one cell's failure must not stop the grid
         with contextlib.suppress(OSError):
             error_log.write_text(traceback.format_exc())
-        return time.perf_counter() - started, f"{type(error).__name__}: {error}"
+        return time.perf_counter() - started, "failed", f"{type(error).__name__}: {error}"
     error_log.unlink(missing_ok=True)
-    return time.perf_counter() - started, ""
+    return time.perf_counter() - started, "finished", ""
 
 
 def _evaluate_done_cell(cell: Cell, splits: dict) -> CellOutcome:
@@ -296,19 +232,25 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
         return []
     if dry_run:
         return dry_run_outcomes(cells, workers, [*measured_from, *whole])
+    check_cells(cells)
 
     splits = {}  # the split of each data config, loaded at most once for the done cells' evaluations
+    statuses = [cell_status(cell) for cell in cells]
     outcomes: list[CellOutcome | None] = [
-        _evaluate_done_cell(cell, splits) if cell_status(cell) == "done" else None for cell in cells]
+        _evaluate_done_cell(cell, splits) if status == "done" else
+        CellOutcome(cell, "running", error="another process trains it") if status == "running" else None
+        for cell, status in zip(cells, statuses)]
     pending = {index: with_thread_share(cell, workers, threads)
                for index, cell in enumerate(cells) if outcomes[index] is None}
     progress = tqdm(total=len(pending), desc="cells", unit="cell", disable=not show_progress)
 
-    def record(index: int, seconds: float, error: str) -> None:
+    def record(index: int, seconds: float, status: str, error: str) -> None:
         cell = pending[index]
-        outcomes[index] = CellOutcome(cell, "failed" if error else "finished", seconds, error)
-        if error:
+        outcomes[index] = CellOutcome(cell, status, seconds, error)
+        if status == "failed":
             progress.write(f"FAILED {cell.label}: {error} (traceback: {cell.run_dir / 'error.log'})")
+        elif status == "running":
+            progress.write(f"skipped {cell.label}: {error}")
         progress.update()
 
     if workers == 1:
@@ -323,7 +265,7 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
                 try:
                     record(futures[future], *future.result())
                 except Exception as error:  # noqa: BLE001 - e.g. a worker killed for memory
-                    record(futures[future], 0.0, f"{type(error).__name__}: {error}")
+                    record(futures[future], 0.0, "failed", f"{type(error).__name__}: {error}")
         except KeyboardInterrupt:
             # A pool worker survives a KeyboardInterrupt (it reports it as the cell's result and
             # takes the next cell), and shutting down waits for queued cells: stop them here.
@@ -340,12 +282,14 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
 
 
 def _print_summary(outcomes: list[CellOutcome]) -> None:
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("skipped", "finished", "failed")}
-    print(f"{len(outcomes)} cells: {counts['skipped']} already done, {counts['finished']} finished, "
-          f"{counts['failed']} failed ({_duration(sum(o.seconds for o in outcomes))} of wall time in cells)")
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("skipped", "running", "finished", "failed")}
+    print(f"{len(outcomes)} cells: {counts['skipped']} already done, {counts['running']} skipped (another process "
+          f"trains them), {counts['finished']} finished, {counts['failed']} failed "
+          f"({_duration(sum(o.seconds for o in outcomes))} of wall time in cells)")
     for outcome in outcomes:
-        if outcome.status == "failed":
-            print(f"  failed: {outcome.cell.label}: {outcome.error}")
+        if outcome.status in ("failed", "running"):
+            print(f"  {outcome.status}: {outcome.cell.label}: {outcome.error}")
 
 
 def select_cells(cells: list[Cell], patterns: list[str]) -> list[Cell]:

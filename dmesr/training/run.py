@@ -1,16 +1,20 @@
 """One training run from a config: data -> model -> trainer -> test of the best checkpoint.
 
 A run directory is named by what was run and a hash of everything that changes the result,
-``<output_dir>/<dataset>/<model>/<item kind>-<hash>-seed<seed>``, and holds
+``<output_dir>/<dataset key>/<model>/<item kind>-<hash>-seed<seed>`` (the key: see
+:mod:`dmesr.data.identity`), and holds
 ``config.yaml`` (resolved config), ``data.json`` (data fingerprint and statistics), the trainer's
 files, and after the test ``final.json`` + ``test_per_user.npz`` (per-user metrics for paired
 significance tests). Running the same config again resumes or, when finished, returns at once.
+One process trains a run directory at a time: it holds ``<run dir>/.lock`` (:mod:`dmesr.lock`)
+and a second one is refused with "run in progress (pid N)".
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
 import time
@@ -25,16 +29,18 @@ from dmesr.data import prepare_split
 from dmesr.data.own import registration, restore_registration
 from dmesr.data.repeats import has_repeats, repeat_share
 from dmesr.data.batches import evaluation_inputs
+from dmesr.data.identity import dataset_key
 from dmesr.data.schema import SequenceSplit
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.evaluation import breakdown, evaluate, item_popularity
 from dmesr.evaluation.protocols import excludes_history
+from dmesr.lock import exclusive
 from dmesr.models import BASELINES, build_model
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.item_encoders import build_item_representation
 from dmesr.training.distributed import DistContext, init_distributed, shutdown
 from dmesr.training.runtime import atomic_save, load_checkpoint, seed_everything, select_device, set_threads
-from dmesr.training.trainer import Trainer
+from dmesr.training.trainer import Trainer, read_epoch_log
 
 # Settings that do not change what is computed, only where or how fast.
 _NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads")}
@@ -57,8 +63,13 @@ def config_hash(config: RunConfig) -> str:
 
 
 def run_directory(config: RunConfig) -> Path:
-    return (Path(config.output_dir) / Path(config.data.dataset).name / config.model.name
+    return (Path(config.output_dir) / dataset_key(config.data.dataset) / config.model.name
             / f"{config.items.kind}-{config_hash(config)}-seed{config.train.seed}")
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The lock file of the process that trains ``run_dir``."""
+    return Path(run_dir) / ".lock"
 
 
 def load_run_features(config: RunConfig, split: SequenceSplit) -> SemanticFeatures | None:
@@ -128,7 +139,7 @@ def continue_shorter_patience_run(run_dir: Path, config: RunConfig) -> Path | No
     scratch = run_dir.parent / f".{run_dir.name}-continuing"
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(sibling, scratch, ignore=shutil.ignore_patterns(
-        "final.json", "test_per_user.npz", "evaluation-*.json", "cell.json", "checkpoint.pt"))
+        "final.json", "test_per_user.npz", "evaluation-*.json", "cell.json", "checkpoint.pt", ".lock"))
     checkpoint["state"]["stopped"] = ""
     atomic_save(checkpoint, scratch / "checkpoint.pt")
     save_config(config, scratch / "config.yaml")
@@ -179,6 +190,20 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
     split = split or prepare_split(config.data)
     run_dir = run_directory(config)
     features = load_run_features(config, split) if config.model.name not in BASELINES else None
+    if not dist_context.is_main:  # rank 0 holds the lock for all ranks
+        return _train_locked(config, device, dist_context, show_progress, split, run_dir, features)
+    created = not run_dir.exists()
+    try:
+        with exclusive(lock_path(run_dir), str(run_dir)):
+            return _train_locked(config, device, dist_context, show_progress, split, run_dir, features)
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # nothing was written: leave no empty run folder behind
+        raise
+
+
+def _train_locked(config: RunConfig, device: torch.device, dist_context: DistContext, show_progress: bool,
+                  split: SequenceSplit, run_dir: Path, features: SemanticFeatures | None) -> Path:
     if (run_dir / "config.yaml").exists():
         _check_same_run(run_dir, config, split, features)
         if (run_dir / "final.json").exists():
@@ -211,14 +236,22 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
     started = time.perf_counter()
     result, groups = test_model(model, split, config, device)
     eval_seconds = time.perf_counter() - started
-    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    # the best epoch's row and the epoch times come from the checkpoint's state; the log is read only
+    # for a run whose checkpoint predates them
+    complete = bool(state.best_valid) and len(state.epoch_train_seconds) == state.epoch
+    epochs = [] if complete else read_epoch_log(run_dir / "epochs.jsonl")
+    best_valid = state.best_valid or next((row for row in epochs if row["epoch"] == state.best_epoch), None)
+    if best_valid is None:
+        raise ValueError(f"{run_dir / 'epochs.jsonl'} lacks the row of best epoch {state.best_epoch} and the "
+                         "checkpoint predates keeping it; delete the run folder to train it again")
+    epoch_seconds = state.epoch_train_seconds if complete else [row["train_seconds"] for row in epochs]
     final = {
         "dataset": split.name, "model": config.model.name, "items": config.items.kind, "seed": config.train.seed,
         "best_epoch": state.best_epoch, "epochs": state.epoch, "stopped": state.stopped,
-        "valid": next(row for row in epochs if row["epoch"] == state.best_epoch),
+        "valid": best_valid,
         "test": result.metrics, "test_breakdown": groups,
         "seconds": {"train_total": round(state.train_seconds, 2), "to_best": round(state.seconds_to_best, 2),
-                    "train_epoch_median": float(np.median([row["train_seconds"] for row in epochs])),
+                    "train_epoch_median": float(np.median(epoch_seconds)),
                     "test_evaluation": round(eval_seconds, 3)},
         "trained_share": round(trainer.train_windows.covered_interactions
                                / max(trainer.train_windows.train_interactions, 1), 4),
@@ -227,7 +260,9 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     np.savez_compressed(run_dir / "test_per_user.npz", **result.per_user)  # 17x smaller: committed with every run
-    (run_dir / "final.json").write_text(json.dumps(final, indent=2))
+    temporary = run_dir / ".final.json.tmp"
+    temporary.write_text(json.dumps(final, indent=2))
+    os.replace(temporary, run_dir / "final.json")
     if show_progress:
         print(f"test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
         print(f"wrote {run_dir}")

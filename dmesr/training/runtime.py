@@ -51,5 +51,16 @@ def atomic_save(obj: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Load tensors and plain containers only: no pickled code is ever executed."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load tensors and plain containers only: no pickled code is ever executed.
+
+    A file that cannot be read so (truncated, overwritten, not a dmesr checkpoint) is a one-line
+    error naming it and what to do, never advice to unpickle it unsafely."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise RuntimeError(f"checkpoint {path} is unreadable ({type(error).__name__}: {reason}); it is damaged or "
+                           "not a dmesr checkpoint: delete it (its run then trains from the start) or restore a "
+                           "copy") from None

@@ -5,7 +5,8 @@ Files in the run directory (all written atomically by rank 0):
 
 * ``checkpoint.pt``  model + optimizer + RNG + trainer state after the last finished epoch
 * ``best.pt``        model weights of the best validation epoch
-* ``epochs.jsonl`` / ``epochs.csv``  one row per epoch: loss, validation metrics, seconds
+* ``epochs.jsonl`` / ``epochs.csv``  one row per epoch: loss, validation metrics, seconds (appended;
+  a torn last line left by a kill is skipped, and a rewrite goes through a temporary file)
 
 Resuming: a new ``Trainer`` on the same run directory continues after the last finished epoch.
 The epoch's shuffling depends only on (seed, epoch) and the RNG state is restored, so an
@@ -16,9 +17,12 @@ looked at here: :func:`dmesr.training.run.train_run` evaluates it once, for the 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -35,6 +39,28 @@ from dmesr.training.distributed import DistContext, barrier
 from dmesr.training.runtime import atomic_save, load_checkpoint
 
 SELECTION_METRIC = "NDCG@10"
+
+log = logging.getLogger(__name__)
+
+
+def read_epoch_log(path: Path) -> list[dict]:
+    """The rows of an ``epochs.jsonl``; a torn or unreadable line (a kill mid-write) is skipped with a
+    warning naming the file, so a resume never stops on it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s:%d: skipping a torn or unreadable line", path, number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 class LossModule(nn.Module):
@@ -58,6 +84,8 @@ class TrainState:
     train_seconds: float = 0.0  # training + validation wall time so far
     seconds_to_best: float = 0.0
     stopped: str = ""  # why training ended: "patience", "max_epochs", "time budget"
+    best_valid: dict = field(default_factory=dict)  # the best epoch's log row: final.json needs no log
+    epoch_train_seconds: list = field(default_factory=list)  # training seconds of each finished epoch
 
 
 class Trainer:
@@ -130,16 +158,24 @@ class Trainer:
             print(f"resuming {self.run_dir} after epoch {self.state.epoch}")
 
     def _drop_logged_epochs_after(self, epoch: int) -> None:
-        """An interruption between logging and checkpointing must not leave a duplicate row on resume."""
-        log = self.run_dir / "epochs.jsonl"
-        if not log.exists():
+        """An interruption between logging and checkpointing must not leave a duplicate row on resume.
+
+        Both logs are rewritten whole into temporary files that replace them, so a kill here leaves
+        either the old or the new log, never a shortened one."""
+        path = self.run_dir / "epochs.jsonl"
+        if not path.exists():
             return
-        rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-        log.unlink()
-        (self.run_dir / "epochs.csv").unlink(missing_ok=True)
-        for row in rows:
-            if row["epoch"] <= epoch:
-                self._log_epoch(row)
+        rows = [row for row in read_epoch_log(path) if row["epoch"] <= epoch]
+        table = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        for name, text in (("epochs.jsonl", "".join(json.dumps(row) + "\n" for row in rows)),
+                           ("epochs.csv", table.getvalue())):
+            temporary = self.run_dir / f".{name}.tmp"
+            temporary.write_text(text)
+            os.replace(temporary, self.run_dir / name)
 
     def _log_epoch(self, row: dict) -> None:
         if not self.dist.is_main:
@@ -147,7 +183,7 @@ class Trainer:
         with open(self.run_dir / "epochs.jsonl", "a") as handle:
             handle.write(json.dumps(row) + "\n")
         csv_path = self.run_dir / "epochs.csv"
-        new_file = not csv_path.exists()
+        new_file = not csv_path.exists() or csv_path.stat().st_size == 0
         with open(csv_path, "a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(row))
             if new_file:
@@ -217,10 +253,12 @@ class Trainer:
                 self.state.stopped = "max_epochs"
             elif self.state.train_seconds >= budget:
                 self.state.stopped = "time budget"
-            self._log_epoch(
-                {"epoch": epoch, "loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
-                 "epoch_seconds": round(epoch_seconds, 3), **{f"valid_{k}": round(v, 6) for k, v in valid.items()}}
-            )
+            row = {"epoch": epoch, "loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
+                   "epoch_seconds": round(epoch_seconds, 3), **{f"valid_{k}": round(v, 6) for k, v in valid.items()}}
+            if self.state.best_epoch == epoch:
+                self.state.best_valid = row
+            self.state.epoch_train_seconds.append(row["train_seconds"])
+            self._log_epoch(row)
             self._save_checkpoint()
             barrier(self.dist)
             if self.show_progress:

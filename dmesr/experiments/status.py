@@ -1,0 +1,118 @@
+"""Where each cell of a grid stands, and how long the rest will take (the dry run's table).
+
+A cell is *done* when its run directory holds ``final.json``, *running* while another process holds
+the directory's lock, *partial* when training started, *continues* when a finished run that differs
+only by a smaller patience can be continued, else *todo*.
+
+Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
+epochs of finished runs of the same dataset, minus the epochs a partial run already has. The
+closest runs are used: same model and method, else same model ("measured"), else the same method
+with the other backbones, else any run of the dataset ("other backbones": backbones of one width
+cost within about 1.5x of each other). Only runs that finished on this kind of hardware count (any
+CPU for a CPU, the same GPU model for a GPU: an ml-1m epoch takes 2 s on an H200 and 20-70 s on one
+CPU thread), and of a run resumed on other hardware only the epochs that ran where it finished. A
+dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times ``train.max_epochs``, marked as a guess.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from dmesr.config import saved_run_config
+from dmesr.experiments.grid import Cell
+from dmesr.lock import is_locked
+from dmesr.training.run import hardware, hardware_kind, lock_path, shorter_patience_run
+from dmesr.training.trainer import read_epoch_log
+
+DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
+SAME_SPEED_FACTOR = 3.0  # an epoch over 3x slower or faster than its run's last one ran on other hardware
+# continues: from a run that stopped on a smaller patience; running: another process trains it now
+STATUSES = ("done", "running", "partial", "continues", "todo")
+
+
+def cell_status(cell: Cell) -> str:
+    run_dir = cell.run_dir
+    if (run_dir / "final.json").exists():
+        return "done"
+    if is_locked(lock_path(run_dir)):
+        return "running"
+    if (run_dir / "config.yaml").exists():
+        return "partial"
+    return "continues" if shorter_patience_run(run_dir, cell.config) else "todo"
+
+
+def _finished_epochs(run_dir: Path) -> int:
+    return len(read_epoch_log(run_dir / "epochs.jsonl"))
+
+
+def _seconds_per_epoch_where_finished(run_dir: Path, final: dict) -> float:
+    """Median training seconds per epoch of a finished run, on the hardware its ``final.json`` names.
+
+    A run resumed on other hardware (started on a lent GPU, finished here) has epochs of two speeds
+    that ``final.json``'s median mixes; its last epoch ran on the named hardware. So only the epochs
+    within a factor :data:`SAME_SPEED_FACTOR` of the last one count. A run that never moved keeps (nearly)
+    all its epochs: load on one machine changes an epoch's time far less than that."""
+    seconds = [row["train_seconds"] for row in read_epoch_log(run_dir / "epochs.jsonl")]
+    if not seconds:
+        return final["seconds"]["train_epoch_median"]
+    last = seconds[-1]
+    return statistics.median(s for s in seconds if last / SAME_SPEED_FACTOR <= s <= last * SAME_SPEED_FACTOR)
+
+
+def _estimate_keys(cell: Cell) -> list[tuple[tuple, str]]:
+    """Groups of finished runs that predict ``cell``'s cost, closest first, with their label."""
+    return [((cell.dataset, cell.model, cell.method), "measured"), ((cell.dataset, cell.model), "measured"),
+            ((cell.dataset, "*", cell.method), "other backbones"), ((cell.dataset,), "other backbones")]
+
+
+def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list[Cell] = ()
+                     ) -> list[tuple[float, str]]:
+    """``(seconds, source)`` still needed by each cell (0 for done cells); source says what it rests on.
+
+    Besides the finished ``cells``, the finished cells of ``measured_from`` (e.g. the rest of the grid
+    when only some cells are run) are measured too."""
+    finished: dict[tuple, list[tuple[float, int]]] = {}
+    continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
+    # each run once: ``measured_from`` may repeat cells (the whole grid and a selection of it)
+    by_run = {cell.run_dir: cell for cell in measured_from}
+    for cell in cells:
+        by_run.pop(cell.run_dir, None)
+    others = [cell for cell in by_run.values() if cell_status(cell) == "done"]
+    here = hardware_kind(hardware())
+    for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
+        if status not in ("done", "continues"):
+            continue
+        start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
+        final = json.loads((start / "final.json").read_text())
+        per_epoch, epochs = _seconds_per_epoch_where_finished(start, final), final["epochs"]
+        if status == "continues":  # at least the epochs the larger patience adds
+            added = cell.config.train.patience - saved_run_config(start).train.patience
+            continued_epochs[index] = (per_epoch, added)
+            epochs += added
+        if hardware_kind(final.get("hardware", here)) != here:
+            continue
+        for key, _ in _estimate_keys(cell):
+            finished.setdefault(key, []).append((per_epoch, epochs))
+    estimates = []
+    for index, (cell, status) in enumerate(zip(cells, statuses)):
+        if status == "done":
+            estimates.append((0.0, "measured"))
+            continue
+        if status == "continues":
+            per_epoch, added = continued_epochs[index]
+            estimates.append((per_epoch * added, "continues"))
+            continue
+        measured, source = next(((finished[key], source) for key, source in _estimate_keys(cell) if key in finished),
+                                (None, "guess"))
+        if measured:
+            per_epoch = statistics.median(seconds for seconds, _ in measured)
+            epochs = statistics.median(count for _, count in measured)
+        else:
+            per_epoch, epochs = DEFAULT_SECONDS_PER_EPOCH, cell.config.train.max_epochs
+        seconds = per_epoch * max(0.0, epochs - _finished_epochs(cell.run_dir))
+        if cell.config.train.max_minutes > 0:
+            seconds = min(seconds, 60.0 * cell.config.train.max_minutes)
+        estimates.append((seconds, source))
+    return estimates
