@@ -8,8 +8,9 @@
     dmesr evaluate RUN_DIR [--protocol sampled]
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
-    dmesr report runs/main [--out reports/results.md]
-    dmesr report runs/main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
+    dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
+    dmesr report main --out reports/results.md   a collection of the store (or a folder of runs)
+    dmesr report main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format
     dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/tiny/executed
 
@@ -107,15 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     reevaluate.add_argument("runs_root")
     reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled")
     reevaluate.add_argument("--device", default="auto")
+    collect = experiments_sub.add_parser("collect", help="add the finished runs under a folder to the run store")
+    collect.add_argument("runs_root")
+    collect.add_argument("--collection", help="the name they are stored under (default: the folder's name)")
+    collect.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
 
-    report = subparsers.add_parser("report", help="results tables from a folder of finished runs")
-    report.add_argument("runs_root")
-    report.add_argument("--out", help="markdown file (default: RUNS_ROOT/results.md)")
+    report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
+    report.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="a collection of the run store, or a folder of run directories")
+    report.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    report.add_argument("--out", help="markdown file (default for a folder: SOURCE/results.md)")
     report.add_argument("--brief", action="store_true",
                         help="the method's report: summary, HR@10/NDCG@10 with tests, overhead, notes")
     report.add_argument("--overhead", nargs="*", default=[], metavar="JSON",
                         help="(--brief) files written by benchmarks/bench_dmesr_overhead.py --out")
-    report.add_argument("--notes", help="(--brief) a markdown file appended verbatim")
+    report.add_argument("--notes", help="(--brief, --bench) a markdown file appended verbatim")
+    report.add_argument("--bench", nargs="*", default=[], metavar="JSON",
+                        help="the backbones report: one ml-1m section per SOURCE, then these files written by "
+                             "benchmarks/bench_backbones.py")
 
     export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
     export.add_argument("dataset")
@@ -191,6 +201,11 @@ def _dispatch(args) -> int:
 
             evaluate_runs(args.runs_root, args.protocol, args.device)
             return 0
+        if args.action == "collect":
+            from dmesr.experiments import add_to_store
+
+            add_to_store(args.runs_root, args.store, args.collection)
+            return 0
         from dmesr.experiments import experiments_run
 
         experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads, args.cells)
@@ -198,7 +213,8 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from dmesr.experiments import report
 
-        report(args.runs_root, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes)
+        report(args.sources, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes, bench=args.bench,
+               store=args.store)
         return 0
     if args.command == "export":
         from dmesr.experiments import export

@@ -27,7 +27,9 @@ definitions, and with the parent's ``name`` its runs belong to the same experime
 
 A cell's config is built in this order, later winning: dataclass defaults, ``base``,
 ``per_dataset[dataset]``, ``methods[method]``, then the cell's own dataset, model and seed.
-Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``. The method name is not
+Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``; with ``store: FOLDER`` each
+finished run is also added to that run store (:mod:`dmesr.experiments.store`), in the collection
+named after the output folder. The method name is not
 part of the config (two names for one config would be the same run), so the runner writes it
 into the run directory as ``cell.json`` and the run store reads it from there.
 """
@@ -45,7 +47,7 @@ from dmesr.config import RunConfig, load_config
 from dmesr.training.run import run_directory
 
 EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only",
-                   "order")
+                   "order", "store")
 AXES = ("dataset", "model", "method", "seed")
 REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
 ONLY_KEYS = ("methods", "models")
@@ -63,6 +65,7 @@ class Cell:
     method: str
     seed: int
     config: RunConfig
+    store: str = ""  # the run store its finished run is added to ("" = none)
 
     @property
     def run_dir(self) -> Path:
@@ -200,7 +203,8 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
                     positions = {"dataset": dataset_rank, "model": model_rank, "method": method_rank,
                                  "seed": seed_rank}
                     ranked.append((tuple(positions[axis] for axis in order),
-                                   Cell(name, dataset, model, method, seed, load_config(overrides=overrides))))
+                                   Cell(name, dataset, model, method, seed, load_config(overrides=overrides),
+                                        str(spec.get("store") or ""))))
     if not ranked:
         raise ValueError(f"{source}: the grid is empty")
     cells = [cell for _, cell in sorted(ranked, key=lambda pair: pair[0])]

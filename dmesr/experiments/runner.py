@@ -59,15 +59,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dmesr.config import saved_run_config
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
-from dmesr.experiments.store import write_store
-from dmesr.training.run import hardware, hardware_kind, shorter_patience_run, train_run
+from dmesr.experiments.store import add_to_store
+from dmesr.training.run import hardware, hardware_kind, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
 SAME_SPEED_FACTOR = 3.0  # an epoch over 3x slower or faster than its run's last one ran on other hardware
-STATUSES = ("done", "partial", "continues", "todo")  # continues: from a run that stopped on a smaller patience
+STATUSES = ("done", "partial", "todo")
 
 
 @dataclass
@@ -76,16 +75,14 @@ class CellOutcome:
     status: str  # dry run: done | partial | todo; run: skipped | finished | failed
     seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
     error: str = ""  # "<ExceptionType>: <message>" of a failed cell (traceback in <run dir>/error.log)
-    estimate_source: str = ""  # dry run: "measured", "other backbones", "continues" or "guess"
+    estimate_source: str = ""  # dry run: "measured", "other backbones" or "guess"
 
 
 def cell_status(cell: Cell) -> str:
     run_dir = cell.run_dir
     if (run_dir / "final.json").exists():
         return "done"
-    if (run_dir / "config.yaml").exists():
-        return "partial"
-    return "continues" if shorter_patience_run(run_dir, cell.config) else "todo"
+    return "partial" if (run_dir / "config.yaml").exists() else "todo"
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -152,35 +149,25 @@ def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list
     Besides the finished ``cells``, the finished cells of ``measured_from`` (e.g. the rest of the grid
     when only some cells are run) are measured too."""
     finished: dict[tuple, list[tuple[float, int]]] = {}
-    continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
     # each run once: ``measured_from`` may repeat cells (the whole grid and a selection of it)
     by_run = {cell.run_dir: cell for cell in measured_from}
     for cell in cells:
         by_run.pop(cell.run_dir, None)
     others = [cell for cell in by_run.values() if cell_status(cell) == "done"]
     here = hardware_kind(hardware())
-    for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
-        if status not in ("done", "continues"):
+    for cell, status in [*zip(cells, statuses), *((cell, "done") for cell in others)]:
+        if status != "done":
             continue
-        start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
-        final = json.loads((start / "final.json").read_text())
-        per_epoch, epochs = _seconds_per_epoch_where_finished(start, final), final["epochs"]
-        if status == "continues":  # at least the epochs the larger patience adds
-            added = cell.config.train.patience - saved_run_config(start).train.patience
-            continued_epochs[index] = (per_epoch, added)
-            epochs += added
+        final = json.loads((cell.run_dir / "final.json").read_text())
+        per_epoch, epochs = _seconds_per_epoch_where_finished(cell.run_dir, final), final["epochs"]
         if hardware_kind(final.get("hardware", here)) != here:
             continue
         for key, _ in _estimate_keys(cell):
             finished.setdefault(key, []).append((per_epoch, epochs))
     estimates = []
-    for index, (cell, status) in enumerate(zip(cells, statuses)):
+    for cell, status in zip(cells, statuses):
         if status == "done":
             estimates.append((0.0, "measured"))
-            continue
-        if status == "continues":
-            per_epoch, added = continued_epochs[index]
-            estimates.append((per_epoch * added, "continues"))
             continue
         measured, source = next(((finished[key], source) for key, source in _estimate_keys(cell) if key in finished),
                                 (None, "guess"))
@@ -214,8 +201,7 @@ def dry_run_outcomes(cells: list[Cell], workers: int = 1, measured_from: list[Ce
         print(f"{outcome.status:9s} {outcome.cell.label:{width}s} {estimate:24s} {outcome.cell.run_dir}")
     counts = {status: statuses.count(status) for status in STATUSES}
     remaining = sum(outcome.seconds for outcome in outcomes)
-    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['continues']} continue "
-          f"a shorter-patience run, {counts['todo']} todo; "
+    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['todo']} todo; "
           f"about {_duration(remaining / workers)} left with {workers} worker(s)"
           + (" (includes guesses: no finished run to measure)" if any(o.estimate_source == "guess" for o in outcomes) else ""))
     return outcomes
@@ -306,6 +292,11 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
 
     def record(index: int, seconds: float, error: str) -> None:
         cell = pending[index]
+        if not error and cell.store:
+            try:
+                add_to_store(cell.config.output_dir, cell.store, run_dirs=[cell.run_dir])
+            except Exception as store_error:  # noqa: BLE001 - the run is finished; collect it again later
+                error = f"adding to the store {cell.store}: {type(store_error).__name__}: {store_error}"
         outcomes[index] = CellOutcome(cell, "failed" if error else "finished", seconds, error)
         if error:
             progress.write(f"FAILED {cell.label}: {error} (traceback: {cell.run_dir / 'error.log'})")
@@ -360,7 +351,7 @@ def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None =
                     limit: int | None = None, threads: int | None = None,
                     patterns: list[str] | None = None) -> list[CellOutcome]:
     """CLI entry: expand the grid, keep the cells matching ``patterns``, then ``shard``, then the first
-    ``limit``; run; write the store."""
+    ``limit``; run (each finished cell is added to the grid's ``store``)."""
     cells = whole = load_grid(yaml_path)
     if patterns:
         cells = select_cells(cells, patterns)
@@ -370,9 +361,4 @@ def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None =
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         cells = cells[:limit]
-    outcomes = run_grid(cells, workers=workers, dry_run=dry_run, threads=threads, measured_from=whole)
-    if not dry_run:
-        for root in sorted({Path(cell.config.output_dir) for cell in cells}):
-            if any(root.glob("**/final.json")):
-                print(f"wrote {write_store(root)}")
-    return outcomes
+    return run_grid(cells, workers=workers, dry_run=dry_run, threads=threads, measured_from=whole)
