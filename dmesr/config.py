@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -116,25 +116,6 @@ class RunConfig:
         return dataclasses.asdict(self, dict_factory=lambda pairs: {k: _plain(v) for k, v in pairs})
 
 
-@dataclass(frozen=True)
-class AddedField:
-    """A config field added after runs had been stored.
-
-    A saved config without it reads it as ``legacy``, the behaviour of the code those runs were
-    trained with (whatever today's default), and the run hash (dmesr.training.run.config_hash)
-    leaves it out where it holds ``legacy`` or where ``applies(config)`` says it changes nothing,
-    so a new field, or a new default for it, neither renames nor misreads the stored runs.
-    """
-
-    legacy: Any
-    applies: Callable[[RunConfig], bool]
-
-
-ADDED_FIELDS: dict[tuple[str, str], AddedField] = {
-    ("items", "fusion_norm"): AddedField("post", lambda config: config.items.fuses_original_text),
-}
-
-
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -216,8 +197,6 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
             f"run was written with config version {version!r}; this dmesr reads version {CONFIG_VERSION}"
         )
     config = RunConfig()
-    for (section, key), added in ADDED_FIELDS.items():
-        setattr(getattr(config, section), key, added.legacy)
     _apply(config, data)
     return config
 
