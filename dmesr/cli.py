@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("runs_root")
     collect.add_argument("--collection", help="the name they are stored under (default: the folder's name)")
     collect.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    attention = experiments_sub.add_parser(
+        "attention", help="how sharp DMESR's fusion attention is in finished runs (needs their best.pt)")
+    attention.add_argument("runs_roots", nargs="+", help="folders of finished run directories")
+    attention.add_argument("--method", default="dmesr", help="the grid method whose runs to measure")
+    attention.add_argument("--threads", type=int, default=1)
+    attention.add_argument("--out", help="also write the rows to this JSON file")
 
     report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
     report.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -205,6 +211,14 @@ def _dispatch(args) -> int:
             from dmesr.experiments import add_to_store
 
             add_to_store(args.runs_root, args.store, args.collection)
+            return 0
+        if args.action == "attention":
+            import torch
+
+            from dmesr.experiments.attention import attention_command
+
+            torch.set_num_threads(args.threads)
+            attention_command(args.runs_roots, args.method, args.out, "dmesr " + shlex.join(args.argv))
             return 0
         from dmesr.experiments import experiments_run
 

@@ -71,6 +71,18 @@ def test_per_dataset_overrides_and_only_restrictions():
     assert {c.config.data.max_len for c in cells if c.dataset == "ml-100k"} == {20}
 
 
+def test_per_model_overrides_sit_between_per_dataset_and_methods():
+    cells = expand_grid(spec(per_dataset={"ml-1m": {"train.patience": 5, "train.lr": 0.5}},
+                             per_model={"gru4rec": {"model.num_layers": 1, "train.patience": 20}},
+                             methods={"backbone": {}, "slow": {"train.lr": 0.01, "train.patience": 7}}))
+    settings = {(c.dataset, c.model, c.method): (c.config.model.num_layers, c.config.train.patience, c.config.train.lr)
+                for c in cells}
+    assert settings[("ml-1m", "gru4rec", "backbone")] == (1, 20, 0.5)  # per_model over per_dataset
+    assert settings[("ml-1m", "sasrec", "backbone")] == (2, 5, 0.5)
+    assert settings[("ml-1m", "gru4rec", "slow")] == (1, 7, 0.01)  # the method over both
+    assert settings[("ml-100k", "gru4rec", "backbone")][:2] == (1, 20)
+
+
 def test_method_overrides_beat_base_and_output_dir_is_configurable():
     cells = expand_grid(spec(base={"train.lr": 0.01, "output_dir": "/tmp/x"},
                              methods={"backbone": {}, "fast": {"train.lr": 0.1}}))
@@ -90,6 +102,7 @@ def test_nested_overrides_merge_dotted_and_nested_keys():
     ({"only": {"ml-1m": {"methods": ["dmesr-typo"]}}}, "unknown method 'dmesr-typo'"),
     ({"only": {"ml-20m": {"methods": ["backbone"]}}}, "only names 'ml-20m'"),
     ({"per_dataset": {"ml-20m": {"data.max_len": 9}}}, "per_dataset names 'ml-20m'"),
+    ({"per_model": {"caser": {"model.num_layers": 1}}}, "per_model names 'caser'"),
     ({"datasets": []}, "'datasets' must be a non-empty list"),
     ({"methods": {}}, "'methods' must be a non-empty mapping"),
     ({"seeds": [1, 1]}, "lists a name twice"),

@@ -11,6 +11,7 @@ An experiment file names the axes of a grid and the config overrides of each met
       backbone: {items.kind: id}
       dmesr: {items.kind: dmesr, items.integration: sum}
     per_dataset: {ml-1m: {data.max_len: 200}}  # optional overrides for one dataset
+    per_model: {bert4rec: {train.patience: 20}}  # optional overrides for one backbone
     only: {ml-1m: {methods: [backbone, dmesr]}}  # optional: restrict a dataset's methods / models
     order: [dataset, seed, method, model]      # optional: the cells' run order, outermost first
 
@@ -26,7 +27,8 @@ of a grid (more methods on one dataset, say) then reuses the parent's ``base`` a
 definitions, and with the parent's ``name`` its runs belong to the same experiment and run store.
 
 A cell's config is built in this order, later winning: dataclass defaults, ``base``,
-``per_dataset[dataset]``, ``methods[method]``, then the cell's own dataset, model and seed.
+``per_dataset[dataset]``, ``per_model[model]``, ``methods[method]``, then the cell's own dataset,
+model and seed.
 Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``; with ``store: FOLDER`` each
 finished run is also added to that run store (:mod:`dmesr.experiments.store`), in the collection
 named after the output folder. The method name is not
@@ -46,8 +48,8 @@ import yaml
 from dmesr.config import RunConfig, load_config
 from dmesr.training.run import run_directory
 
-EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only",
-                   "order", "store")
+EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset",
+                   "per_model", "only", "order", "store")
 AXES = ("dataset", "model", "method", "seed")
 REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
 ONLY_KEYS = ("methods", "models")
@@ -187,7 +189,8 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
     base = _checked_section(spec.get("base"), f"{source}: base")
     base.setdefault("output_dir", str(Path("runs") / name))
     method_overrides = {str(m): _checked_section(o, f"{source}: method {m!r}") for m, o in methods.items()}
-    per_dataset = _per_dataset(spec, datasets, source)
+    per_dataset = _per_axis(spec, "per_dataset", datasets, source)
+    per_model = _per_axis(spec, "per_model", models, source)
     only = _restrictions(spec, datasets, models, list(method_overrides), source)
     order = _order(spec, source)
 
@@ -196,8 +199,9 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
         for model_rank, model in enumerate(only.get(dataset, {}).get("models", models)):
             for method_rank, method in enumerate(only.get(dataset, {}).get("methods", list(method_overrides))):
                 for seed_rank, seed in enumerate(seeds):
-                    overrides = _merge(_merge(copy.deepcopy(base), per_dataset.get(dataset, {})),
-                                       method_overrides[method])
+                    overrides = copy.deepcopy(base)
+                    for layer in (per_dataset.get(dataset, {}), per_model.get(model, {}), method_overrides[method]):
+                        _merge(overrides, layer)
                     _merge(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
                                        "train": {"seed": seed}})
                     positions = {"dataset": dataset_rank, "model": model_rank, "method": method_rank,
@@ -219,14 +223,15 @@ def _order(spec: dict, source) -> list[str]:
     return [str(axis) for axis in order]
 
 
-def _per_dataset(spec: dict, datasets: list[str], source) -> dict[str, dict]:
-    per_dataset = spec.get("per_dataset") or {}
-    if not isinstance(per_dataset, dict):
-        raise ValueError(f"{source}: 'per_dataset' must map dataset names to overrides")
-    for dataset in per_dataset:
-        if dataset not in datasets:
-            raise ValueError(f"{source}: per_dataset names {dataset!r}, which is not in datasets {datasets}")
-    return {d: _checked_section(o, f"{source}: per_dataset {d!r}") for d, o in per_dataset.items()}
+def _per_axis(spec: dict, key: str, names: list[str], source) -> dict[str, dict]:
+    """``per_dataset`` / ``per_model``: overrides per name of that axis, each name one the grid lists."""
+    per_name = spec.get(key) or {}
+    if not isinstance(per_name, dict):
+        raise ValueError(f"{source}: '{key}' must map names to overrides")
+    for name in per_name:
+        if name not in names:
+            raise ValueError(f"{source}: {key} names {name!r}, which the grid does not list ({names})")
+    return {n: _checked_section(o, f"{source}: {key} {n!r}") for n, o in per_name.items()}
 
 
 def _restrictions(spec: dict, datasets: list[str], models: list[str], methods: list[str], source) -> dict:

@@ -124,7 +124,7 @@ def _finished_epochs(run_dir: Path) -> int:
 def _seconds_per_epoch_where_finished(run_dir: Path, final: dict) -> float:
     """Median training seconds per epoch of a finished run, on the hardware its ``final.json`` names.
 
-    A run resumed on other hardware (started on a lent GPU, finished here) has epochs of two speeds
+    A run resumed on other hardware (started on a GPU, finished on a CPU) has epochs of two speeds
     that ``final.json``'s median mixes; its last epoch ran on the named hardware. So only the epochs
     within a factor :data:`SAME_SPEED_FACTOR` of the last one count. A run that never moved keeps (nearly)
     all its epochs: load on one machine changes an epoch's time far less than that."""
