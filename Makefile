@@ -1,6 +1,6 @@
 # Two entry points do all the set-up on a fresh machine (venv + install on first use):
 #   make demo   the main job on the bundled default dataset (ml-100k)
-#   make test   the test suite (unit, tiny end-to-end, notebooks)
+#   make test   the linter (ruff), then the test suite (unit, tiny end-to-end, notebooks)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dmesr report runs/demo --out runs/demo/results.md
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check dmesr tests benchmarks
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -14,8 +14,13 @@ import pytest
 from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
-from dmesr.experiments.report import (REPORT_METRICS, proposed_summary, training_time_sentence, write_brief_report,
-                                     write_results_report)
+from dmesr.experiments.report import (
+    REPORT_METRICS,
+    proposed_summary,
+    training_time_sentence,
+    write_brief_report,
+    write_results_report,
+)
 from dmesr.experiments.store import collect_runs, mean_std
 from tests.conftest import make_tiny_split
 
@@ -156,7 +161,8 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     header = next(line for line in section(text, "### Test metrics").splitlines() if line.startswith("| model"))
     assert header == "| model | method | seeds | HR@10 | NDCG@10 |"  # the toy store has no validation metrics
     assert "### Head/tail" not in text and "### Sampled protocol" not in text
-    assert "| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 200.0 | 300.0 | **1.50x** | `python bench.py --out overhead.json` |" in text
+    assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 200.0 | 300.0 | **1.50x** "
+            "| `python bench.py --out overhead.json` |") in text
     assert "| toy | gru4rec | 128 | 50 | cuda | 4.7 | 12.5 | **2.66x** | `overhead-gpu.json` |" in text
     assert text.endswith("## Notes\n\nWritten by hand.\n")
 

@@ -15,13 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dmesr.config import load_config, save_config
 from dmesr.experiments import runner
 from dmesr.experiments.grid import expand_grid
-from dmesr.config import load_config, save_config
 from dmesr.experiments.reevaluate import evaluate_missing, evaluate_runs
 from dmesr.experiments.report import report
-from dmesr.experiments.runner import (cell_status, estimate_seconds, experiments_run, run_grid, select_cells,
-                                     with_thread_share)
+from dmesr.experiments.runner import (
+    cell_status,
+    estimate_seconds,
+    experiments_run,
+    run_grid,
+    select_cells,
+    with_thread_share,
+)
 from dmesr.experiments.store import add_to_store, collect_runs, load_epochs, load_runs
 from tests.conftest import make_tiny_split
 

@@ -15,9 +15,9 @@ import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
-import logging
 import tempfile
 from pathlib import Path
 

@@ -59,9 +59,10 @@ def bench_section(bench_paths: list[Path]) -> list[str]:
     lines = [
         "## Speed benchmark",
         "",
-        f"From {', '.join(f'`{path}`' for path in bench_paths)}, written by `benchmarks/bench_backbones.py` (settings in its docstring: CE loss, "
-        "max length 50, batch 256, width 64, 2 layers, 2 heads, lr 1e-3; training until patience or the "
-        "time budget). Peak memory is the process's maximum resident set (CPU) or allocated GPU memory.",
+        f"From {', '.join(f'`{path}`' for path in bench_paths)}, written by `benchmarks/bench_backbones.py` "
+        "(settings in its docstring: CE loss, max length 50, batch 256, width 64, 2 layers, 2 heads, lr 1e-3; "
+        "training until patience or the time budget). Peak memory is the process's maximum resident set (CPU) "
+        "or allocated GPU memory.",
         "",
         "| dataset | model | hardware | s/epoch | sequences/s | best epoch | s to best | full-ranking eval s (all users) "
         "| peak MB | test NDCG@10 | test HR@10 |",

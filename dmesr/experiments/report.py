@@ -18,10 +18,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dmesr.experiments.comparisons import (BASELINE_METHOD, BREAKDOWN_METRICS, COMPETING_METHODS, PROPOSED_METHOD,
-                                           PROPOSED_VARIANTS, REPORT_METRICS, SEED_MARK, SELECTION_METRIC,
-                                           TEST_NAMES, USER_MARK, compare_with_backbone, method_order, model_cells,
-                                           p_text, seeds_text, significance_marks)
+from dmesr.experiments.comparisons import (
+    BASELINE_METHOD,
+    BREAKDOWN_METRICS,
+    COMPETING_METHODS,
+    PROPOSED_METHOD,
+    PROPOSED_VARIANTS,
+    REPORT_METRICS,
+    SEED_MARK,
+    SELECTION_METRIC,
+    TEST_NAMES,
+    USER_MARK,
+    compare_with_backbone,
+    method_order,
+    model_cells,
+    p_text,
+    seeds_text,
+    significance_marks,
+)
 from dmesr.experiments.store import BREAKDOWN_GROUPS, DEFAULT_STORE, PROTOCOL_FIELDS, mean_std, runs_from
 
 

@@ -145,7 +145,7 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
     np.savez_compressed(run_dir / "test_per_user.npz", **result.per_user)  # 17x smaller: committed with every run
     (run_dir / "final.json").write_text(json.dumps(final, indent=2))
     if show_progress:
-        print(f"test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
+        print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
         print(f"wrote {run_dir}")
     return run_dir
 
