@@ -103,6 +103,9 @@ def test_nested_overrides_merge_dotted_and_nested_keys():
     ({"only": {"ml-20m": {"methods": ["backbone"]}}}, "only names 'ml-20m'"),
     ({"per_dataset": {"ml-20m": {"data.max_len": 9}}}, "per_dataset names 'ml-20m'"),
     ({"per_model": {"caser": {"model.num_layers": 1}}}, "per_model names 'caser'"),
+    ({"roles": {"proposed": "dmesr-typo"}}, "roles name unknown method(s) 'dmesr-typo'"),
+    ({"roles": {"proposed": "dmesr", "variants": ["dmesr"]}}, "roles give a method two roles"),
+    ({"roles": {"winner": "dmesr"}}, "'roles' must be a mapping with keys from"),
     ({"datasets": []}, "'datasets' must be a non-empty list"),
     ({"methods": {}}, "'methods' must be a non-empty mapping"),
     ({"seeds": [1, 1]}, "lists a name twice"),
@@ -203,3 +206,12 @@ def test_shipped_experiment_files_expand():
     assert {c.config.output_dir for c in main} == {"reports/runs/main"}
     assert by_method["dmesr-no-fusion"].fusion == "none" and by_method["dmesr-no-text"].use_original_text is False
     assert by_method["dmesr-frozen-adapters"].freeze_adapters is True
+
+
+def test_roles_are_recorded_with_every_cell_in_the_grid_order():
+    cells = expand_grid(spec(roles={"baselines": ["dmesr-no-align"], "proposed": "dmesr"}))
+    roles = {c.roles for c in cells}
+    assert len(roles) == 1
+    recorded = cells[0].identity()["roles"]
+    assert recorded == {"backbone": "backbone", "baselines": ["dmesr-no-align"], "proposed": "dmesr", "variants": []}
+    assert expand_grid(spec())[0].identity()["roles"]["proposed"] == ""  # no roles declared: only the backbone

@@ -21,6 +21,7 @@ from dmesr.experiments.report import (
     write_brief_report,
     write_results_report,
 )
+from dmesr.experiments.roles import Roles
 from dmesr.experiments.store import collect_runs, mean_std
 from tests.conftest import make_tiny_split
 
@@ -236,8 +237,9 @@ def test_summary_shows_the_dmesr_variant_best_on_validation():
     # (method) -> (validation, test) NDCG@10; dmesr-dual wins validation, dmesr-gate (best on test) must not be picked
     cells = {"backbone": (0.10, 0.10), "dmesr": (0.11, 0.105), "dmesr-dual": (0.13, 0.108), "dmesr-gate": (0.12, 0.2),
              "text": (0.12, 0.11), "dmesr-no-fusion": (0.5, 0.5)}  # an ablation, not a variant
+    roles = Roles("backbone", ("text",), "dmesr", ("dmesr-dual", "dmesr-gate")).to_json()  # as a grid declares them
     store = pd.DataFrame([{"dataset": "a", "model": "sasrec", "method": method, "seed": seed,
-                           "valid_NDCG@10": valid, "test_NDCG@10": test}
+                           "valid_NDCG@10": valid, "test_NDCG@10": test, "roles": roles}
                           for method, (valid, test) in cells.items() for seed in (1, 2)])
     _, sentence, table = proposed_summary(store)
     assert table.splitlines()[2].endswith("| `dmesr-dual` 0.1080 (+8.0%) |")
@@ -299,3 +301,16 @@ def test_export_refuses_foreign_files_and_drops_stale_negatives(tmp_path):
     short = dataclasses.replace(make_tiny_split(), offsets=np.array([0, 2, 480]))
     with pytest.raises(ValueError, match="needs >= 3 interactions"):
         export_split(short, tmp_path / "y")
+
+
+def test_notebook_tables_mark_the_same_tests_as_the_report(store):
+    from dmesr.experiments.comparisons import breakdown_table, results_table
+
+    table = results_table(store, "NDCG@10").set_index(["model", "method"])
+    seed_p, user_p = expected_tests(store, "dmesr", "NDCG@10")
+    row = table.loc[("sasrec", "dmesr")]
+    assert row["p_seeds"] == pytest.approx(seed_p) and row["p_users"] == pytest.approx(user_p)
+    assert row["marks"] == ("†" if seed_p < 0.05 else "") + ("‡" if user_p < 0.05 else "")
+    assert table.loc[("sasrec", "backbone"), "marks"] == "" and table.loc[("sasrec", "dmesr"), "seeds"] == 3
+    groups = breakdown_table(store, "NDCG@10")
+    assert set(groups["users"]) == set(GROUPS) and len(groups) == 4 * len(table)

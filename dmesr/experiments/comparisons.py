@@ -25,18 +25,12 @@ import numpy as np
 import pandas as pd
 
 from dmesr.evaluation import paired_test
+from dmesr.experiments.roles import DEFAULT_ROLES, runs_roles
 from dmesr.experiments.store import BREAKDOWN_GROUPS, PER_USER_PREFIX
 
 REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
-BASELINE_METHOD = "backbone"
-# The grid names of the proposed method and of the baselines it must beat (configs/experiments/main.yaml)
-PROPOSED_METHOD = "dmesr"
-COMPETING_METHODS = ("text", "mllm", "concat", "llmesr")
-# The DMESR settings the grid varies (integration mode; fusion norm; alignment weight, 0 included): per cell, the
-# one with the best validation metric is DMESR "tuned on validation", as a practitioner would run it
-PROPOSED_VARIANTS = ("dmesr", "dmesr-concat", "dmesr-gate", "dmesr-dual", "dmesr-post-norm",
-                     "dmesr-no-align", "dmesr-align-0.03", "dmesr-align-0.3", "dmesr-align-1")
+BASELINE_METHOD = DEFAULT_ROLES.backbone  # the method name of ID-embedding runs
 SELECTION_METRIC = "NDCG@10"  # the early-stopping metric; the best baseline is chosen on it, on validation
 SEED_MARK, USER_MARK = "†", "‡"
 TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
@@ -88,17 +82,13 @@ def seeds_text(count: int, most: int) -> str:
     return str(count) if count == most else f"{count} of {most}"
 
 
-def method_order(methods) -> list[str]:
-    """The backbone, the competing baselines, the proposed method, then the rest (ablations) by name."""
-    fixed = [BASELINE_METHOD, *COMPETING_METHODS, PROPOSED_METHOD]
-    return sorted(set(methods), key=lambda m: (fixed.index(m) if m in fixed else len(fixed), m))
-
-
 def model_cells(runs: pd.DataFrame):
-    """(model, method, runs) per cell, the backbone first within each model."""
+    """(model, method, runs) per cell, in the order of the runs' method roles within each model (the
+    backbone first)."""
+    roles = runs_roles(runs)
     for model in sorted(runs["model"].unique()):
         model_runs = runs[runs["model"] == model]
-        for method in method_order(model_runs["method"]):
+        for method in roles.order(model_runs["method"]):
             yield model, method, model_runs[model_runs["method"] == method]
 
 
@@ -111,15 +101,16 @@ def _labels(runs: pd.DataFrame) -> pd.Series:
 
 def results_table(runs: pd.DataFrame, metric: str, alpha: float = 0.05, per_user_test: str = "ttest") -> pd.DataFrame:
     """One row per dataset x model x method (label): test ``metric`` mean and std over seeds, the change
-    over the same model's ``BASELINE_METHOD``, both p-values and the significance marks."""
+    over the same model's backbone (the runs' method roles), both p-values and the significance marks."""
+    backbone_method = runs_roles(runs).backbone
     runs = runs.assign(label=_labels(runs))
     rows = []
     for (dataset, model, label), cell in runs.groupby(["dataset", "model", "label"], sort=True):
         values = cell[f"test_{metric}"]
         row = {"dataset": dataset, "model": model, "method": label, "seeds": cell["seed"].nunique(),
                f"{metric}_mean": values.mean(), f"{metric}_std": values.std(), "vs backbone": "", "marks": ""}
-        backbone = runs[(runs["dataset"] == dataset) & (runs["model"] == model) & (runs["method"] == BASELINE_METHOD)]
-        if cell["method"].iloc[0] != BASELINE_METHOD and backbone["config"].nunique() == 1:
+        backbone = runs[(runs["dataset"] == dataset) & (runs["model"] == model) & (runs["method"] == backbone_method)]
+        if cell["method"].iloc[0] != backbone_method and backbone["config"].nunique() == 1:
             result = compare_with_backbone(cell, backbone, [metric], per_user_test)[0][metric]
             row.update({"vs backbone": f"{result['rel_pct']:+.1f}%", "marks": significance_marks(result, alpha),
                         "p_seeds": result["p_seeds"], "p_users": result["p_users"]})

@@ -33,12 +33,14 @@ Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``; with ``s
 finished run is also added to that run store (:mod:`dmesr.experiments.store`), in the collection
 named after the output folder. The method name is not
 part of the config (two names for one config would be the same run), so the runner writes it
-into the run directory as ``cell.json`` and the run store reads it from there.
+into the run directory as ``cell.json`` and the run store reads it from there, with the method
+``roles`` the reports read (:mod:`dmesr.experiments.roles`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +48,11 @@ from typing import Any
 import yaml
 
 from dmesr.config import RunConfig, load_config
+from dmesr.experiments.roles import roles_from_spec
 from dmesr.training.run import run_directory
 
 EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset",
-                   "per_model", "only", "order", "store")
+                   "per_model", "only", "order", "store", "roles")
 AXES = ("dataset", "model", "method", "seed")
 REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
 ONLY_KEYS = ("methods", "models")
@@ -68,6 +71,7 @@ class Cell:
     seed: int
     config: RunConfig
     store: str = ""  # the run store its finished run is added to ("" = none)
+    roles: str = ""  # the experiment's method roles (dmesr.experiments.roles), as JSON
 
     @property
     def run_dir(self) -> Path:
@@ -80,7 +84,7 @@ class Cell:
     def identity(self) -> dict[str, Any]:
         """What ``cell.json`` holds."""
         return {"experiment": self.experiment, "dataset": self.dataset, "model": self.model,
-                "method": self.method, "seed": self.seed}
+                "method": self.method, "seed": self.seed, "roles": json.loads(self.roles) if self.roles else None}
 
 
 def nested_overrides(overrides: dict[str, Any] | None, where: str) -> dict[str, Any]:
@@ -193,6 +197,7 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
     per_model = _per_axis(spec, "per_model", models, source)
     only = _restrictions(spec, datasets, models, list(method_overrides), source)
     order = _order(spec, source)
+    roles = roles_from_spec(spec.get("roles"), list(method_overrides), source).to_json()
 
     ranked = []  # (position along each axis, in `order`; cell)
     for dataset_rank, dataset in enumerate(datasets):
@@ -208,7 +213,7 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
                                  "seed": seed_rank}
                     ranked.append((tuple(positions[axis] for axis in order),
                                    Cell(name, dataset, model, method, seed, load_config(overrides=overrides),
-                                        str(spec.get("store") or ""))))
+                                        str(spec.get("store") or ""), roles)))
     if not ranked:
         raise ValueError(f"{source}: the grid is empty")
     cells = [cell for _, cell in sorted(ranked, key=lambda pair: pair[0])]

@@ -19,23 +19,20 @@ import numpy as np
 import pandas as pd
 
 from dmesr.experiments.comparisons import (
-    BASELINE_METHOD,
+    BASELINE_METHOD,  # noqa: F401 - imported from here by notebooks written before results_table
     BREAKDOWN_METRICS,
-    COMPETING_METHODS,
-    PROPOSED_METHOD,
-    PROPOSED_VARIANTS,
     REPORT_METRICS,
     SEED_MARK,
     SELECTION_METRIC,
     TEST_NAMES,
     USER_MARK,
     compare_with_backbone,
-    method_order,
     model_cells,
     p_text,
     seeds_text,
     significance_marks,
 )
+from dmesr.experiments.roles import runs_roles
 from dmesr.experiments.store import BREAKDOWN_GROUPS, DEFAULT_STORE, PROTOCOL_FIELDS, mean_std, runs_from
 
 
@@ -47,17 +44,18 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
     """Methods x backbones: mean test ``metric`` over seeds and its change over the backbone."""
+    backbone_method = runs_roles(runs).backbone
     models = sorted(runs["model"].unique())
     means = runs.groupby(["method", "model"])[f"test_{metric}"].mean()
     rows = []
-    for method in method_order(runs["method"]):
+    for method in runs_roles(runs).order(runs["method"]):
         row = [method]
         for model in models:
             if (method, model) not in means:
                 row.append("")
                 continue
-            value, base = means[(method, model)], means.get((BASELINE_METHOD, model))
-            change = "" if method == BASELINE_METHOD or base is None else f" ({100 * (value - base) / base:+.1f}%)"
+            value, base = means[(method, model)], means.get((backbone_method, model))
+            change = "" if method == backbone_method or base is None else f" ({100 * (value - base) / base:+.1f}%)"
             row.append(f"{value:.4f}{change}")
         rows.append(row)
     return markdown_table(["method", *models], rows)
@@ -92,13 +90,14 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
                     details: bool = True) -> str:
     """Main table, improvement + p-values and (``details``) breakdowns and sampled protocol for one
     dataset's runs."""
+    backbone_method = runs_roles(runs).backbone
     most_seeds = runs.groupby(["model", "method"])["seed"].nunique().max()
     main_rows, gain_rows, p_rows = [], [], []
     valid_column = f"valid_{SELECTION_METRIC}"
     for model, method, cell_runs in model_cells(runs):
-        backbone_runs = runs[(runs["model"] == model) & (runs["method"] == BASELINE_METHOD)]
+        backbone_runs = runs[(runs["model"] == model) & (runs["method"] == backbone_method)]
         comparison = None
-        if method != BASELINE_METHOD and len(backbone_runs):
+        if method != backbone_method and len(backbone_runs):
             comparison, paired = compare_with_backbone(cell_runs, backbone_runs, metrics, per_user_test)
             gain_rows.append([model, method, len(paired)]
                              + [f"{comparison[m]['rel_pct']:+.1f}%{significance_marks(comparison[m], alpha)}" for m in metrics])
@@ -110,19 +109,19 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
                             for m in metrics]
                          + ([_cell_text(cell_runs, valid_column)] if valid_column in runs else []))
     parts = [protocol_line(runs),
-             f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{BASELINE_METHOD}`)",
+             f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{backbone_method}`)",
              pivot_table(runs), "### Test metrics (mean ± std over seeds)",
              markdown_table(["model", "method", "seeds", *metrics]
                             + [f"valid {SELECTION_METRIC} (selection)"] * (valid_column in runs), main_rows)]
     if gain_rows:
-        parts += [f"### Relative improvement over `{BASELINE_METHOD}` (same model)",
+        parts += [f"### Relative improvement over `{backbone_method}` (same model)",
                   markdown_table(["model", "method", "paired seeds", *metrics], gain_rows),
                   f"p-values, over seeds (paired t-test) / over users (paired {TEST_NAMES[per_user_test]}):",
                   markdown_table(["model", "method", *metrics], p_rows)]
-    elif set(runs["method"]) == {BASELINE_METHOD}:
-        parts.append(f"Only `{BASELINE_METHOD}` runs for this dataset: nothing to compare.")
+    elif set(runs["method"]) == {backbone_method}:
+        parts.append(f"Only `{backbone_method}` runs for this dataset: nothing to compare.")
     else:
-        parts.append(f"No `{BASELINE_METHOD}` runs for this dataset: no improvements or significance tests.")
+        parts.append(f"No `{backbone_method}` runs for this dataset: no improvements or significance tests.")
     if details:
         parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
     return "\n\n".join(parts)
@@ -138,13 +137,17 @@ def _relative(value: float, reference: float) -> float:
 
 
 def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> list[str]:
-    """``PROPOSED_METHOD`` against its backbone and the best competing baseline, one row per
+    """The proposed method against its backbone and the best competing baseline, one row per
     (dataset, model), sorted by the gain over the backbone (largest first).
 
     The best baseline of a cell is the one with the highest mean *validation* ``metric`` (how a
     practitioner would pick it); the strongest one on test is shown too, as the stricter comparison.
-    Where the grid ran several ``PROPOSED_VARIANTS``, the one best on validation is shown as well.
+    Where the grid ran several of the proposed method's variants, the one best on validation is shown as well.
+    Roles (backbone, baselines, proposed method, variants) are the runs' (:mod:`dmesr.experiments.roles`).
     """
+    roles = runs_roles(store)
+    if not roles.proposed:
+        return []
     rows, gains, wins_backbone = [], [], 0
     versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
     tuned_wins_backbone, tuned_wins_selected, with_tuned, partial_cells = 0, 0, 0, 0
@@ -152,9 +155,9 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
         def mean(method, prefix):
             return runs.loc[runs["method"] == method, f"{prefix}_{metric}"].mean()
 
-        if not {PROPOSED_METHOD, BASELINE_METHOD} <= set(runs["method"]):
+        if not {roles.proposed, roles.backbone} <= set(runs["method"]):
             continue
-        backbone, proposed = mean(BASELINE_METHOD, "test"), mean(PROPOSED_METHOD, "test")
+        backbone, proposed = mean(roles.backbone, "test"), mean(roles.proposed, "test")
 
         def best_on(methods, prefix):
             present = [m for m in methods if m in set(runs["method"])]
@@ -162,9 +165,9 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
                 return None
             return max(present, key=lambda m: mean(m, prefix))
 
-        selected, strongest = best_on(COMPETING_METHODS, "valid"), best_on(COMPETING_METHODS, "test")
-        variants = [m for m in PROPOSED_VARIANTS if m in set(runs["method"])]
-        tuned = best_on(PROPOSED_VARIANTS, "valid") if len(variants) > 1 else None
+        selected, strongest = best_on(roles.baselines, "valid"), best_on(roles.baselines, "test")
+        variants = [m for m in roles.tuning if m in set(runs["method"])]
+        tuned = best_on(roles.tuning, "valid") if len(variants) > 1 else None
 
         def versus(method):
             if method is None:
@@ -190,32 +193,32 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
         tuned_text = ("n/a" if tuned is None else f"`{tuned}` {with_seeds(tuned, mean(tuned, 'test'))} "
                                                   f"({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
 
-        partial_cells += int(seeds[[BASELINE_METHOD, PROPOSED_METHOD]].min() < seeds.max())
-        rows.append((gain, [dataset, model, with_seeds(BASELINE_METHOD, backbone), with_seeds(PROPOSED_METHOD, proposed),
+        partial_cells += int(seeds[[roles.backbone, roles.proposed]].min() < seeds.max())
+        rows.append((gain, [dataset, model, with_seeds(roles.backbone, backbone), with_seeds(roles.proposed, proposed),
                             f"{gain:+.1f}%", versus(selected), versus(strongest), tuned_text]))
     if not rows:
         return []
     rows.sort(key=lambda row: -row[0])
-    competing = ", ".join(f"`{m}`" for m in COMPETING_METHODS)
+    competing = ", ".join(f"`{m}`" for m in roles.baselines)
     wins_selected = sum(relative > 0 for relative in versus_selected)
     versus_best = (f"the best baseline (chosen on validation {metric} among {competing}) in {wins_selected} of "
                    f"{len(versus_selected)} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
                    f"against it, {np.mean(versus_strongest):+.1f}% against the strongest baseline on test)"
-                   if versus_selected else f"no baseline ({competing}) ran")
+                   if versus_selected else f"no baseline ({competing}) ran" if competing else "the grid declares no baselines")
     tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, fusion norm, "
-                      f"alignment weight), `{PROPOSED_METHOD}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
+                      f"alignment weight), `{roles.proposed}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
                       f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
                       f"no such tuning." if with_tuned else "")
-    return [f"## `{PROPOSED_METHOD}` at a glance (test {metric}, mean over seeds)",
-            (f"`{PROPOSED_METHOD}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells"
+    return [f"## `{roles.proposed}` at a glance (test {metric}, mean over seeds)",
+            (f"`{roles.proposed}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells"
              + (f" ({partial_cells} of them with fewer seeds so far, marked)" if partial_cells else "") + "; "
              f"{versus_best}; mean gain over the backbone {np.mean(gains):+.1f}%.{tuned_sentence} Rows are sorted "
-             f"by the gain of `{PROPOSED_METHOD}`, largest first; percentages in the baseline columns are "
-             f"`{PROPOSED_METHOD}` relative to that baseline, in the last column the variant relative to the backbone."),
-            markdown_table(["dataset", "model", "backbone", PROPOSED_METHOD, "gain over backbone",
-                            f"best baseline on validation: test ({PROPOSED_METHOD} vs it)",
-                            f"strongest baseline on test ({PROPOSED_METHOD} vs it)",
-                            f"{PROPOSED_METHOD} variant best on validation: test (vs backbone)"],
+             f"by the gain of `{roles.proposed}`, largest first; percentages in the baseline columns are "
+             f"`{roles.proposed}` relative to that baseline, in the last column the variant relative to the backbone."),
+            markdown_table(["dataset", "model", "backbone", roles.proposed, "gain over backbone",
+                            f"best baseline on validation: test ({roles.proposed} vs it)",
+                            f"strongest baseline on test ({roles.proposed} vs it)",
+                            f"{roles.proposed} variant best on validation: test (vs backbone)"],
                            [row for _, row in rows])]
 
 
@@ -301,9 +304,10 @@ def _check_store(store: pd.DataFrame, metrics, per_user_test: str) -> None:
 
 
 def _legend(store: pd.DataFrame, alpha: float, per_user_test: str) -> str:
+    backbone_method = runs_roles(store).backbone
     return (f"Finished runs: {len(store)}. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
             f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
-            f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{BASELINE_METHOD}` "
+            f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{backbone_method}` "
             "method (ID embeddings) of the same model, without correction for multiple comparisons.")
 
 
@@ -335,7 +339,7 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
     """The method's report: the summary, HR@10 / NDCG@10 with paired tests per dataset, the training
     overhead benchmarks, then hand-written notes (``notes``, included verbatim)."""
     _check_store(store, metrics, per_user_test)
-    parts = [f"# `{PROPOSED_METHOD}` against its backbones, baselines and ablations", f"Command: `{command}`",
+    parts = [f"# `{runs_roles(store).proposed}` against its backbones, baselines and ablations", f"Command: `{command}`",
              _legend(store, alpha, per_user_test), *proposed_summary(store)]
     for dataset in sorted(store["dataset"].unique()):
         parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,

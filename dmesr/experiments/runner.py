@@ -231,6 +231,7 @@ def _evaluate_done_cell(cell: Cell, splits: dict) -> CellOutcome:
     """A done cell, skipped; first given its sampled evaluation if the grid was stopped between the
     run's ``final.json`` and that evaluation (a no-op, without loading data, when the file is there)."""
     try:
+        _record_cell(cell)
         if evaluate_missing(cell.run_dir, "sampled", splits=splits) == "evaluated":
             print(f"{cell.label}: done, its missing sampled evaluation added")
     except Exception as error:  # noqa: BLE001 - like a failed training, listed and the grid goes on
@@ -254,7 +255,8 @@ def exit_with_parent() -> None:
 
 
 def _record_cell(cell: Cell) -> None:
-    """Write ``cell.json`` (which experiment and method a run directory belongs to)."""
+    """Write ``cell.json`` (which experiment and method a run directory belongs to, and the method roles
+    the grid declares now)."""
     run_dir = cell.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "cell.json"
@@ -263,7 +265,8 @@ def _record_cell(cell: Cell) -> None:
         if (recorded["experiment"], recorded["method"]) != (cell.experiment, cell.method):
             raise ValueError(f"{run_dir} already belongs to method {recorded['method']!r} of experiment "
                              f"{recorded['experiment']!r}; give this experiment another output_dir")
-        return
+        if recorded == cell.identity():
+            return
     path.write_text(json.dumps(cell.identity(), indent=2))
 
 

@@ -9,8 +9,8 @@ output folder, say) and ``run`` (the run directory's path inside that folder):
   ``items``, ``config`` hash, ``seed``), the protocol settings (``PROTOCOL_FIELDS``), validation
   metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail and short/long
   metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings
-  (``seconds_*``), ``hardware``, ``stopped``, the resolved config (``config_yaml``) and the data
-  provenance (``data_provenance``: split fingerprint and statistics, as JSON);
+  (``seconds_*``), ``hardware``, ``stopped``, its grid's method ``roles`` (JSON), the resolved config
+  (``config_yaml``) and the data provenance (``data_provenance``: split fingerprint and statistics, as JSON);
 * ``epochs.parquet``, one row per run and epoch: the trainer's per-epoch log;
 * ``per_user.parquet``, one row per run and test user (``user_index``, the test order): the
   per-user test metrics that the paired significance tests compare.
@@ -50,13 +50,13 @@ PROTOCOL_FIELDS = (("data", "max_len"), ("model", "hidden_size"), ("model", "num
                    ("train", "batch_size"), ("train", "lr"), ("train", "max_epochs"), ("train", "patience"))
 
 
-def run_method(run_dir: Path, items: str) -> tuple[str, str]:
-    """``(experiment, method)`` of a run: from ``cell.json`` when a grid wrote one."""
+def run_method(run_dir: Path, items: str) -> tuple[str, str, str]:
+    """``(experiment, method, roles as JSON)`` of a run: from ``cell.json`` when a grid wrote one."""
     cell_path = run_dir / "cell.json"
     if cell_path.exists():
         cell = json.loads(cell_path.read_text())
-        return cell["experiment"], cell["method"]
-    return "", "backbone" if items == "id" else items
+        return cell["experiment"], cell["method"], json.dumps(cell["roles"]) if cell.get("roles") else ""
+    return "", "backbone" if items == "id" else items, ""
 
 
 def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.DataFrame, dict[str, np.ndarray]]:
@@ -64,7 +64,7 @@ def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.Data
     from dmesr.training.run import config_hash  # the store is read without torch; only collecting needs it
 
     final = json.loads((run_dir / "final.json").read_text())
-    experiment, method = run_method(run_dir, final["items"])
+    experiment, method, roles = run_method(run_dir, final["items"])
     config_text = (run_dir / "config.yaml").read_text()
     config = config_from_dict(yaml.safe_load(config_text))
     run = run_dir.relative_to(root).as_posix()
@@ -84,6 +84,7 @@ def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.Data
     sampled_path = run_dir / "evaluation-sampled.json"
     if sampled_path.exists():
         row.update({f"sampled_{k}": v for k, v in json.loads(sampled_path.read_text())["test"].items()})
+    row["roles"] = roles
     row["config_yaml"] = config_text
     row["data_provenance"] = (run_dir / "data.json").read_text()
     epochs = _epochs(run_dir)
