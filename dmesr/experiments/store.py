@@ -237,3 +237,9 @@ def summarize(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 def mean_std(mean: float, std: float, digits: int = 4) -> str:
     std_text = "n/a" if pd.isna(std) else f"{std:.{digits}f}"
     return f"{mean:.{digits}f} ± {std_text}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
