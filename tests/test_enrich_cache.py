@@ -19,8 +19,9 @@ from dmesr.enrich.cache import (
     read_jsonl_records,
 )
 from dmesr.enrich.images import load_image
-from dmesr.enrich.pipeline import describe_items, parse_shard, select_items
+from dmesr.enrich.pipeline import describe_items, select_items
 from dmesr.enrich.prompts import MAX_TEXT_CHARS, build_prompt, prompt_card, prompt_hash
+from dmesr.shards import parse_shard
 
 
 def test_prompt_hash_is_stable_and_per_view():

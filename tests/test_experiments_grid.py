@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from dmesr.experiments.grid import expand_grid, load_grid, nested_overrides
-from dmesr.experiments.runner import parse_shard, shard_cells
+from dmesr.experiments.runner import shard_cells
+from dmesr.shards import parse_shard
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 

@@ -26,8 +26,9 @@ import pandas as pd
 
 from dmesr.config import DataConfig
 from dmesr.data.loaders import require_columns, sha256_file
-from dmesr.data.registry import dmesr_home, load_raw, source_files
+from dmesr.data.registry import load_raw, source_files
 from dmesr.data.schema import INTERACTION_COLUMNS, RawDataset, SequenceSplit
+from dmesr.paths import dmesr_home
 
 logger = logging.getLogger(__name__)
 

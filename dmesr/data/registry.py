@@ -27,6 +27,7 @@ from dmesr.data.loaders import (
     sha256_file,
 )
 from dmesr.data.schema import RawDataset
+from dmesr.paths import dmesr_home
 
 
 class ChecksumError(RuntimeError):
@@ -85,11 +86,6 @@ DATASETS: dict[str, DatasetSpec] = {
 
 def known_datasets() -> list[str]:
     return sorted(DATASETS)
-
-
-def dmesr_home(home: Path | str | None = None) -> Path:
-    """Cache root: ``home``, else ``$DMESR_HOME``, else ``~/.cache/dmesr``."""
-    return Path(home or os.environ.get("DMESR_HOME") or Path.home() / ".cache" / "dmesr").expanduser()
 
 
 def dataset_spec(name: str) -> DatasetSpec:

@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
 from dmesr.experiments.store import add_to_store
+from dmesr.shards import parse_shard
 from dmesr.training.run import hardware, hardware_kind, train_run
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
@@ -83,17 +84,6 @@ def cell_status(cell: Cell) -> str:
     if (run_dir / "final.json").exists():
         return "done"
     return "partial" if (run_dir / "config.yaml").exists() else "todo"
-
-
-def parse_shard(shard: str) -> tuple[int, int]:
-    """``"2/8"`` -> ``(2, 8)``; the index counts from 0 (like ``$SLURM_ARRAY_TASK_ID`` with ``--array=0-7``)."""
-    try:
-        index, count = (int(part) for part in str(shard).split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {shard!r}: need n >= 1 and 0 <= i < n")
-    return index, count
 
 
 def shard_cells(cells: list[Cell], shard: str) -> list[Cell]:
