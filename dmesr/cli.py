@@ -153,15 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parameters(pairs: list[str]) -> dict:
     """``["THREADS=1", "SEEDS=[1, 2]"]`` -> ``{"THREADS": 1, "SEEDS": [1, 2]}`` (values read as YAML)."""
-    import yaml
+    from dmesr.config import parse_pairs
 
-    parsed = {}
-    for pair in pairs:
-        name, separator, value = pair.partition("=")
-        if not separator or not name:
-            raise ValueError(f"notebook parameter must look like NAME=VALUE, got {pair!r}")
-        parsed[name] = yaml.safe_load(value)
-    return parsed
+    return parse_pairs(pairs, "notebook parameter", "NAME=VALUE")
 
 
 def main(argv: list[str] | None = None) -> int:

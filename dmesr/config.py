@@ -14,6 +14,7 @@ Overrides use dotted keys: ``train.lr=0.0005``, ``model.name=gru4rec``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,19 +159,55 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, current, dotted))
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.lr=0.01", "model.name=gru4rec"]`` -> nested dict."""
-    nested: dict[str, Any] = {}
+def parse_pairs(pairs: list[str], what: str = "override", form: str = "section.key=value") -> dict[str, Any]:
+    """``["train.lr=0.01", "SEEDS=[1, 2]"]`` -> ``{"train.lr": 0.01, "SEEDS": [1, 2]}`` (values read as YAML)."""
+    parsed: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"override {pair!r} must look like section.key=value")
-        dotted, value = pair.split("=", 1)
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"{what} must look like {form}, got {pair!r}")
+        parsed[key.strip()] = yaml.safe_load(value) if value else ""
+    return parsed
+
+
+def nested_overrides(overrides: dict[str, Any] | None, where: str = "overrides") -> dict[str, Any]:
+    """``{"items.kind": "id", "train": {"lr": 0.1}}`` -> ``{"items": {"kind": "id"}, "train": {"lr": 0.1}}``:
+    dotted keys split into sections, sections given twice merged; ``where`` names the source in errors."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{where} must be a mapping of config keys to values, got {overrides!r}")
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *parents, leaf = str(key).split(".")
         node = nested
-        *parents, leaf = dotted.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if value else ""
+            if not isinstance(node, dict):
+                raise ValueError(f"{where}: key {key!r} clashes with a value given for {part!r}")
+        if isinstance(value, dict):
+            section = node.setdefault(leaf, {})
+            if not isinstance(section, dict):
+                raise ValueError(f"{where}: key {key!r} is given both a value and a section")
+            merge_overrides(section, nested_overrides(value, where))
+        else:
+            node[leaf] = value
     return nested
+
+
+def merge_overrides(into: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """``updates`` merged into the nested ``into`` (sections key by key, values replaced); returns ``into``."""
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge_overrides(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.01", "model.name=gru4rec"]`` -> nested dict."""
+    return nested_overrides(parse_pairs(pairs))
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dmesr.experiments.grid import expand_grid, load_grid, nested_overrides
+from dmesr.config import nested_overrides
+from dmesr.experiments.grid import expand_grid, load_grid
 from dmesr.experiments.runner import shard_cells
 from dmesr.shards import parse_shard
 

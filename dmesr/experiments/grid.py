@@ -47,7 +47,7 @@ from typing import Any
 
 import yaml
 
-from dmesr.config import RunConfig, load_config
+from dmesr.config import RunConfig, load_config, merge_overrides, nested_overrides
 from dmesr.experiments.roles import roles_from_spec
 from dmesr.training.run import run_directory
 
@@ -85,39 +85,6 @@ class Cell:
         """What ``cell.json`` holds."""
         return {"experiment": self.experiment, "dataset": self.dataset, "model": self.model,
                 "method": self.method, "seed": self.seed, "roles": json.loads(self.roles) if self.roles else None}
-
-
-def nested_overrides(overrides: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """``{"items.kind": "id", "train": {"lr": 0.1}}`` -> ``{"items": {"kind": "id"}, "train": {"lr": 0.1}}``."""
-    if overrides is None:
-        return {}
-    if not isinstance(overrides, dict):
-        raise ValueError(f"{where} must be a mapping of config keys to values, got {overrides!r}")
-    nested: dict[str, Any] = {}
-    for key, value in overrides.items():
-        *parents, leaf = str(key).split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{where}: key {key!r} clashes with a value given for {part!r}")
-        if isinstance(value, dict):
-            section = node.setdefault(leaf, {})
-            if not isinstance(section, dict):
-                raise ValueError(f"{where}: key {key!r} is given both a value and a section")
-            _merge(section, nested_overrides(value, where))
-        else:
-            node[leaf] = value
-    return nested
-
-
-def _merge(into: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
 
 
 def _flat_keys(nested: dict[str, Any], prefix: tuple = ()) -> list[tuple]:
@@ -206,8 +173,8 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
                 for seed_rank, seed in enumerate(seeds):
                     overrides = copy.deepcopy(base)
                     for layer in (per_dataset.get(dataset, {}), per_model.get(model, {}), method_overrides[method]):
-                        _merge(overrides, layer)
-                    _merge(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
+                        merge_overrides(overrides, layer)
+                    merge_overrides(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
                                        "train": {"seed": seed}})
                     positions = {"dataset": dataset_rank, "model": model_rank, "method": method_rank,
                                  "seed": seed_rank}
