@@ -188,3 +188,19 @@ def test_a_run_copied_without_its_checkpoint_starts_over_with_a_clean_log(tmp_pa
     train_run(config, show_progress=False, split=tiny_split)
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2]
+
+
+def test_the_epoch_log_holds_both_loss_terms_and_their_weighted_sum(tmp_path, tiny_split, monkeypatch):
+    import dmesr.training.run as run_module
+
+    monkeypatch.setattr(run_module, "load_run_features", lambda config, split: _features(split, "f"))
+    config = tiny_config(tmp_path, **{"train.max_epochs": 2, "items.kind": "dmesr", "items.token_pca_dim": 4,
+                                      "items.align_weight": 0.5})
+    run_dir = train_run(config, show_progress=False, split=tiny_split)
+    for row in [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]:
+        assert row["loss_align"] > 0 and row["loss_rec"] > 0
+        # L = L_rec + lambda L_align, per step and so in the epoch means
+        assert row["loss"] == pytest.approx(row["loss_rec"] + 0.5 * row["loss_align"], abs=2e-6)
+    backbone = train_run(tiny_config(tmp_path, **{"train.max_epochs": 1}), show_progress=False, split=tiny_split)
+    row = json.loads((backbone / "epochs.jsonl").read_text().splitlines()[0])
+    assert "loss_align" not in row and row["loss"] == pytest.approx(row["loss_rec"], abs=1e-6)
