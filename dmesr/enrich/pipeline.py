@@ -19,11 +19,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
-from dmesr.enrich.describers import Describer, DescribeRequest, make_describer
+from dmesr.enrich.describers import Describer, DescribeRequest
 from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
 from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
+from dmesr.enrich.registry import make_describer
 from dmesr.enrich.store import load_features, save_features
 from dmesr.paths import dmesr_home
 from dmesr.shards import parse_shard
