@@ -314,3 +314,23 @@ def test_notebook_tables_mark_the_same_tests_as_the_report(store):
     assert table.loc[("sasrec", "backbone"), "marks"] == "" and table.loc[("sasrec", "dmesr"), "seeds"] == 3
     groups = breakdown_table(store, "NDCG@10")
     assert set(groups["users"]) == set(GROUPS) and len(groups) == 4 * len(table)
+
+
+def test_collect_then_report_from_the_store_alone_on_the_command_line(tmp_path):
+    import shutil
+
+    from dmesr.cli import main
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "toy-runs"
+    for seed in (1, 2):
+        write_run(root, "sasrec", "backbone", seed, per_user_metrics(rng, 0.3))
+        write_run(root, "sasrec", "dmesr", seed, per_user_metrics(rng, 0.6))
+    store = tmp_path / "store"
+    assert main(["experiments", "collect", str(root), "--store", str(store)]) == 0
+    assert main(["report", str(root), "--out", str(tmp_path / "from-folder.md")]) == 0
+    shutil.rmtree(root)
+    assert main(["report", "toy-runs", "--store", str(store), "--out", str(tmp_path / "from-store.md")]) == 0
+    folder, stored = ((tmp_path / name).read_text().splitlines() for name in ("from-folder.md", "from-store.md"))
+    assert folder[3:] == stored[3:] and "| sasrec | dmesr |" in "\n".join(stored)  # all but the command line
+    assert main(["report", "no-such-collection", "--store", str(store), "--out", str(tmp_path / "x.md")]) == 2

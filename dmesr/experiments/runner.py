@@ -30,7 +30,7 @@ Several GPUs on one machine, one shard per GPU, then the report once all are don
     for gpu in 0 1 2 3; do
         CUDA_VISIBLE_DEVICES=$gpu dmesr experiments run configs/experiments/main.yaml --shard $gpu/4 &
     done; wait
-    dmesr report reports/runs/main
+    dmesr report main --out reports/results.md   # each finished cell was added to the grid's store
 
 Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
 epochs of finished runs of the same dataset, minus the epochs a partial run already has. The
