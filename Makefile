@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dmesr-installed
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench reports
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_backbones.py
+
+# every committed report, regenerated from the run store alone (reports/store)
+reports: $(STAMP)
+	$(VENV)/bin/dmesr report main --out reports/results.md
+	$(VENV)/bin/dmesr report main --brief --out reports/dmesr.md --overhead reports/bench/dmesr-overhead-*.json \
+		--notes reports/dmesr-notes.md
+	$(VENV)/bin/dmesr report ml-1m-backbones-h100 ml-1m-backbones-full --out reports/backbones.md \
+		--bench reports/bench/backbones-cpu-*.json --notes reports/backbones-notes.md
+	$(VENV)/bin/dmesr report image-toy --out reports/image-toy.md
