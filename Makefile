@@ -1,12 +1,12 @@
 # Two entry points do all the set-up on a fresh machine (venv + install on first use):
 #   make demo   the main job on the bundled default dataset (ml-100k)
-#   make test   the test suite (unit, tiny end-to-end, notebooks)
+#   make test   the linter (ruff), then the test suite (unit, tiny end-to-end, notebooks)
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dmesr-installed
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench reports
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,17 @@ demo: $(STAMP)
 	$(VENV)/bin/dmesr report runs/demo --out runs/demo/results.md
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check dmesr tests benchmarks
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_backbones.py
+
+# every committed report, regenerated from the run store alone (reports/store)
+reports: $(STAMP)
+	$(VENV)/bin/dmesr report main --out reports/results.md
+	$(VENV)/bin/dmesr report main --brief --out reports/dmesr.md --overhead reports/bench/dmesr-overhead-*.json \
+		--notes reports/dmesr-notes.md
+	$(VENV)/bin/dmesr report ml-1m-backbones-h100 ml-1m-backbones-full --out reports/backbones.md \
+		--bench reports/bench/backbones-cpu-*.json --notes reports/backbones-notes.md
+	$(VENV)/bin/dmesr report image-toy --out reports/image-toy.md

@@ -80,7 +80,8 @@ def main() -> None:
                 seconds[kind].append(time.perf_counter() - started)
     medians = {kind: statistics.median(values) for kind, values in seconds.items()}
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
-              "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps, "backbone_s_per_step": medians["id"],
+              "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps,
+              "backbone_s_per_step": medians["id"],
               "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"],
               "command": shlex.join(["python", *sys.argv])}
     if args.profile:

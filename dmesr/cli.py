@@ -11,8 +11,9 @@
     dmesr evaluate RUN_DIR [--protocol sampled]
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
-    dmesr report runs/main [--out reports/results.md]
-    dmesr report runs/main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
+    dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
+    dmesr report main --out reports/results.md   a collection of the store (or a folder of runs)
+    dmesr report main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format (or: export RUN_DIR OUT)
     dmesr notebooks run --profile tiny  execute notebooks/ with papermill into reports/tiny/executed
 
@@ -124,15 +125,30 @@ def build_parser() -> argparse.ArgumentParser:
     reevaluate.add_argument("runs_root")
     reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled")
     reevaluate.add_argument("--device", default="auto")
+    collect = experiments_sub.add_parser("collect", help="add the finished runs under a folder to the run store")
+    collect.add_argument("runs_root")
+    collect.add_argument("--collection", help="the name they are stored under (default: the folder's name)")
+    collect.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    attention = experiments_sub.add_parser(
+        "attention", help="how sharp DMESR's fusion attention is in finished runs (needs their best.pt)")
+    attention.add_argument("runs_roots", nargs="+", help="folders of finished run directories")
+    attention.add_argument("--method", default="dmesr", help="the grid method whose runs to measure")
+    attention.add_argument("--threads", type=int, default=1)
+    attention.add_argument("--out", help="also write the rows to this JSON file")
 
-    report = subparsers.add_parser("report", help="results tables from a folder of finished runs")
-    report.add_argument("runs_root")
-    report.add_argument("--out", help="markdown file (default: RUNS_ROOT/results.md)")
+    report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
+    report.add_argument("sources", nargs="+", metavar="SOURCE",
+                        help="a collection of the run store, or a folder of run directories")
+    report.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    report.add_argument("--out", help="markdown file (default for a folder: SOURCE/results.md)")
     report.add_argument("--brief", action="store_true",
                         help="the method's report: summary, HR@10/NDCG@10 with tests, overhead, notes")
     report.add_argument("--overhead", nargs="*", default=[], metavar="JSON",
                         help="(--brief) files written by benchmarks/bench_dmesr_overhead.py --out")
-    report.add_argument("--notes", help="(--brief) a markdown file appended verbatim")
+    report.add_argument("--notes", help="(--brief, --bench) a markdown file appended verbatim")
+    report.add_argument("--bench", nargs="*", default=[], metavar="JSON",
+                        help="the backbones report: one ml-1m section per SOURCE, then these files written by "
+                             "benchmarks/bench_backbones.py")
 
     export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
     export.add_argument("dataset", help="dataset name, or a run directory (exports the split it was trained on)")
@@ -154,15 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _parameters(pairs: list[str]) -> dict:
     """``["THREADS=1", "SEEDS=[1, 2]"]`` -> ``{"THREADS": 1, "SEEDS": [1, 2]}`` (values read as YAML)."""
-    import yaml
+    from dmesr.config import parse_pairs
 
-    parsed = {}
-    for pair in pairs:
-        name, separator, value = pair.partition("=")
-        if not separator or not name:
-            raise ValueError(f"notebook parameter must look like NAME=VALUE, got {pair!r}")
-        parsed[name] = yaml.safe_load(value)
-    return parsed
+    return parse_pairs(pairs, "notebook parameter", "NAME=VALUE")
 
 
 # What a stopped command keeps, said in the one line Ctrl-C prints.
@@ -219,9 +229,7 @@ def _dispatch(args) -> int:
     if args.command in ("enrich", "embed"):
         return _enrich_or_embed(args, load_config(overrides=[f"data.dataset={args.dataset}"]))
     if args.command == "train":
-        from dmesr.training.run import train_run
-
-        from dmesr.training.run import run_directory
+        from dmesr.training.run import run_directory, train_run
 
         config = load_config(args.config, _train_overrides(args))
         args.run_dir_resumed = run_directory(config)
@@ -238,6 +246,19 @@ def _dispatch(args) -> int:
 
             evaluate_runs(args.runs_root, args.protocol, args.device)
             return 0
+        if args.action == "collect":
+            from dmesr.experiments import add_to_store
+
+            add_to_store(args.runs_root, args.store, args.collection)
+            return 0
+        if args.action == "attention":
+            import torch
+
+            from dmesr.experiments.attention import attention_command
+
+            torch.set_num_threads(args.threads)
+            attention_command(args.runs_roots, args.method, args.out, "dmesr " + shlex.join(args.argv))
+            return 0
         from dmesr.experiments import experiments_run
 
         outcomes = experiments_run(args.grid_yaml, args.workers, args.shard, args.dry_run, args.limit, args.threads,
@@ -250,7 +271,8 @@ def _dispatch(args) -> int:
     if args.command == "report":
         from dmesr.experiments import report
 
-        report(args.runs_root, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes)
+        report(args.sources, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes, bench=args.bench,
+               store=args.store)
         return 0
     if args.command == "export":
         from dmesr.experiments import export

@@ -14,10 +14,11 @@ Overrides use dotted keys: ``train.lr=0.0005``, ``model.name=gru4rec``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -52,8 +53,8 @@ class ItemEncoderConfig:
     views: tuple[str, ...] = ("image", "text")  # MLLM views to use (missing ones are skipped)
     use_original_text: bool = True
     fusion: str = "cross_attention"  # cross_attention | none
-    # pre | post: where the fusion block's LayerNorms sit (dmesr.models.fusion). "pre" since session 7:
-    # better on validation NDCG@10 of ml-100k in every paired seed of the three backbones
+    # pre | post: where the fusion block's LayerNorms sit (dmesr.models.fusion). "pre": better on
+    # validation NDCG@10 of ml-100k in every paired seed of the three backbones (CHANGELOG.md)
     fusion_norm: str = "pre"
     integration: str = "sum"  # sum | concat | gate | dual
     align_weight: float = 0.1  # lambda in L = L_rec + lambda * L_align
@@ -122,25 +123,6 @@ class RunConfig:
         return dataclasses.asdict(self, dict_factory=lambda pairs: {k: _plain(v) for k, v in pairs})
 
 
-@dataclass(frozen=True)
-class AddedField:
-    """A config field added after runs had been stored.
-
-    A saved config without it reads it as ``legacy``, the behaviour of the code those runs were
-    trained with (whatever today's default), and the run hash (dmesr.training.run.config_hash)
-    leaves it out where it holds ``legacy`` or where ``applies(config)`` says it changes nothing,
-    so a new field, or a new default for it, neither renames nor misreads the stored runs.
-    """
-
-    legacy: Any
-    applies: Callable[[RunConfig], bool]
-
-
-ADDED_FIELDS: dict[tuple[str, str], AddedField] = {
-    ("items", "fusion_norm"): AddedField("post", lambda config: config.items.fuses_original_text),
-}
-
-
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
@@ -202,18 +184,39 @@ def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, current, dotted))
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["train.lr=0.01", "model.name=gru4rec"]`` -> nested dict."""
-    nested: dict[str, Any] = {}
+def parse_pairs(pairs: list[str], what: str = "override", form: str = "section.key=value") -> dict[str, Any]:
+    """``["train.lr=0.01", "SEEDS=[1, 2]"]`` -> ``{"train.lr": 0.01, "SEEDS": [1, 2]}`` (values read as YAML)."""
+    parsed: dict[str, Any] = {}
     for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"override {pair!r} must look like section.key=value")
-        dotted, value = pair.split("=", 1)
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"{what} must look like {form}, got {pair!r}")
+        parsed[key.strip()] = yaml.safe_load(value) if value else ""
+    return parsed
+
+
+def nested_overrides(overrides: dict[str, Any] | None, where: str = "overrides") -> dict[str, Any]:
+    """``{"items.kind": "id", "train": {"lr": 0.1}}`` -> ``{"items": {"kind": "id"}, "train": {"lr": 0.1}}``:
+    dotted keys split into sections, sections given twice merged; ``where`` names the source in errors."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{where} must be a mapping of config keys to values, got {overrides!r}")
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *parents, leaf = str(key).split(".")
         node = nested
-        *parents, leaf = dotted.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if value else ""
+            if not isinstance(node, dict):
+                raise ValueError(f"{where}: key {key!r} clashes with a value given for {part!r}")
+        if isinstance(value, dict):
+            section = node.setdefault(leaf, {})
+            if not isinstance(section, dict):
+                raise ValueError(f"{where}: key {key!r} is given both a value and a section")
+            merge_overrides(section, nested_overrides(value, where))
+        else:
+            node[leaf] = value
     return nested
 
 
@@ -226,6 +229,19 @@ def read_yaml(path: str | Path) -> Any:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise ValueError(f"{path}{line}: not valid YAML ({problem})") from None
+def merge_overrides(into: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
+    """``updates`` merged into the nested ``into`` (sections key by key, values replaced); returns ``into``."""
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge_overrides(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+    return into
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["train.lr=0.01", "model.name=gru4rec"]`` -> nested dict."""
+    return nested_overrides(parse_pairs(pairs))
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | dict | None = None) -> RunConfig:
@@ -307,8 +323,6 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
             f"run was written with config version {version!r}; this dmesr reads version {CONFIG_VERSION}"
         )
     config = RunConfig()
-    for (section, key), added in ADDED_FIELDS.items():
-        setattr(getattr(config, section), key, added.legacy)
     _apply(config, data)
     return config
 

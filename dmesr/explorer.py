@@ -24,7 +24,7 @@ from dmesr.data.repeats import has_repeats
 from dmesr.data.schema import SequenceSplit
 from dmesr.evaluation.protocols import excludes_history
 from dmesr.models.base import SequentialRecommender
-from dmesr.models.item_encoders import ORIGINAL_TEXT, DMESRItems
+from dmesr.models.item_encoders import ORIGINAL_TEXT, DMESRItems, alignment_sources
 
 STAGES = {"valid": 2, "test": 1}  # stage -> how many items at the end are held out
 
@@ -156,12 +156,12 @@ def aligned_pair(model: SequentialRecommender) -> tuple[str, str, np.ndarray, np
     :class:`DMESRItems`; rows where either is missing are False in ``present``.
     """
     items = _dmesr_items(model, "alignment needs")
-    views = list(items.views)
-    first, second = (views[0], views[1]) if len(views) >= 2 else (views[0], ORIGINAL_TEXT)
-    if second == ORIGINAL_TEXT and not items.use_original_text:
+    pair = alignment_sources(items.views, items.use_original_text)
+    if pair is None:
         raise ValueError("one MLLM view and no original text: this encoder has no pair to align")
+    first, second = pair
     with torch.no_grad():
-        a, b = items._adapt(first), items._adapt(second)
+        a, b = items.adapt(first), items.adapt(second)
         present = items.semantics.present(first) & items.semantics.present(second)
     return first, second, a.numpy(), b.numpy(), present.numpy()
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from dmesr.config import ModelConfig, TrainConfig
-from dmesr.models import MODELS, BERT4Rec, IDEmbedding, ItemRepresentation, build_model
+from dmesr.models import MODELS, IDEmbedding, ItemRepresentation, build_model
 from dmesr.models.losses import sequence_loss
 
 NUM_ITEMS, WIDTH, MAX_LEN = 30, 16, 16

@@ -14,9 +14,9 @@ from dmesr.data.loaders import (
     load_movielens_atomic,
     load_movielens_dslabs,
     load_recbole_atomic,
-    load_table,
     parse_timestamps,
 )
+from dmesr.data.tables import load_table
 
 
 def write_atomic(folder, name, inter_lines, item_lines=None):

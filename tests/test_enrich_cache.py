@@ -19,8 +19,10 @@ from dmesr.enrich.cache import (
     read_jsonl_records,
 )
 from dmesr.enrich.images import load_image
-from dmesr.enrich.pipeline import describe_items, parse_shard, select_items
+from dmesr.enrich.pipeline import describe_items, select_items
 from dmesr.enrich.prompts import MAX_TEXT_CHARS, build_prompt, prompt_card, prompt_hash
+from dmesr.enrich.registry import make_describer
+from dmesr.shards import parse_shard
 
 
 def test_prompt_hash_is_stable_and_per_view():
@@ -153,7 +155,7 @@ def test_missing_columns_and_unknown_names_are_clear_errors(tmp_path):
 def test_export_is_sorted_and_readable_as_precomputed(tmp_path):
     items = pd.DataFrame({"item": ["10", "2", "1"], "text": ["a", "b", "c"]})
     source = precomputed_file(tmp_path, list(items["item"]), views=("text",))
-    ready = describers.make_describer("precomputed", path=source)  # a loaded describer is reused as is
+    ready = make_describer("precomputed", path=source)  # a loaded describer is reused as is
     for limit in (1, 3):
         describe_items(items, "d", ready, views=["text"], cache_dir=tmp_path / "cache", limit=limit, progress=False)
     count = export_descriptions(tmp_path / "cache", "d", tmp_path / "out.jsonl")
@@ -165,7 +167,7 @@ def test_export_is_sorted_and_readable_as_precomputed(tmp_path):
 def test_export_header_names_describer_prompts_and_command(tmp_path):
     items = pd.DataFrame({"item": ["1", "2"], "text": ["a", "b"]})
     source = precomputed_file(tmp_path, list(items["item"]), views=("text",))
-    describe_items(items, "d", describers.make_describer("precomputed", path=source), views=["text"],
+    describe_items(items, "d", make_describer("precomputed", path=source), views=["text"],
                    cache_dir=tmp_path / "cache", progress=False)
     header = {"describer": "precomputed:x", "prompts": prompt_card(["text"]), "command": "dmesr enrich ..."}
     export_descriptions(tmp_path / "cache", "d", tmp_path / "out.jsonl", header=header)

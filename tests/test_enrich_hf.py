@@ -24,9 +24,9 @@ from transformers import (
 )
 
 from dmesr.enrich.cache import read_descriptions
-from dmesr.enrich.describers import make_describer
 from dmesr.enrich.hf import HFGenerator
 from dmesr.enrich.pipeline import describe_items
+from dmesr.enrich.registry import make_describer
 
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<image>"]
 WORDS = ("user assistant the a of and in to is it picture item title year genres toy story comedy drama "

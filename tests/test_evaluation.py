@@ -86,7 +86,8 @@ def test_constant_model_gets_worst_rank_after_exclusions():
 
 def test_result_metrics_are_means_of_per_user_values():
     split = make_split(SEQUENCES, NUM_ITEMS)
-    result = evaluate(ranked_by_id_model(NUM_ITEMS), evaluation_inputs(split, "valid", 2), EvalConfig(ks=(1, 5), exclude_history=True))
+    result = evaluate(ranked_by_id_model(NUM_ITEMS), evaluation_inputs(split, "valid", 2),
+                      EvalConfig(ks=(1, 5), exclude_history=True))
     assert set(result.metrics) == {f"{m}@{k}" for m in ("HR", "NDCG", "MRR") for k in (1, 5)}
     assert result.per_user["HR@1"].tolist() == [1.0, 0.0]
     assert result.per_user["NDCG@5"].tolist() == pytest.approx([1.0, 1 / math.log2(3)])

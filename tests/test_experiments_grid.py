@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dmesr.experiments.grid import expand_grid, load_grid, nested_overrides
-from dmesr.experiments.runner import parse_shard, shard_cells
+from dmesr.config import nested_overrides
+from dmesr.experiments.grid import expand_grid, load_grid
+from dmesr.experiments.runner import shard_cells
+from dmesr.shards import parse_shard
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "experiments"
 
@@ -71,6 +73,18 @@ def test_per_dataset_overrides_and_only_restrictions():
     assert {c.config.data.max_len for c in cells if c.dataset == "ml-100k"} == {20}
 
 
+def test_per_model_overrides_sit_between_per_dataset_and_methods():
+    cells = expand_grid(spec(per_dataset={"ml-1m": {"train.patience": 5, "train.lr": 0.5}},
+                             per_model={"gru4rec": {"model.num_layers": 1, "train.patience": 20}},
+                             methods={"backbone": {}, "slow": {"train.lr": 0.01, "train.patience": 7}}))
+    settings = {(c.dataset, c.model, c.method): (c.config.model.num_layers, c.config.train.patience, c.config.train.lr)
+                for c in cells}
+    assert settings[("ml-1m", "gru4rec", "backbone")] == (1, 20, 0.5)  # per_model over per_dataset
+    assert settings[("ml-1m", "sasrec", "backbone")] == (2, 5, 0.5)
+    assert settings[("ml-1m", "gru4rec", "slow")] == (1, 7, 0.01)  # the method over both
+    assert settings[("ml-100k", "gru4rec", "backbone")][:2] == (1, 20)
+
+
 def test_method_overrides_beat_base_and_output_dir_is_configurable():
     cells = expand_grid(spec(base={"train.lr": 0.01, "output_dir": "/tmp/x"},
                              methods={"backbone": {}, "fast": {"train.lr": 0.1}}))
@@ -90,6 +104,10 @@ def test_nested_overrides_merge_dotted_and_nested_keys():
     ({"only": {"ml-1m": {"methods": ["dmesr-typo"]}}}, "unknown method 'dmesr-typo'"),
     ({"only": {"ml-20m": {"methods": ["backbone"]}}}, "only names 'ml-20m'"),
     ({"per_dataset": {"ml-20m": {"data.max_len": 9}}}, "per_dataset names 'ml-20m'"),
+    ({"per_model": {"caser": {"model.num_layers": 1}}}, "per_model names 'caser'"),
+    ({"roles": {"proposed": "dmesr-typo"}}, "roles name unknown method(s) 'dmesr-typo'"),
+    ({"roles": {"proposed": "dmesr", "variants": ["dmesr"]}}, "roles give a method two roles"),
+    ({"roles": {"winner": "dmesr"}}, "'roles' must be a mapping with keys from"),
     ({"datasets": []}, "'datasets' must be a non-empty list"),
     ({"methods": {}}, "'methods' must be a non-empty mapping"),
     ({"seeds": [1, 1]}, "lists a name twice"),
@@ -190,3 +208,12 @@ def test_shipped_experiment_files_expand():
     assert {c.config.output_dir for c in main} == {"reports/runs/main"}
     assert by_method["dmesr-no-fusion"].fusion == "none" and by_method["dmesr-no-text"].use_original_text is False
     assert by_method["dmesr-frozen-adapters"].freeze_adapters is True
+
+
+def test_roles_are_recorded_with_every_cell_in_the_grid_order():
+    cells = expand_grid(spec(roles={"baselines": ["dmesr-no-align"], "proposed": "dmesr"}))
+    roles = {c.roles for c in cells}
+    assert len(roles) == 1
+    recorded = cells[0].identity()["roles"]
+    assert recorded == {"backbone": "backbone", "baselines": ["dmesr-no-align"], "proposed": "dmesr", "variants": []}
+    assert expand_grid(spec())[0].identity()["roles"]["proposed"] == ""  # no roles declared: only the backbone

@@ -14,8 +14,14 @@ import pytest
 from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
-from dmesr.experiments.report import (REPORT_METRICS, proposed_summary, training_time_sentence, write_brief_report,
-                                     write_results_report)
+from dmesr.experiments.report import (
+    REPORT_METRICS,
+    proposed_summary,
+    training_time_sentence,
+    write_brief_report,
+    write_results_report,
+)
+from dmesr.experiments.roles import Roles
 from dmesr.experiments.store import collect_runs, mean_std
 from tests.conftest import make_tiny_split
 
@@ -156,7 +162,8 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     header = next(line for line in section(text, "### Test metrics").splitlines() if line.startswith("| model"))
     assert header == "| model | method | seeds | HR@10 | NDCG@10 |"  # the toy store has no validation metrics
     assert "### Head/tail" not in text and "### Sampled protocol" not in text
-    assert "| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 200.0 | 300.0 | **1.50x** | `python bench.py --out overhead.json` |" in text
+    assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 200.0 | 300.0 | **1.50x** "
+            "| `python bench.py --out overhead.json` |") in text
     assert "| toy | gru4rec | 128 | 50 | cuda | 4.7 | 12.5 | **2.66x** | `overhead-gpu.json` |" in text
     assert text.endswith("## Notes\n\nWritten by hand.\n")
 
@@ -230,8 +237,9 @@ def test_summary_shows_the_dmesr_variant_best_on_validation():
     # (method) -> (validation, test) NDCG@10; dmesr-dual wins validation, dmesr-gate (best on test) must not be picked
     cells = {"backbone": (0.10, 0.10), "dmesr": (0.11, 0.105), "dmesr-dual": (0.13, 0.108), "dmesr-gate": (0.12, 0.2),
              "text": (0.12, 0.11), "dmesr-no-fusion": (0.5, 0.5)}  # an ablation, not a variant
+    roles = Roles("backbone", ("text",), "dmesr", ("dmesr-dual", "dmesr-gate")).to_json()  # as a grid declares them
     store = pd.DataFrame([{"dataset": "a", "model": "sasrec", "method": method, "seed": seed,
-                           "valid_NDCG@10": valid, "test_NDCG@10": test}
+                           "valid_NDCG@10": valid, "test_NDCG@10": test, "roles": roles}
                           for method, (valid, test) in cells.items() for seed in (1, 2)])
     _, sentence, table = proposed_summary(store)
     assert table.splitlines()[2].endswith("| `dmesr-dual` 0.1080 (+8.0%) |")
@@ -293,3 +301,36 @@ def test_export_refuses_foreign_files_and_drops_stale_negatives(tmp_path):
     short = dataclasses.replace(make_tiny_split(), offsets=np.array([0, 2, 480]))
     with pytest.raises(ValueError, match="needs >= 3 interactions"):
         export_split(short, tmp_path / "y")
+
+
+def test_notebook_tables_mark_the_same_tests_as_the_report(store):
+    from dmesr.experiments.comparisons import breakdown_table, results_table
+
+    table = results_table(store, "NDCG@10").set_index(["model", "method"])
+    seed_p, user_p = expected_tests(store, "dmesr", "NDCG@10")
+    row = table.loc[("sasrec", "dmesr")]
+    assert row["p_seeds"] == pytest.approx(seed_p) and row["p_users"] == pytest.approx(user_p)
+    assert row["marks"] == ("†" if seed_p < 0.05 else "") + ("‡" if user_p < 0.05 else "")
+    assert table.loc[("sasrec", "backbone"), "marks"] == "" and table.loc[("sasrec", "dmesr"), "seeds"] == 3
+    groups = breakdown_table(store, "NDCG@10")
+    assert set(groups["users"]) == set(GROUPS) and len(groups) == 4 * len(table)
+
+
+def test_collect_then_report_from_the_store_alone_on_the_command_line(tmp_path):
+    import shutil
+
+    from dmesr.cli import main
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "toy-runs"
+    for seed in (1, 2):
+        write_run(root, "sasrec", "backbone", seed, per_user_metrics(rng, 0.3))
+        write_run(root, "sasrec", "dmesr", seed, per_user_metrics(rng, 0.6))
+    store = tmp_path / "store"
+    assert main(["experiments", "collect", str(root), "--store", str(store)]) == 0
+    assert main(["report", str(root), "--out", str(tmp_path / "from-folder.md")]) == 0
+    shutil.rmtree(root)
+    assert main(["report", "toy-runs", "--store", str(store), "--out", str(tmp_path / "from-store.md")]) == 0
+    folder, stored = ((tmp_path / name).read_text().splitlines() for name in ("from-folder.md", "from-store.md"))
+    assert folder[3:] == stored[3:] and "| sasrec | dmesr |" in "\n".join(stored)  # all but the command line
+    assert main(["report", "no-such-collection", "--store", str(store), "--out", str(tmp_path / "x.md")]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,14 +15,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dmesr.config import load_config, save_config
 from dmesr.experiments import runner, status
 from dmesr.experiments.grid import expand_grid
-from dmesr.config import load_config, save_config
 from dmesr.experiments.reevaluate import evaluate_missing, evaluate_runs
 from dmesr.experiments.report import report
-from dmesr.experiments.runner import (cell_status, estimate_seconds, experiments_run, run_grid, select_cells,
-                                     with_thread_share)
-from dmesr.experiments.store import collect_runs, write_store
+from dmesr.experiments.runner import (
+    cell_status,
+    estimate_seconds,
+    experiments_run,
+    run_grid,
+    select_cells,
+    with_thread_share,
+)
+from dmesr.experiments.store import add_to_store, collect_runs, load_epochs, load_runs
 from tests.conftest import make_tiny_split
 
 TINY = {"data.max_len": 8, "model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 1,
@@ -73,12 +80,19 @@ def test_grid_runs_then_second_run_does_nothing(tmp_path, tiny_data, monkeypatch
     store = collect_runs(tmp_path / "runs")
     assert sorted(store["method"]) == ["backbone", "slow-lr"] and set(store["experiment"]) == {"tiny"}
     assert {"head_NDCG@10", "long_HR@10", "test_MRR@10"} <= set(store.columns)
-    csv_path = write_store(tmp_path / "runs")
-    assert csv_path.read_text().splitlines()[0].startswith("dataset,model,method,")
-    assert (tmp_path / "runs" / "store.parquet").exists()
-    text = report(tmp_path / "runs", tmp_path / "results.md", command="dmesr report runs").read_text()
+    add_to_store(tmp_path / "runs", tmp_path / "store")
+    stored = load_runs("runs", tmp_path / "store")
+    assert stored.drop(columns="run_dir", errors="ignore").columns.tolist() == store.drop(columns="run_dir").columns.tolist()
+    assert stored["test_NDCG@10"].tolist() == store["test_NDCG@10"].tolist()
+    assert all((a == b).all() for a, b in zip(stored["user_NDCG@10"], store["user_NDCG@10"]))
+    assert len(load_epochs("runs", tmp_path / "store")) == sum(store["epochs"])
+    text = report([str(tmp_path / "runs")], tmp_path / "results.md", command="dmesr report runs").read_text()
     assert "| sasrec | slow-lr | 1 |" in text  # one seed: a per-user test, no seed test
     assert "Command: `dmesr report runs`" in text
+    # the same report from the store alone, with the run folders gone
+    shutil.rmtree(tmp_path / "runs")
+    from_store = report(["runs"], tmp_path / "again.md", command="dmesr report runs", store=tmp_path / "store")
+    assert from_store.read_text() == text
 
 
 def test_failing_cell_is_logged_and_the_grid_goes_on(tmp_path, tiny_data, capsys, monkeypatch):
@@ -135,7 +149,7 @@ def test_dry_run_lists_statuses_and_estimates_from_finished_runs(tmp_path, tiny_
     # slow-lr has no finished run of its own: the same dataset and model's runs stand in
     assert outcomes[3].estimate_source == "measured" and outcomes[3].seconds == pytest.approx(per_epoch * 2)
     printed = capsys.readouterr().out
-    assert "6 cells: 1 done, 1 partial, 0 continue a shorter-patience run, 4 todo" in printed
+    assert "6 cells: 1 done, 1 partial, 4 todo" in printed
     assert estimate_seconds(cells[:1], ["done"]) == [(0.0, "measured")]
     # a selection of cells (--cells, --shard) is estimated from the finished runs of the whole grid
     assert run_grid(cells[3:4], dry_run=True)[0].estimate_source == "guess"
@@ -162,24 +176,6 @@ def test_estimates_fall_back_to_other_backbones_of_the_dataset_then_guess(tmp_pa
     assert estimates[("a", "gru4rec", "backbone")] == (20.0, "other backbones")
     assert estimates[("b", "sasrec", "dmesr")] == (runner.DEFAULT_SECONDS_PER_EPOCH * 200, "guess")
     assert estimates[("b", "sasrec", "backbone")] == (runner.DEFAULT_SECONDS_PER_EPOCH * 200, "guess")
-
-
-def test_raising_the_patience_continues_finished_cells(tmp_path, tiny_data, capsys):
-    short = tiny_grid(tmp_path, methods={"backbone": {}}, base={**TINY, "output_dir": str(tmp_path / "runs"),
-                                                                "train.patience": 1, "train.max_epochs": 30})
-    run_grid(short, show_progress=False)
-    assert json.loads((short[0].run_dir / "final.json").read_text())["stopped"] == "patience"
-    longer = tiny_grid(tmp_path, methods={"backbone": {}}, base={**TINY, "output_dir": str(tmp_path / "runs"),
-                                                                 "train.patience": 3, "train.max_epochs": 30})
-    planned = run_grid(longer, dry_run=True)
-    final = json.loads((short[0].run_dir / "final.json").read_text())
-    per_epoch = status._seconds_per_epoch_where_finished(short[0].run_dir, final)
-    assert planned[0].status == "continues" and planned[0].estimate_source == "continues"
-    assert planned[0].seconds == pytest.approx(per_epoch * 2)
-    run_grid(longer, show_progress=False)
-    assert cell_status(longer[0]) == "done" and not short[0].run_dir.exists()
-    assert len(collect_runs(tmp_path / "runs")) == 1
-    assert json.loads((longer[0].run_dir / "cell.json").read_text())["method"] == "backbone"
 
 
 def test_threads_are_shared_between_workers(monkeypatch):
@@ -216,12 +212,12 @@ def test_two_worker_processes_run_a_grid_from_yaml(tmp_path, monkeypatch):
     experiment.write_text(json.dumps({
         "name": "tiny", "base": {**TINY, "data.num_sampled_negatives": 5, "output_dir": str(tmp_path / "runs")},
         "datasets": [str(tmp_path / "walk")],
-        "models": ["sasrec", "gru4rec"], "seeds": [1], "methods": {"backbone": {}}}))
+        "models": ["sasrec", "gru4rec"], "seeds": [1], "methods": {"backbone": {}}, "store": str(tmp_path / "store")}))
     outcomes = experiments_run(experiment, workers=2)
     assert [o.status for o in outcomes] == ["finished", "finished"], [o.error for o in outcomes]
     store = collect_runs(tmp_path / "runs")
     assert sorted(store["model"]) == ["gru4rec", "sasrec"]
-    assert (tmp_path / "runs" / "store.csv").exists()
+    assert sorted(load_runs("runs", tmp_path / "store")["model"]) == ["gru4rec", "sasrec"]  # each added on finishing
     assert np.all(store["test_HR@10"].between(0, 1))
     assert [o.status for o in experiments_run(experiment, limit=1)] == ["skipped"]
     # every finished cell was scored with the sampled protocol too; re-scoring reproduces it

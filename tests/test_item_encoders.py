@@ -88,7 +88,8 @@ def training_losses(model: SequentialRecommender, windows: torch.Tensor) -> tupl
 
 
 def training_loss(model: SequentialRecommender, windows: torch.Tensor) -> torch.Tensor:
-    return sum(training_losses(model, windows))
+    recommendation, auxiliary = training_losses(model, windows)
+    return recommendation + model.items.auxiliary_weight * auxiliary
 
 
 VARIANTS = [
@@ -125,7 +126,7 @@ def test_every_kind_gives_padded_tables_and_trains(overrides):
     for _ in range(40):
         optimizer.zero_grad()
         recommendation, auxiliary = training_losses(model, windows)
-        loss = recommendation + auxiliary
+        loss = recommendation + model.items.auxiliary_weight * auxiliary
         assert torch.isfinite(loss)
         loss.backward()
         optimizer.step()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dmesr.config import ModelConfig, TrainConfig
 from dmesr.models import IDEmbedding, build_model
-from dmesr.models.losses import bce_sampled, full_cross_entropy, sampled_softmax, sequence_loss
+from dmesr.models.losses import bce_sampled, full_cross_entropy, loss_terms, sampled_softmax, sequence_loss
 
 
 def random_problem(num_rows=7, num_items=9, dim=4, seed=0):
@@ -91,6 +91,8 @@ def test_sampled_losses_need_a_negative(loss_function):
 class CountingIDs(IDEmbedding):
     """IDs with a fixed auxiliary loss that records which items it was asked about."""
 
+    auxiliary_weight = 0.25
+
     def auxiliary_loss(self, item_ids):
         self.seen = item_ids
         return torch.tensor(0.5)
@@ -109,8 +111,11 @@ def test_sequence_loss_is_ce_over_target_positions_plus_auxiliary():
     targets = torch.tensor([[0, 0, 0, 4, 12], [2, 3, 4, 5, 6]])  # item 3 follows only padding: no target
     assert torch.equal(model.training_inputs(windows)[1], targets)
     logits = hidden[targets > 0] @ table[1:].T
-    expected = F.cross_entropy(logits, targets[targets > 0] - 1) + 0.5
+    expected = F.cross_entropy(logits, targets[targets > 0] - 1) + 0.25 * 0.5  # L_rec + lambda L_align
     torch.testing.assert_close(sequence_loss(model, windows, TrainConfig(loss="ce")), expected)
+    terms = loss_terms(model, windows, TrainConfig(loss="ce"))  # both terms, unweighted, for the epoch log
+    torch.testing.assert_close(terms["rec"], expected - 0.125)
+    assert terms["align"].item() == 0.5
     assert model.items.seen.tolist() == [1, 2, 3, 4, 5, 6, 12]
 
 

@@ -13,10 +13,10 @@ from dmesr.cli import main
 from dmesr.config import DataConfig, EvalConfig, load_config
 from dmesr.data import build_split
 from dmesr.data.batches import evaluation_inputs
-from dmesr.data.loaders import load_table
 from dmesr.data.preprocess import k_core, prepare_split
 from dmesr.data.repeats import has_repeats, repeat_share, target_is_repeat
 from dmesr.data.schema import RawDataset
+from dmesr.data.tables import load_table
 from dmesr.evaluation import evaluate, item_popularity
 from dmesr.models.baselines import Popularity, RepeatPopularity
 

@@ -16,7 +16,8 @@ import pytest
 from dmesr.cli import main
 from dmesr.config import load_config
 from dmesr.data.identity import dataset_key
-from dmesr.data.loaders import load_recbole_atomic, load_table
+from dmesr.data.loaders import load_recbole_atomic
+from dmesr.data.tables import load_table
 from dmesr.enrich import pipeline
 from dmesr.enrich.cache import CacheWriter, DescriptionCache, read_jsonl_records
 from dmesr.enrich.describers import Describer
@@ -340,7 +341,7 @@ def test_enrich_limit_and_batch_size_are_checked(tmp_path, options, message):
 
 @pytest.mark.parametrize("marker", ["NA", "NaN", "null", ""])
 def test_missing_value_ids_are_refused_naming_the_file(tmp_path, marker):
-    folder = write_atomic(tmp_path / "d", [f"u1\ti1\t1", f"u1\t{marker}\t2", "u2\ti1\t3"])
+    folder = write_atomic(tmp_path / "d", ["u1\ti1\t1", f"u1\t{marker}\t2", "u2\ti1\t3"])
     with pytest.raises(ValueError, match=rf"{folder / 'd.inter'}: missing item id in row 1"):
         load_recbole_atomic(folder)
 

@@ -190,31 +190,17 @@ def test_a_run_copied_without_its_checkpoint_starts_over_with_a_clean_log(tmp_pa
     assert epochs == [1, 2]
 
 
-def test_a_larger_patience_continues_the_run_that_stopped_earlier(tmp_path, tiny_split):
-    # Same config but patience: the first run's epochs are the first epochs of the second, which
-    # continues from its checkpoint and must end exactly where a from-scratch run ends.
-    short = train_run(tiny_config(tmp_path, **{"train.patience": 1, "train.max_epochs": 30}), False, tiny_split)
-    short_final = json.loads((short / "final.json").read_text())
-    longer_config = tiny_config(tmp_path, **{"train.patience": 4, "train.max_epochs": 30})
-    run_directory(longer_config).mkdir()  # as a grid does, to write cell.json before training
-    (run_directory(longer_config) / "cell.json").write_text("{}")
-    continued = train_run(longer_config, show_progress=False, split=tiny_split)
-    scratch = train_run(tiny_config(tmp_path / "scratch", **{"train.patience": 4, "train.max_epochs": 30}),
-                        show_progress=False, split=tiny_split)
+def test_the_epoch_log_holds_both_loss_terms_and_their_weighted_sum(tmp_path, tiny_split, monkeypatch):
+    import dmesr.training.run as run_module
 
-    def final(run_dir):
-        return json.loads((run_dir / "final.json").read_text())
-
-    def epochs(run_dir):
-        return [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
-
-    assert continued != short and short_final["stopped"] == "patience"
-    assert short_final["epochs"] < final(continued)["epochs"]
-    assert json.loads((continued / "continued_from.json").read_text()) == {
-        "run": short.name, "patience": 1, "epochs": short_final["epochs"]}
-    assert not short.exists() and (continued / "cell.json").read_text() == "{}"  # moved: one run per cell
-    assert sorted(p.name for p in continued.parent.iterdir()) == [continued.name]  # no scratch folder left
-    keys = ("epoch", "loss", "valid_NDCG@10")
-    assert [[row[k] for k in keys] for row in epochs(continued)] == [[row[k] for k in keys] for row in epochs(scratch)]
-    assert final(continued)["test"] == final(scratch)["test"]
-    assert final(continued)["best_epoch"] == final(scratch)["best_epoch"]
+    monkeypatch.setattr(run_module, "load_run_features", lambda config, split: _features(split, "f"))
+    config = tiny_config(tmp_path, **{"train.max_epochs": 2, "items.kind": "dmesr", "items.token_pca_dim": 4,
+                                      "items.align_weight": 0.5})
+    run_dir = train_run(config, show_progress=False, split=tiny_split)
+    for row in [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]:
+        assert row["loss_align"] > 0 and row["loss_rec"] > 0
+        # L = L_rec + lambda L_align, per step and so in the epoch means
+        assert row["loss"] == pytest.approx(row["loss_rec"] + 0.5 * row["loss_align"], abs=2e-6)
+    backbone = train_run(tiny_config(tmp_path, **{"train.max_epochs": 1}), show_progress=False, split=tiny_split)
+    row = json.loads((backbone / "epochs.jsonl").read_text().splitlines()[0])
+    assert "loss_align" not in row and row["loss"] == pytest.approx(row["loss_rec"], abs=1e-6)

@@ -7,10 +7,11 @@
 
 from dmesr.data.amazon import load_amazon
 from dmesr.data.batches import TrainWindows, evaluation_inputs
-from dmesr.data.loaders import load_recbole_atomic, load_table
+from dmesr.data.loaders import load_recbole_atomic
 from dmesr.data.preprocess import build_split, dataset_stats, load_split, prepare_split, save_split
 from dmesr.data.registry import fetch, known_datasets, load_raw
 from dmesr.data.schema import RawDataset, SequenceSplit
+from dmesr.data.tables import load_table
 
 __all__ = [
     "known_datasets",

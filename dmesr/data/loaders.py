@@ -1,9 +1,9 @@
-"""Loaders that turn files on disk into a ``RawDataset``: MovieLens, RecBole atomic files, CSV/parquet.
+"""Loaders that turn files on disk into a ``RawDataset``: MovieLens and RecBole atomic files.
 
 Every loader returns interactions (user str, item str, timestamp int64, in file order) and an
 item table with ``item``, the assembled original ``text`` ("Title: Toy Story. Year: 1995.
 Genres: Animation, Children's, Comedy."), the source fields and ``image_path``. Amazon reviews
-live in ``amazon.py``; the helpers shared by all loaders live here.
+live in ``amazon.py``, CSV / TSV / parquet / JSON-lines tables in ``tables.py``; the helpers shared by all loaders live here.
 
 Ids are text, normalised one way everywhere (``normalise_ids``): surrounding blanks dropped and a
 whole number written as a float (``1.0``, as a spreadsheet or pandas writes it) read as ``1``, so
@@ -306,96 +306,3 @@ def load_movielens_dslabs(path: Path | str, expected_sha256: str, name: str = "m
     items = with_text(items, texts)
     items["image_path"] = None
     return RawDataset(name=name, interactions=interactions, items=items, source_files=[path])
-
-
-# ---------------------------------------------------------------- CSV / parquet
-
-
-def read_table(path: Path | str) -> pd.DataFrame:
-    """CSV / TSV (optionally compressed) or parquet, chosen by file suffix."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"table not found: {path}")
-    suffixes = [s.lower() for s in path.suffixes]
-    if ".parquet" in suffixes:
-        table = pd.read_parquet(path)
-    elif {".jsonl", ".json"} & set(suffixes):
-        try:
-            table = pd.read_json(path, lines=True, dtype=False)
-        except ValueError as error:
-            raise ValueError(f"{path}: not JSON lines ({error})") from None
-    else:
-        try:
-            table = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""])
-        except pd.errors.EmptyDataError:
-            raise ValueError(f"{path}: the file is empty") from None
-        except (ValueError, pd.errors.ParserError) as error:
-            raise ValueError(f"{path}: cannot be read as a table ({str(error).strip().splitlines()[0]})") from None
-    if table.empty:
-        raise ValueError(f"{path}: no rows")
-    return table
-
-
-def ordering_keys(table: pd.DataFrame, columns: list[str], path: Path | str) -> np.ndarray:
-    """One int64 per row that orders rows like the ``columns`` do, compared left to right.
-
-    One column gives its timestamps (numbers or ISO dates); several, e.g. order number then
-    position in the basket, give each row the dense rank of its tuple of parsed values.
-    """
-    keys = [parse_timestamps(table[column], path) for column in columns]
-    if len(keys) == 1:
-        return keys[0]
-    order = np.lexsort(keys[::-1])  # lexsort's last key is the primary one
-    stacked = np.stack(keys, axis=1)[order]
-    new_tuple = np.concatenate([[True], (stacked[1:] != stacked[:-1]).any(axis=1)])
-    ranks = np.empty(len(order), dtype=np.int64)
-    ranks[order] = np.cumsum(new_tuple) - 1
-    return ranks
-
-
-def load_table(
-    path: Path | str,
-    user: str,
-    item: str,
-    timestamp: str | list[str],
-    items_path: Path | str | None = None,
-    text_columns: list[str] | None = None,
-    image_folder: Path | str | None = None,
-    name: str | None = None,
-    image_column: str | None = None,
-) -> RawDataset:
-    """Interactions from a CSV/TSV/parquet/JSON-lines table with the given column names; item
-    metadata from ``items_path``.
-
-    ``timestamp`` is one column or several that order a user's rows left to right (e.g.
-    ``["order_number", "add_to_cart_order"]``). The item table must use the same item column
-    name; ``text_columns`` (default: all its other columns) are assembled, in order, into the item
-    text with the column names as labels. ``image_column`` names its column of image file paths
-    (relative ones are read from the item table's folder).
-    """
-    path = Path(path)
-    table = read_table(path)
-    time_columns = [timestamp] if isinstance(timestamp, str) else list(timestamp)
-    require_columns(table, (user, item, *time_columns), path)
-    interactions = interactions_frame(table[user], table[item], ordering_keys(table, time_columns, path), path)
-    if items_path is None:
-        items = items_without_metadata(interactions)
-    else:
-        meta = read_table(items_path)
-        require_columns(meta, [item] + list(text_columns or []) + ([image_column] if image_column else []),
-                        items_path)
-        if image_column:
-            meta = meta.rename(columns={image_column: "image_path"})
-            meta["image_path"] = [str(Path(items_path).parent / p) if isinstance(p, str) and p else None
-                                  for p in meta["image_path"]]
-        columns = list(text_columns) if text_columns else [c for c in meta.columns if c not in (item, "image_path")]
-        items = meta.rename(columns={item: "item"})
-        items["item"] = normalise_ids(items["item"], "item", items_path).to_numpy()
-        texts = [
-            item_text((column.replace("_", " ").capitalize(), row[column]) for column in columns)
-            for row in meta[columns].to_dict("records")
-        ]
-        items = attach_images(one_row_per_item(with_text(items, texts), items_path), image_folder)
-        warn_items_without_text(interactions, items, items_path)
-    files = [path] + ([Path(items_path)] if items_path else [])
-    return RawDataset(name=name or path.stem.split(".")[0], interactions=interactions, items=items, source_files=files)

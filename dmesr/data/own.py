@@ -9,7 +9,7 @@ every command and every Python entry point (they resolve names through ``dmesr.d
 The files are read where they are, not copied; the split fingerprint hashes them, so a changed
 file builds a new split and an old run refuses it rather than mixing data.
 
-Formats: ``table`` (CSV, TSV, parquet, JSON lines; see :func:`dmesr.data.loaders.load_table`),
+Formats: ``table`` (CSV, TSV, parquet, JSON lines; see :func:`dmesr.data.tables.load_table`),
 ``amazon`` (Amazon Reviews 2018 / 2023 JSON lines, :func:`dmesr.data.amazon.load_amazon`) and
 ``recbole`` (a folder of RecBole atomic files). A run saves its dataset's registration in its
 ``data.json``, so ``dmesr evaluate`` / ``dmesr export`` can rebuild the split in another data home.
@@ -21,8 +21,9 @@ import json
 import re
 from pathlib import Path
 
-from dmesr.data.loaders import load_recbole_atomic, load_table, recbole_atomic_files, sha256_file
+from dmesr.data.loaders import load_recbole_atomic, recbole_atomic_files, sha256_file
 from dmesr.data.schema import RawDataset
+from dmesr.data.tables import load_table
 
 FORMATS = ("table", "amazon", "recbole")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")

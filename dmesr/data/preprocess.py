@@ -16,9 +16,9 @@ import dataclasses
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
-import logging
 import tempfile
 from pathlib import Path
 
@@ -27,9 +27,10 @@ import pandas as pd
 
 from dmesr.config import DataConfig
 from dmesr.data.loaders import require_columns, sha256_file
-from dmesr.data.registry import dmesr_home, load_raw, source_files
+from dmesr.data.registry import load_raw, source_files
 from dmesr.data.repeats import repeat_share, target_is_repeat
 from dmesr.data.schema import INTERACTION_COLUMNS, RawDataset, SequenceSplit
+from dmesr.paths import dmesr_home
 
 logger = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ from dmesr.data.loaders import (
 )
 from dmesr.data.own import entry_files, load_entry, registered_names, registration
 from dmesr.data.schema import RawDataset
+from dmesr.paths import dmesr_home
 
 
 class ChecksumError(RuntimeError):
@@ -87,11 +88,6 @@ DATASETS: dict[str, DatasetSpec] = {
 def known_datasets(home: Path | str | None = None) -> list[str]:
     """Built-in dataset names, then those added with ``dmesr data add`` to the data home."""
     return sorted(DATASETS) + [name for name in registered_names(home) if name not in DATASETS]
-
-
-def dmesr_home(home: Path | str | None = None) -> Path:
-    """Cache root: ``home``, else ``$DMESR_HOME``, else ``~/.cache/dmesr``."""
-    return Path(home or os.environ.get("DMESR_HOME") or Path.home() / ".cache" / "dmesr").expanduser()
 
 
 def dataset_spec(name: str) -> DatasetSpec:

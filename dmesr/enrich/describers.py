@@ -8,6 +8,7 @@ Three backends share one small interface (``describer_id`` + ``describe(requests
 * ``precomputed``: descriptions read from a JSONL / parquet file (item, view, description).
 
 Models load on the first ``describe`` call, so a resumed run with nothing left to do is instant.
+Make one by name with :func:`dmesr.enrich.registry.make_describer`.
 """
 
 from __future__ import annotations
@@ -106,22 +107,3 @@ class PrecomputedDescriber(Describer):
         if missing:
             raise KeyError(f"no precomputed description for (item, view) {missing[0]}")
         return [self.lookup[(r.item, r.view)] for r in requests]
-
-
-DESCRIBERS = ("cascade", "hf", "precomputed")
-
-
-def make_describer(name: str, **options) -> Describer:
-    """``cascade`` (options: top_k, max_new_tokens, no_repeat_ngram_size, device, dtype), ``hf`` (model,
-    max_new_tokens, no_repeat_ngram_size, device, dtype, trust_remote_code) or ``precomputed`` (path)."""
-    if name == "cascade":
-        from dmesr.enrich.cascade import CascadeDescriber
-
-        return CascadeDescriber(**options)
-    if name == "hf":
-        return HFDescriber(**options)
-    if name == "precomputed":
-        if "path" not in options:
-            raise ValueError("the precomputed describer needs path=<JSONL or parquet file>")
-        return PrecomputedDescriber(options["path"])
-    raise ValueError(f"unknown describer {name!r}; known: {', '.join(DESCRIBERS)}")

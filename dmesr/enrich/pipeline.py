@@ -20,15 +20,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from dmesr.data.identity import dataset_key
-from dmesr.data.registry import dmesr_home
 from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
-from dmesr.enrich.describers import Describer, DescribeRequest, make_describer
+from dmesr.enrich.describers import Describer, DescribeRequest
 from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
 from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
+from dmesr.enrich.registry import make_describer
 from dmesr.enrich.store import load_features, save_features
 from dmesr.lock import exclusive
+from dmesr.paths import dmesr_home
+from dmesr.shards import parse_shard
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +80,14 @@ def check_item_table(items: pd.DataFrame) -> pd.DataFrame:
     return items
 
 
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """``"2/4"`` or ``(2, 4)``: the third of four shards (0-based index i of n)."""
-    if shard is None:
-        return None
-    try:
-        index, count = (int(part) for part in (shard.split("/") if isinstance(shard, str) else shard))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n, got {shard!r}") from None
-    if not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count}: need 0 <= i < n")
-    return index, count
-
-
 def in_shard(item: str, shard: tuple[int, int]) -> bool:
     """Stable across runs, machines and table order: a hash of the item id."""
     return int(hashlib.sha1(item.encode("utf-8")).hexdigest()[:8], 16) % shard[1] == shard[0]
 
 
 def select_items(items: pd.DataFrame, limit: int | None, shard) -> pd.DataFrame:
-    shard = parse_shard(shard)
     if shard is not None:
+        shard = parse_shard(shard)
         items = items[[in_shard(str(item), shard) for item in items["item"]]]
     if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 0):
         raise ValueError(f"limit must be a whole number >= 0, got {limit!r}")

@@ -3,7 +3,8 @@
     cells = load_grid("configs/experiments/main.yaml")   # one Cell per dataset x model x method x seed
     run_grid(cells, workers=2)                             # skips finished cells, resumes partial ones
     evaluate_runs("runs/main", "sampled")                  # the sampled protocol for every finished run
-    report("runs/main")                                    # runs/main/results.md
+    add_to_store("runs/main")                              # its finished runs into reports/store
+    report("main", "reports/results.md")                   # the report of the store's collection "main"
 """
 
 from dmesr.experiments.export import export, export_split
@@ -11,10 +12,11 @@ from dmesr.experiments.grid import Cell, expand_grid, load_grid
 from dmesr.experiments.reevaluate import evaluate_runs
 from dmesr.experiments.report import report, write_results_report
 from dmesr.experiments.runner import CellOutcome, cell_status, experiments_run, run_grid, shard_cells
-from dmesr.experiments.store import collect_runs, summarize, write_store
+from dmesr.experiments.store import add_to_store, collect_runs, load_epochs, load_runs, summarize
 
 __all__ = [
     "Cell",
+    "add_to_store",
     "CellOutcome",
     "cell_status",
     "evaluate_runs",
@@ -23,11 +25,12 @@ __all__ = [
     "experiments_run",
     "export",
     "export_split",
+    "load_epochs",
     "load_grid",
+    "load_runs",
     "report",
     "run_grid",
     "shard_cells",
     "summarize",
     "write_results_report",
-    "write_store",
 ]

@@ -11,6 +11,7 @@ An experiment file names the axes of a grid and the config overrides of each met
       backbone: {items.kind: id}
       dmesr: {items.kind: dmesr, items.integration: sum}
     per_dataset: {ml-1m: {data.max_len: 200}}  # optional overrides for one dataset
+    per_model: {bert4rec: {train.patience: 20}}  # optional overrides for one backbone
     only: {ml-1m: {methods: [backbone, dmesr]}}  # optional: restrict a dataset's methods / models
     order: [dataset, seed, method, model]      # optional: the cells' run order, outermost first
 
@@ -26,24 +27,30 @@ of a grid (more methods on one dataset, say) then reuses the parent's ``base`` a
 definitions, and with the parent's ``name`` its runs belong to the same experiment and run store.
 
 A cell's config is built in this order, later winning: dataclass defaults, ``base``,
-``per_dataset[dataset]``, ``methods[method]``, then the cell's own dataset, model and seed.
-Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``. The method name is not
+``per_dataset[dataset]``, ``per_model[model]``, ``methods[method]``, then the cell's own dataset,
+model and seed.
+Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``; with ``store: FOLDER`` each
+finished run is also added to that run store (:mod:`dmesr.experiments.store`), in the collection
+named after the output folder. The method name is not
 part of the config (two names for one config would be the same run), so the runner writes it
-into the run directory as ``cell.json`` and the run store reads it from there.
+into the run directory as ``cell.json`` and the run store reads it from there, with the method
+``roles`` the reports read (:mod:`dmesr.experiments.roles`).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dmesr.config import RunConfig, load_config, read_yaml
+from dmesr.config import RunConfig, load_config, merge_overrides, nested_overrides, read_yaml
+from dmesr.experiments.roles import roles_from_spec
 from dmesr.training.run import run_directory
 
-EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset", "only",
-                   "order")
+EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset",
+                   "per_model", "only", "order", "store", "roles")
 AXES = ("dataset", "model", "method", "seed")
 REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
 ONLY_KEYS = ("methods", "models")
@@ -61,6 +68,8 @@ class Cell:
     method: str
     seed: int
     config: RunConfig
+    store: str = ""  # the run store its finished run is added to ("" = none)
+    roles: str = ""  # the experiment's method roles (dmesr.experiments.roles), as JSON
 
     @property
     def run_dir(self) -> Path:
@@ -73,40 +82,7 @@ class Cell:
     def identity(self) -> dict[str, Any]:
         """What ``cell.json`` holds."""
         return {"experiment": self.experiment, "dataset": self.dataset, "model": self.model,
-                "method": self.method, "seed": self.seed}
-
-
-def nested_overrides(overrides: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """``{"items.kind": "id", "train": {"lr": 0.1}}`` -> ``{"items": {"kind": "id"}, "train": {"lr": 0.1}}``."""
-    if overrides is None:
-        return {}
-    if not isinstance(overrides, dict):
-        raise ValueError(f"{where} must be a mapping of config keys to values, got {overrides!r}")
-    nested: dict[str, Any] = {}
-    for key, value in overrides.items():
-        *parents, leaf = str(key).split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"{where}: key {key!r} clashes with a value given for {part!r}")
-        if isinstance(value, dict):
-            section = node.setdefault(leaf, {})
-            if not isinstance(section, dict):
-                raise ValueError(f"{where}: key {key!r} is given both a value and a section")
-            _merge(section, nested_overrides(value, where))
-        else:
-            node[leaf] = value
-    return nested
-
-
-def _merge(into: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = copy.deepcopy(value)
-    return into
+                "method": self.method, "seed": self.seed, "roles": json.loads(self.roles) if self.roles else None}
 
 
 def _flat_keys(nested: dict[str, Any], prefix: tuple = ()) -> list[tuple]:
@@ -182,9 +158,11 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
     base = _checked_section(spec.get("base"), f"{source}: base")
     base.setdefault("output_dir", str(Path("runs") / name))
     method_overrides = {str(m): _checked_section(o, f"{source}: method {m!r}") for m, o in methods.items()}
-    per_dataset = _per_dataset(spec, datasets, source)
+    per_dataset = _per_axis(spec, "per_dataset", datasets, source)
+    per_model = _per_axis(spec, "per_model", models, source)
     only = _restrictions(spec, datasets, models, list(method_overrides), source)
     order = _order(spec, source)
+    roles = roles_from_spec(spec.get("roles"), list(method_overrides), source).to_json()
 
     ranked = []  # (position along each axis, in `order`; cell)
     problems = []  # every cell whose config is refused, named by its label
@@ -192,9 +170,10 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
         for model_rank, model in enumerate(only.get(dataset, {}).get("models", models)):
             for method_rank, method in enumerate(only.get(dataset, {}).get("methods", list(method_overrides))):
                 for seed_rank, seed in enumerate(seeds):
-                    overrides = _merge(_merge(copy.deepcopy(base), per_dataset.get(dataset, {})),
-                                       method_overrides[method])
-                    _merge(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
+                    overrides = copy.deepcopy(base)
+                    for layer in (per_dataset.get(dataset, {}), per_model.get(model, {}), method_overrides[method]):
+                        merge_overrides(overrides, layer)
+                    merge_overrides(overrides, {"data": {"dataset": dataset}, "model": {"name": model},
                                        "train": {"seed": seed}})
                     positions = {"dataset": dataset_rank, "model": model_rank, "method": method_rank,
                                  "seed": seed_rank}
@@ -204,7 +183,8 @@ def expand_grid(spec: dict[str, Any], source: str | Path = "experiment") -> list
                         problems.append(f"{dataset}/{model}/{method}/seed{seed}: {error}")
                         continue
                     ranked.append((tuple(positions[axis] for axis in order),
-                                   Cell(name, dataset, model, method, seed, config)))
+                                   Cell(name, dataset, model, method, seed, config, str(spec.get("store") or ""),
+                                        roles)))
     if problems:
         raise ValueError(f"{source}: {len(problems)} cell(s) have a bad config, nothing was started:\n  "
                          + "\n  ".join(problems))
@@ -222,14 +202,15 @@ def _order(spec: dict, source) -> list[str]:
     return [str(axis) for axis in order]
 
 
-def _per_dataset(spec: dict, datasets: list[str], source) -> dict[str, dict]:
-    per_dataset = spec.get("per_dataset") or {}
-    if not isinstance(per_dataset, dict):
-        raise ValueError(f"{source}: 'per_dataset' must map dataset names to overrides")
-    for dataset in per_dataset:
-        if dataset not in datasets:
-            raise ValueError(f"{source}: per_dataset names {dataset!r}, which is not in datasets {datasets}")
-    return {d: _checked_section(o, f"{source}: per_dataset {d!r}") for d, o in per_dataset.items()}
+def _per_axis(spec: dict, key: str, names: list[str], source) -> dict[str, dict]:
+    """``per_dataset`` / ``per_model``: overrides per name of that axis, each name one the grid lists."""
+    per_name = spec.get(key) or {}
+    if not isinstance(per_name, dict):
+        raise ValueError(f"{source}: '{key}' must map names to overrides")
+    for name in per_name:
+        if name not in names:
+            raise ValueError(f"{source}: {key} names {name!r}, which the grid does not list ({names})")
+    return {n: _checked_section(o, f"{source}: {key} {n!r}") for n, o in per_name.items()}
 
 
 def _restrictions(spec: dict, datasets: list[str], models: list[str], methods: list[str], source) -> dict:

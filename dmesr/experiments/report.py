@@ -2,20 +2,10 @@
 
 For every dataset: mean ± std over seeds of HR@5/10/20, NDCG@5/10/20 and MRR@10 per backbone x
 method; the relative improvement of each method over the same backbone with ID embeddings (the
-method named ``backbone``) with two paired significance tests; head/tail and short/long
-breakdowns; the sampled protocol when runs were evaluated with it. Then the dataset statistics
-and the hardware and wall time of every run. The command that wrote the report heads it.
-
-Significance (no correction for multiple comparisons, so read marks as indications):
-
-* over seeds: a paired t-test on the per-seed test metric of the method and its backbone, over
-  the seeds both have (at least 2);
-* over users: each run's ``test_per_user.npz`` is averaged over those paired seeds per user, then
-  the two per-user vectors are compared with a paired test (t-test by default). With many users
-  this test finds small differences that the seed test cannot.
-
-Relative improvement is ``100 * (mean(method) - mean(backbone)) / mean(backbone)`` over each
-cell's seeds, the numbers the main table shows.
+method named ``backbone``) with two paired significance tests (:mod:`dmesr.experiments.comparisons`);
+head/tail and short/long breakdowns; the sampled protocol when runs were evaluated with it. Then the
+dataset statistics and the hardware and wall time of every run. The command that wrote the report
+heads it.
 """
 
 from __future__ import annotations
@@ -23,118 +13,50 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from functools import cache
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from dmesr.evaluation import paired_test
-from dmesr.experiments.store import BREAKDOWN_GROUPS, PROTOCOL_FIELDS, collect_runs, mean_std
-
-REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
-BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
-BASELINE_METHOD = "backbone"
-# The grid names of the proposed method and of the baselines it must beat (configs/experiments/main.yaml)
-PROPOSED_METHOD = "dmesr"
-COMPETING_METHODS = ("text", "mllm", "concat", "llmesr")
-# The DMESR settings the grid varies (integration mode; fusion norm; alignment weight, 0 included): per cell, the
-# one with the best validation metric is DMESR "tuned on validation", as a practitioner would run it
-PROPOSED_VARIANTS = ("dmesr", "dmesr-concat", "dmesr-gate", "dmesr-dual", "dmesr-post-norm",
-                     "dmesr-no-align", "dmesr-align-0.03", "dmesr-align-0.3", "dmesr-align-1")
-SELECTION_METRIC = "NDCG@10"  # the early-stopping metric; the best baseline is chosen on it, on validation
-SEED_MARK, USER_MARK = "†", "‡"
-TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-@cache
-def _per_user(run_dir: str) -> dict[str, np.ndarray]:
-    path = Path(run_dir) / "test_per_user.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the per-user significance test needs it")
-    with np.load(path) as arrays:
-        return {name: arrays[name] for name in arrays.files}
-
-
-def _users_mean(runs: pd.DataFrame, metric: str) -> np.ndarray:
-    """Per-user ``metric`` averaged over the given runs (seeds) of one cell."""
-    vectors = [_per_user(run_dir)[metric] for run_dir in runs["run_dir"]]
-    if len({len(vector) for vector in vectors}) != 1:
-        raise ValueError(f"runs {list(runs['run_dir'])} have different numbers of test users")
-    return np.mean(vectors, axis=0)
-
-
-def compare_with_backbone(method_runs: pd.DataFrame, backbone_runs: pd.DataFrame, metrics, per_user_test: str):
-    """``{metric: {"rel_pct", "p_seeds", "p_users"}}`` and the paired seeds (p is None where untestable)."""
-    seeds = sorted(set(method_runs["seed"]) & set(backbone_runs["seed"]))
-    paired_method = method_runs.set_index("seed").loc[seeds].sort_index()
-    paired_backbone = backbone_runs.set_index("seed").loc[seeds].sort_index()
-    results = {}
-    for metric in metrics:
-        column = f"test_{metric}"
-        baseline_mean = backbone_runs[column].mean()
-        rel_pct = 100.0 * (method_runs[column].mean() - baseline_mean) / baseline_mean if baseline_mean else np.nan
-        p_seeds = p_users = None
-        if len(seeds) >= 2:
-            p_seeds = paired_test(paired_method[column].to_numpy(), paired_backbone[column].to_numpy(), "ttest")["p_value"]
-        if seeds:
-            p_users = paired_test(_users_mean(paired_method, metric), _users_mean(paired_backbone, metric),
-                                  per_user_test)["p_value"]
-        results[metric] = {"rel_pct": rel_pct, "p_seeds": p_seeds, "p_users": p_users}
-    return results, seeds
-
-
-def _p_text(p: float | None) -> str:
-    return "n/a" if p is None else f"{p:.3g}"
-
-
-def _marks(result: dict, alpha: float) -> str:
-    return ((SEED_MARK if result["p_seeds"] is not None and result["p_seeds"] < alpha else "")
-            + (USER_MARK if result["p_users"] is not None and result["p_users"] < alpha else ""))
-
-
-def _cell_text(runs: pd.DataFrame, column: str) -> str:
-    values = runs[column].dropna()
-    return mean_std(values.mean(), values.std()) if len(values) else "n/a"
-
-
-def _seeds_text(count: int, most: int) -> str:
-    return str(count) if count == most else f"{count} of {most}"
-
-
-def method_order(methods) -> list[str]:
-    """The backbone, the competing baselines, the proposed method, then the rest (ablations) by name."""
-    fixed = [BASELINE_METHOD, *COMPETING_METHODS, PROPOSED_METHOD]
-    return sorted(set(methods), key=lambda m: (fixed.index(m) if m in fixed else len(fixed), m))
-
-
-def _cells(runs: pd.DataFrame):
-    """(model, method, runs) per cell, the backbone first within each model."""
-    for model in sorted(runs["model"].unique()):
-        model_runs = runs[runs["model"] == model]
-        for method in method_order(model_runs["method"]):
-            yield model, method, model_runs[model_runs["method"] == method]
+from dmesr.experiments.comparisons import (
+    BASELINE_METHOD,  # noqa: F401 - imported from here by notebooks written before results_table
+    BREAKDOWN_METRICS,
+    REPORT_METRICS,
+    SEED_MARK,
+    SELECTION_METRIC,
+    TEST_NAMES,
+    USER_MARK,
+    compare_with_backbone,
+    model_cells,
+    p_text,
+    seeds_text,
+    significance_marks,
+)
+from dmesr.experiments.roles import runs_roles
+from dmesr.experiments.store import (
+    BREAKDOWN_GROUPS,
+    DEFAULT_STORE,
+    PROTOCOL_FIELDS,
+    markdown_table,
+    mean_std,
+    runs_from,
+)
+from dmesr.experiments.summary import proposed_summary
 
 
 def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
     """Methods x backbones: mean test ``metric`` over seeds and its change over the backbone."""
+    backbone_method = runs_roles(runs).backbone
     models = sorted(runs["model"].unique())
     means = runs.groupby(["method", "model"])[f"test_{metric}"].mean()
     rows = []
-    for method in method_order(runs["method"]):
+    for method in runs_roles(runs).order(runs["method"]):
         row = [method]
         for model in models:
             if (method, model) not in means:
                 row.append("")
                 continue
-            value, base = means[(method, model)], means.get((BASELINE_METHOD, model))
-            change = "" if method == BASELINE_METHOD or base is None else f" ({100 * (value - base) / base:+.1f}%)"
+            value, base = means[(method, model)], means.get((backbone_method, model))
+            change = "" if method == backbone_method or base is None else f" ({100 * (value - base) / base:+.1f}%)"
             row.append(f"{value:.4f}{change}")
         rows.append(row)
     return markdown_table(["method", *models], rows)
@@ -169,126 +91,46 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
                     details: bool = True) -> str:
     """Main table, improvement + p-values and (``details``) breakdowns and sampled protocol for one
     dataset's runs."""
+    backbone_method = runs_roles(runs).backbone
     most_seeds = runs.groupby(["model", "method"])["seed"].nunique().max()
     main_rows, gain_rows, p_rows = [], [], []
     valid_column = f"valid_{SELECTION_METRIC}"
-    for model, method, cell_runs in _cells(runs):
-        backbone_runs = runs[(runs["model"] == model) & (runs["method"] == BASELINE_METHOD)]
+    for model, method, cell_runs in model_cells(runs):
+        backbone_runs = runs[(runs["model"] == model) & (runs["method"] == backbone_method)]
         comparison = None
-        if method != BASELINE_METHOD and len(backbone_runs):
+        if method != backbone_method and len(backbone_runs):
             comparison, paired = compare_with_backbone(cell_runs, backbone_runs, metrics, per_user_test)
             gain_rows.append([model, method, len(paired)]
-                             + [f"{comparison[m]['rel_pct']:+.1f}%{_marks(comparison[m], alpha)}" for m in metrics])
+                             + [f"{comparison[m]['rel_pct']:+.1f}%{significance_marks(comparison[m], alpha)}" for m in metrics])
             p_rows.append([model, method]
-                          + [f"{_p_text(comparison[m]['p_seeds'])} / {_p_text(comparison[m]['p_users'])}"
+                          + [f"{p_text(comparison[m]['p_seeds'])} / {p_text(comparison[m]['p_users'])}"
                              for m in metrics])
-        main_rows.append([model, method, _seeds_text(cell_runs["seed"].nunique(), most_seeds)]
-                         + [_cell_text(cell_runs, f"test_{m}") + (_marks(comparison[m], alpha) if comparison else "")
+        main_rows.append([model, method, seeds_text(cell_runs["seed"].nunique(), most_seeds)]
+                         + [_cell_text(cell_runs, f"test_{m}") + (significance_marks(comparison[m], alpha) if comparison else "")
                             for m in metrics]
                          + ([_cell_text(cell_runs, valid_column)] if valid_column in runs else []))
     parts = [protocol_line(runs),
-             f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{BASELINE_METHOD}`)",
+             f"### Test {SELECTION_METRIC} at a glance (mean over seeds; change over `{backbone_method}`)",
              pivot_table(runs), "### Test metrics (mean ± std over seeds)",
              markdown_table(["model", "method", "seeds", *metrics]
                             + [f"valid {SELECTION_METRIC} (selection)"] * (valid_column in runs), main_rows)]
     if gain_rows:
-        parts += [f"### Relative improvement over `{BASELINE_METHOD}` (same model)",
+        parts += [f"### Relative improvement over `{backbone_method}` (same model)",
                   markdown_table(["model", "method", "paired seeds", *metrics], gain_rows),
                   f"p-values, over seeds (paired t-test) / over users (paired {TEST_NAMES[per_user_test]}):",
                   markdown_table(["model", "method", *metrics], p_rows)]
-    elif set(runs["method"]) == {BASELINE_METHOD}:
-        parts.append(f"Only `{BASELINE_METHOD}` runs for this dataset: nothing to compare.")
+    elif set(runs["method"]) == {backbone_method}:
+        parts.append(f"Only `{backbone_method}` runs for this dataset: nothing to compare.")
     else:
-        parts.append(f"No `{BASELINE_METHOD}` runs for this dataset: no improvements or significance tests.")
+        parts.append(f"No `{backbone_method}` runs for this dataset: no improvements or significance tests.")
     if details:
         parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
     return "\n\n".join(parts)
 
 
-def _relative(value: float, reference: float) -> float:
-    return 100.0 * (value - reference) / reference
-
-
-def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> list[str]:
-    """``PROPOSED_METHOD`` against its backbone and the best competing baseline, one row per
-    (dataset, model), sorted by the gain over the backbone (largest first).
-
-    The best baseline of a cell is the one with the highest mean *validation* ``metric`` (how a
-    practitioner would pick it); the strongest one on test is shown too, as the stricter comparison.
-    Where the grid ran several ``PROPOSED_VARIANTS``, the one best on validation is shown as well.
-    """
-    rows, gains, wins_backbone = [], [], 0
-    versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
-    tuned_wins_backbone, tuned_wins_selected, with_tuned, partial_cells = 0, 0, 0, 0
-    for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
-        def mean(method, prefix):
-            return runs.loc[runs["method"] == method, f"{prefix}_{metric}"].mean()
-
-        if not {PROPOSED_METHOD, BASELINE_METHOD} <= set(runs["method"]):
-            continue
-        backbone, proposed = mean(BASELINE_METHOD, "test"), mean(PROPOSED_METHOD, "test")
-
-        def best_on(methods, prefix):
-            present = [m for m in methods if m in set(runs["method"])]
-            if not present or f"{prefix}_{metric}" not in runs:
-                return None
-            return max(present, key=lambda m: mean(m, prefix))
-
-        selected, strongest = best_on(COMPETING_METHODS, "valid"), best_on(COMPETING_METHODS, "test")
-        variants = [m for m in PROPOSED_VARIANTS if m in set(runs["method"])]
-        tuned = best_on(PROPOSED_VARIANTS, "valid") if len(variants) > 1 else None
-
-        def versus(method):
-            if method is None:
-                return "n/a"
-            return f"`{method}` {mean(method, 'test'):.4f} ({_relative(proposed, mean(method, 'test')):+.1f}%)"
-
-        gain = _relative(proposed, backbone)
-        gains.append(gain)
-        wins_backbone += proposed > backbone
-        if selected is not None:
-            versus_selected.append(_relative(proposed, mean(selected, "test")))
-            versus_strongest.append(_relative(proposed, mean(strongest, "test")))
-        if tuned is not None:
-            with_tuned += 1
-            tuned_wins_backbone += mean(tuned, "test") > backbone
-            tuned_wins_selected += selected is not None and mean(tuned, "test") > mean(selected, "test")
-        seeds = runs.groupby("method").size()
-
-        def with_seeds(method, value):  # a cell still running shows how many of its seeds the mean has
-            count = seeds[method]
-            return f"{value:.4f}" + ("" if count == seeds.max() else f" ({_seeds_text(count, seeds.max())} seeds)")
-
-        tuned_text = ("n/a" if tuned is None else f"`{tuned}` {with_seeds(tuned, mean(tuned, 'test'))} "
-                                                  f"({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
-
-        partial_cells += int(seeds[[BASELINE_METHOD, PROPOSED_METHOD]].min() < seeds.max())
-        rows.append((gain, [dataset, model, with_seeds(BASELINE_METHOD, backbone), with_seeds(PROPOSED_METHOD, proposed),
-                            f"{gain:+.1f}%", versus(selected), versus(strongest), tuned_text]))
-    if not rows:
-        return []
-    rows.sort(key=lambda row: -row[0])
-    competing = ", ".join(f"`{m}`" for m in COMPETING_METHODS)
-    wins_selected = sum(relative > 0 for relative in versus_selected)
-    versus_best = (f"the best baseline (chosen on validation {metric} among {competing}) in {wins_selected} of "
-                   f"{len(versus_selected)} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
-                   f"against it, {np.mean(versus_strongest):+.1f}% against the strongest baseline on test)"
-                   if versus_selected else f"no baseline ({competing}) ran")
-    tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, fusion norm, "
-                      f"alignment weight), `{PROPOSED_METHOD}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
-                      f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
-                      f"no such tuning." if with_tuned else "")
-    return [f"## `{PROPOSED_METHOD}` at a glance (test {metric}, mean over seeds)",
-            (f"`{PROPOSED_METHOD}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells"
-             + (f" ({partial_cells} of them with fewer seeds so far, marked)" if partial_cells else "") + "; "
-             f"{versus_best}; mean gain over the backbone {np.mean(gains):+.1f}%.{tuned_sentence} Rows are sorted "
-             f"by the gain of `{PROPOSED_METHOD}`, largest first; percentages in the baseline columns are "
-             f"`{PROPOSED_METHOD}` relative to that baseline, in the last column the variant relative to the backbone."),
-            markdown_table(["dataset", "model", "backbone", PROPOSED_METHOD, "gain over backbone",
-                            f"best baseline on validation: test ({PROPOSED_METHOD} vs it)",
-                            f"strongest baseline on test ({PROPOSED_METHOD} vs it)",
-                            f"{PROPOSED_METHOD} variant best on validation: test (vs backbone)"],
-                           [row for _, row in rows])]
+def _cell_text(runs: pd.DataFrame, column: str) -> str:
+    values = runs[column].dropna()
+    return mean_std(values.mean(), values.std()) if len(values) else "n/a"
 
 
 def _breakdown_section(runs: pd.DataFrame, breakdown_metrics) -> list[str]:
@@ -304,7 +146,7 @@ def _breakdown_section(runs: pd.DataFrame, breakdown_metrics) -> list[str]:
         note += f"; head items: the {int(first['head_num_head_items'])} most popular training items"
     if "short_median_train_length" in runs:
         note += f"; short/long split at the median training length {first['short_median_train_length']:g}"
-    rows = [[model, method] + [_cell_text(cell_runs, c) for c in present] for model, method, cell_runs in _cells(runs)]
+    rows = [[model, method] + [_cell_text(cell_runs, c) for c in present] for model, method, cell_runs in model_cells(runs)]
     return ["### Head/tail items and short/long users (test, mean ± std over seeds)", note + ".",
             markdown_table(["model", "method", *[c.replace("_", " ") for c in present]], rows)]
 
@@ -315,7 +157,7 @@ def _sampled_section(runs: pd.DataFrame, metrics) -> list[str]:
     if sampled.empty:
         return []
     rows = [[model, method, cell_runs["seed"].nunique()] + [_cell_text(cell_runs, c) for c in columns]
-            for model, method, cell_runs in _cells(sampled)]
+            for model, method, cell_runs in model_cells(sampled)]
     return ["### Sampled protocol (target among sampled negatives; only runs evaluated with it)",
             markdown_table(["model", "method", "seeds", *[c.removeprefix("sampled_") for c in columns]], rows)]
 
@@ -331,10 +173,10 @@ def _flatten(stats: dict, prefix: str = "") -> dict[str, object]:
 
 
 def dataset_statistics(runs: pd.DataFrame) -> str:
-    """Statistics of each split (from the runs' ``data.json``), one column per dataset."""
+    """Statistics of each split (the runs' data provenance), one column per dataset."""
     columns = {}
     for dataset, dataset_runs in runs.groupby("dataset", sort=True):
-        data = [json.loads((Path(run_dir) / "data.json").read_text()) for run_dir in dataset_runs["run_dir"]]
+        data = [json.loads(provenance) for provenance in dataset_runs["data_provenance"]]
         fingerprints = {entry["fingerprint"] for entry in data}
         if len(fingerprints) > 1:
             raise ValueError(f"runs of {dataset} were trained on {len(fingerprints)} different splits; "
@@ -370,13 +212,13 @@ def _check_store(store: pd.DataFrame, metrics, per_user_test: str) -> None:
         raise ValueError(f"{duplicated.sum()} runs share a (dataset, backbone, method, seed), e.g. "
                          f"{first['dataset']}/{first['model']}/{first['method']}/seed{first['seed']}: "
                          "report runs of different configs from separate run roots")
-    _per_user.cache_clear()  # runs may have been re-evaluated since the last report
 
 
 def _legend(store: pd.DataFrame, alpha: float, per_user_test: str) -> str:
+    backbone_method = runs_roles(store).backbone
     return (f"Finished runs: {len(store)}. Mean ± std over seeds; a seeds entry 'k of n' marks a cell with fewer "
             f"seeds than the others. {SEED_MARK}: paired t-test over seeds p < {alpha}; {USER_MARK}: paired "
-            f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{BASELINE_METHOD}` "
+            f"{TEST_NAMES[per_user_test]} over test users p < {alpha}; both against the `{backbone_method}` "
             "method (ID embeddings) of the same model, without correction for multiple comparisons.")
 
 
@@ -408,7 +250,7 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
     """The method's report: the summary, HR@10 / NDCG@10 with paired tests per dataset, the training
     overhead benchmarks, then hand-written notes (``notes``, included verbatim)."""
     _check_store(store, metrics, per_user_test)
-    parts = [f"# `{PROPOSED_METHOD}` against its backbones, baselines and ablations", f"Command: `{command}`",
+    parts = [f"# `{runs_roles(store).proposed}` against its backbones, baselines and ablations", f"Command: `{command}`",
              _legend(store, alpha, per_user_test), *proposed_summary(store)]
     for dataset in sorted(store["dataset"].unique()):
         parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,
@@ -448,17 +290,37 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
     return _write(out_path, parts)
 
 
-def report(runs_root: str | Path, out_path: str | Path | None = None, command: str | None = None,
-           brief: bool = False, overhead: list[str] = (), notes: str | None = None) -> Path:
-    """CLI entry: the report of every finished run under ``runs_root`` (default ``<runs_root>/results.md``);
-    ``brief``: the method's report (:func:`write_brief_report`) with ``overhead`` files and ``notes``."""
-    out_path = Path(out_path) if out_path else Path(runs_root) / "results.md"
+def report(sources: list[str], out_path: str | Path | None = None, command: str | None = None,
+           brief: bool = False, overhead: list[str] = (), notes: str | None = None, bench: list[str] = (),
+           store: str | Path = DEFAULT_STORE) -> Path:
+    """CLI entry: the report of the runs of ``sources``, each a collection of the run ``store`` or a folder
+    of run directories (default out: ``<folder>/results.md``). ``brief``: the method's report
+    (:func:`write_brief_report`) with ``overhead`` files and ``notes``; ``bench``: the backbones report
+    (:func:`dmesr.experiments.backbones.write_backbones_report`), one section per source."""
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    if bench:
+        from dmesr.experiments.backbones import write_backbones_report
+
+        if out_path is None:
+            raise ValueError("the backbones report (--bench) needs --out")
+        written = write_backbones_report({source: runs_from(source, store) for source in sources}, bench,
+                                         out_path, command, notes)
+        print(f"wrote {written}")
+        return written
+    if len(sources) != 1:
+        raise ValueError(f"one collection or runs folder per report (the backbones report, --bench, takes several), "
+                         f"got {len(sources)}")
+    source = sources[0]
+    if out_path is None:
+        if not Path(source).is_dir():
+            raise ValueError(f"{source!r} is a collection of the run store: name the report file with --out")
+        out_path = Path(source) / "results.md"
+    runs = runs_from(source, store)
     if brief:
-        written = write_brief_report(collect_runs(runs_root), out_path, command, overhead, notes)
+        written = write_brief_report(runs, out_path, command, overhead, notes)
     else:
         if overhead or notes:
             raise ValueError("--overhead and --notes belong to the --brief report")
-        written = write_results_report(collect_runs(runs_root), out_path, command)
+        written = write_results_report(runs, out_path, command)
     print(f"wrote {written}")
     return written

@@ -33,7 +33,7 @@ Several GPUs on one machine, one shard per GPU, then the report once all are don
     for gpu in 0 1 2 3; do
         CUDA_VISIBLE_DEVICES=$gpu dmesr experiments run configs/experiments/main.yaml --shard $gpu/4 &
     done; wait
-    dmesr report reports/runs/main
+    dmesr report main --out reports/results.md   # each finished cell was added to the grid's store
 
 Cell statuses and the dry run's time estimates live in :mod:`dmesr.experiments.status`.
 """
@@ -57,10 +57,10 @@ from tqdm.auto import tqdm
 from dmesr.data.identity import dataset_problem
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
-from dmesr.experiments.status import (DEFAULT_SECONDS_PER_EPOCH, STATUSES, cell_status,  # noqa: F401 - re-exported
-                                      estimate_seconds)
-from dmesr.experiments.store import write_store
+from dmesr.experiments.status import DEFAULT_SECONDS_PER_EPOCH, STATUSES, cell_status, estimate_seconds  # noqa: F401 - re-exported
+from dmesr.experiments.store import add_to_store
 from dmesr.lock import InProgressError
+from dmesr.shards import parse_shard
 from dmesr.training.run import train_run
 
 
@@ -70,18 +70,7 @@ class CellOutcome:
     status: str  # dry run: one of STATUSES or invalid; run: skipped | running | finished | failed
     seconds: float = 0.0  # dry run: estimated seconds; run: wall time of this cell
     error: str = ""  # "<ExceptionType>: <message>" of a failed cell (traceback in <run dir>/error.log)
-    estimate_source: str = ""  # dry run: "measured", "other backbones", "continues" or "guess"
-
-
-def parse_shard(shard: str) -> tuple[int, int]:
-    """``"2/8"`` -> ``(2, 8)``; the index counts from 0 (like ``$SLURM_ARRAY_TASK_ID`` with ``--array=0-7``)."""
-    try:
-        index, count = (int(part) for part in str(shard).split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {shard!r}: need n >= 1 and 0 <= i < n")
-    return index, count
+    estimate_source: str = ""  # dry run: "measured", "other backbones" or "guess"
 
 
 def shard_cells(cells: list[Cell], shard: str) -> list[Cell]:
@@ -145,8 +134,7 @@ def dry_run_outcomes(cells: list[Cell], workers: int = 1, measured_from: list[Ce
         print(f"{outcome.status:9s} {outcome.cell.label:{width}s} {estimate:24s} {where}")
     counts = {status: sum(o.status == status for o in outcomes) for status in (*STATUSES, "invalid")}
     remaining = sum(outcome.seconds for outcome in outcomes)
-    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['continues']} continue "
-          f"a shorter-patience run, {counts['todo']} todo"
+    print(f"{len(cells)} cells: {counts['done']} done, {counts['partial']} partial, {counts['todo']} todo"
           + (f", {counts['running']} running elsewhere" if counts["running"] else "")
           + (f", {counts['invalid']} INVALID" if counts["invalid"] else "") + "; "
           f"about {_duration(remaining / workers)} left with {workers} worker(s)"
@@ -181,6 +169,7 @@ def _evaluate_done_cell(cell: Cell, splits: dict) -> CellOutcome:
     """A done cell, skipped; first given its sampled evaluation if the grid was stopped between the
     run's ``final.json`` and that evaluation (a no-op, without loading data, when the file is there)."""
     try:
+        _record_cell(cell)
         if evaluate_missing(cell.run_dir, "sampled", splits=splits) == "evaluated":
             print(f"{cell.label}: done, its missing sampled evaluation added")
     except Exception as error:  # noqa: BLE001 - like a failed training, listed and the grid goes on
@@ -204,7 +193,8 @@ def exit_with_parent() -> None:
 
 
 def _record_cell(cell: Cell) -> None:
-    """Write ``cell.json`` (which experiment and method a run directory belongs to)."""
+    """Write ``cell.json`` (which experiment and method a run directory belongs to, and the method roles
+    the grid declares now)."""
     run_dir = cell.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "cell.json"
@@ -213,7 +203,8 @@ def _record_cell(cell: Cell) -> None:
         if (recorded["experiment"], recorded["method"]) != (cell.experiment, cell.method):
             raise ValueError(f"{run_dir} already belongs to method {recorded['method']!r} of experiment "
                              f"{recorded['experiment']!r}; give this experiment another output_dir")
-        return
+        if recorded == cell.identity():
+            return
     path.write_text(json.dumps(cell.identity(), indent=2))
 
 
@@ -246,6 +237,11 @@ def run_grid(cells: list[Cell], workers: int = 1, shard: str | None = None, dry_
 
     def record(index: int, seconds: float, status: str, error: str) -> None:
         cell = pending[index]
+        if status == "finished" and cell.store:
+            try:
+                add_to_store(cell.config.output_dir, cell.store, run_dirs=[cell.run_dir])
+            except Exception as store_error:  # noqa: BLE001 - the run is finished; collect it again later
+                status, error = "failed", f"adding to the store {cell.store}: {type(store_error).__name__}: {store_error}"
         outcomes[index] = CellOutcome(cell, status, seconds, error)
         if status == "failed":
             progress.write(f"FAILED {cell.label}: {error} (traceback: {cell.run_dir / 'error.log'})")
@@ -304,7 +300,7 @@ def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None =
                     limit: int | None = None, threads: int | None = None,
                     patterns: list[str] | None = None) -> list[CellOutcome]:
     """CLI entry: expand the grid, keep the cells matching ``patterns``, then ``shard``, then the first
-    ``limit``; run; write the store."""
+    ``limit``; run (each finished cell is added to the grid's ``store``)."""
     cells = whole = load_grid(yaml_path)
     if patterns:
         cells = select_cells(cells, patterns)
@@ -314,9 +310,4 @@ def experiments_run(yaml_path: str | Path, workers: int = 1, shard: str | None =
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
         cells = cells[:limit]
-    outcomes = run_grid(cells, workers=workers, dry_run=dry_run, threads=threads, measured_from=whole)
-    if not dry_run:
-        for root in sorted({Path(cell.config.output_dir) for cell in cells}):
-            if any(root.glob("**/final.json")):
-                print(f"wrote {write_store(root)}")
-    return outcomes
+    return run_grid(cells, workers=workers, dry_run=dry_run, threads=threads, measured_from=whole)

@@ -1,8 +1,7 @@
 """Where each cell of a grid stands, and how long the rest will take (the dry run's table).
 
 A cell is *done* when its run directory holds ``final.json``, *running* while another process holds
-the directory's lock, *partial* when training started, *continues* when a finished run that differs
-only by a smaller patience can be continued, else *todo*.
+the directory's lock, *partial* when training started, else *todo*.
 
 Time estimates (dry run) use the grid's finished runs: median seconds per epoch times median
 epochs of finished runs of the same dataset, minus the epochs a partial run already has. The
@@ -20,16 +19,14 @@ import json
 import statistics
 from pathlib import Path
 
-from dmesr.config import saved_run_config
 from dmesr.experiments.grid import Cell
 from dmesr.lock import is_locked
-from dmesr.training.run import hardware, hardware_kind, lock_path, shorter_patience_run
+from dmesr.training.run import hardware, hardware_kind, lock_path
 from dmesr.training.trainer import read_epoch_log
 
 DEFAULT_SECONDS_PER_EPOCH = 30.0  # a guess (ml-100k-sized data on a laptop CPU), used only before any run finished
 SAME_SPEED_FACTOR = 3.0  # an epoch over 3x slower or faster than its run's last one ran on other hardware
-# continues: from a run that stopped on a smaller patience; running: another process trains it now
-STATUSES = ("done", "running", "partial", "continues", "todo")
+STATUSES = ("done", "running", "partial", "todo")  # running: another process trains it now
 
 
 def cell_status(cell: Cell) -> str:
@@ -38,9 +35,7 @@ def cell_status(cell: Cell) -> str:
         return "done"
     if is_locked(lock_path(run_dir)):
         return "running"
-    if (run_dir / "config.yaml").exists():
-        return "partial"
-    return "continues" if shorter_patience_run(run_dir, cell.config) else "todo"
+    return "partial" if (run_dir / "config.yaml").exists() else "todo"
 
 
 def _finished_epochs(run_dir: Path) -> int:
@@ -50,7 +45,7 @@ def _finished_epochs(run_dir: Path) -> int:
 def _seconds_per_epoch_where_finished(run_dir: Path, final: dict) -> float:
     """Median training seconds per epoch of a finished run, on the hardware its ``final.json`` names.
 
-    A run resumed on other hardware (started on a lent GPU, finished here) has epochs of two speeds
+    A run resumed on other hardware (started on a GPU, finished on a CPU) has epochs of two speeds
     that ``final.json``'s median mixes; its last epoch ran on the named hardware. So only the epochs
     within a factor :data:`SAME_SPEED_FACTOR` of the last one count. A run that never moved keeps (nearly)
     all its epochs: load on one machine changes an epoch's time far less than that."""
@@ -74,35 +69,25 @@ def estimate_seconds(cells: list[Cell], statuses: list[str], measured_from: list
     Besides the finished ``cells``, the finished cells of ``measured_from`` (e.g. the rest of the grid
     when only some cells are run) are measured too."""
     finished: dict[tuple, list[tuple[float, int]]] = {}
-    continued_epochs: dict[int, tuple[float, int]] = {}  # cell index -> (s/epoch, epochs at least added)
     # each run once: ``measured_from`` may repeat cells (the whole grid and a selection of it)
     by_run = {cell.run_dir: cell for cell in measured_from}
     for cell in cells:
         by_run.pop(cell.run_dir, None)
     others = [cell for cell in by_run.values() if cell_status(cell) == "done"]
     here = hardware_kind(hardware())
-    for index, (cell, status) in enumerate([*zip(cells, statuses), *((cell, "done") for cell in others)]):
-        if status not in ("done", "continues"):
+    for cell, status in [*zip(cells, statuses), *((cell, "done") for cell in others)]:
+        if status != "done":
             continue
-        start = cell.run_dir if status == "done" else shorter_patience_run(cell.run_dir, cell.config)
-        final = json.loads((start / "final.json").read_text())
-        per_epoch, epochs = _seconds_per_epoch_where_finished(start, final), final["epochs"]
-        if status == "continues":  # at least the epochs the larger patience adds
-            added = cell.config.train.patience - saved_run_config(start).train.patience
-            continued_epochs[index] = (per_epoch, added)
-            epochs += added
+        final = json.loads((cell.run_dir / "final.json").read_text())
+        per_epoch, epochs = _seconds_per_epoch_where_finished(cell.run_dir, final), final["epochs"]
         if hardware_kind(final.get("hardware", here)) != here:
             continue
         for key, _ in _estimate_keys(cell):
             finished.setdefault(key, []).append((per_epoch, epochs))
     estimates = []
-    for index, (cell, status) in enumerate(zip(cells, statuses)):
+    for cell, status in zip(cells, statuses):
         if status == "done":
             estimates.append((0.0, "measured"))
-            continue
-        if status == "continues":
-            per_epoch, added = continued_epochs[index]
-            estimates.append((per_epoch * added, "continues"))
             continue
         measured, source = next(((finished[key], source) for key, source in _estimate_keys(cell) if key in finished),
                                 (None, "guess"))

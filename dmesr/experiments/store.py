@@ -1,82 +1,228 @@
-"""The run store: every finished run directory (``final.json``) under a root, as one table.
+"""The run store: finished runs as data, the one source of reports, notebooks and significance tests.
 
-Notebooks and reports read this table; nothing here trains or evaluates. Aggregation is
-mean +- std over seeds of the same (dataset, model, method, item encoder, config hash) cell.
+A run directory (``final.json`` and its neighbours, written by :mod:`dmesr.training.run`) is the unit
+of work on disk. The store holds what is read from finished ones, as three parquet tables in one
+folder (default ``reports/store``), each row keyed by ``collection`` (a named set of runs: a grid's
+output folder, say) and ``run`` (the run directory's path inside that folder):
+
+* ``runs.parquet``, one row per run: identity (``experiment``, ``dataset``, ``model``, ``method``,
+  ``items``, ``config`` hash, ``seed``), the protocol settings (``PROTOCOL_FIELDS``), validation
+  metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail and short/long
+  metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings
+  (``seconds_*``), ``hardware``, ``stopped``, its grid's method ``roles`` (JSON), the resolved config
+  (``config_yaml``) and the data provenance (``data_provenance``: split fingerprint and statistics, as JSON);
+* ``epochs.parquet``, one row per run and epoch: the trainer's per-epoch log;
+* ``per_user.parquet``, one row per run and test user (``user_index``, the test order): the
+  per-user test metrics that the paired significance tests compare.
 
 The method of a run is the name its experiment grid gave it (``cell.json``, written by
 :mod:`dmesr.experiments.runner`); a run trained outside a grid is named by its item-encoder kind,
-with ``id`` called ``backbone`` as in the grids. ``write_store`` saves the table as
-``<root>/store.csv`` and ``<root>/store.parquet``.
+with ``id`` called ``backbone`` as in the grids. Aggregation is mean +- std over the seeds of one
+(dataset, model, method, item encoder, config hash) cell.
+
+    dmesr experiments collect reports/runs/main      # add (or refresh) the finished runs of a folder
+    runs = load_runs("main")                          # one collection, per-user vectors attached
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import yaml
 
-from dmesr.config import saved_run_config
+from dmesr.config import config_from_dict
 
+DEFAULT_STORE = Path("reports/store")
+TABLES = ("runs", "epochs", "per_user")
+RUN_KEY = ["collection", "run"]
 KEYS = ["dataset", "model", "method", "items", "config"]
 BREAKDOWN_GROUPS = ("head", "tail", "short", "long")
+PER_USER_PREFIX = "user_"  # per-user test vectors, attached to a runs table as columns of arrays
 # Settings every run of a comparison must share, stored per run as ``<section>_<field>`` columns
 # from its ``config.yaml`` so a report can state the protocol and flag a dataset that mixes them
 PROTOCOL_FIELDS = (("data", "max_len"), ("model", "hidden_size"), ("model", "num_layers"), ("train", "loss"),
                    ("train", "batch_size"), ("train", "lr"), ("train", "max_epochs"), ("train", "patience"))
 
 
-def run_method(run_dir: Path, items: str) -> tuple[str, str]:
-    """``(experiment, method)`` of a run: from ``cell.json`` when a grid wrote one."""
+def run_method(run_dir: Path, items: str) -> tuple[str, str, str]:
+    """``(experiment, method, roles as JSON)`` of a run: from ``cell.json`` when a grid wrote one."""
     cell_path = run_dir / "cell.json"
     if cell_path.exists():
         cell = json.loads(cell_path.read_text())
-        return cell["experiment"], cell["method"]
-    return "", "backbone" if items == "id" else items
+        return cell["experiment"], cell["method"], json.dumps(cell["roles"]) if cell.get("roles") else ""
+    return "", "backbone" if items == "id" else items, ""
 
 
-def collect_runs(root: str | Path) -> pd.DataFrame:
-    """One row per finished run: identity, protocol settings (``PROTOCOL_FIELDS``), validation
-    metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail and short/long
-    metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings."""
-    rows = []
-    for final_path in sorted(Path(root).glob("**/final.json")):
-        final = json.loads(final_path.read_text())
-        run_dir = final_path.parent
-        experiment, method = run_method(run_dir, final["items"])
-        row = {
-            "dataset": final["dataset"], "model": final["model"], "method": method, "items": final["items"],
-            "config": run_dir.name.rsplit("-seed", 1)[0], "seed": final["seed"], "experiment": experiment,
-            "run_dir": str(run_dir), "best_epoch": final["best_epoch"], "epochs": final["epochs"],
-            "hardware": final["hardware"],
-            **{k: v for k, v in final["valid"].items() if k.startswith("valid_")},
-            **{f"test_{k}": v for k, v in final["test"].items()},
-            **{f"seconds_{k}": v for k, v in final["seconds"].items()},
-        }
-        config = saved_run_config(run_dir)
-        row.update({f"{section}_{field}": getattr(getattr(config, section), field) for section, field in PROTOCOL_FIELDS})
-        for group in BREAKDOWN_GROUPS:
-            row.update({f"{group}_{k}": v for k, v in final.get("test_breakdown", {}).get(group, {}).items()})
-        sampled_path = run_dir / "evaluation-sampled.json"
-        if sampled_path.exists():
-            row.update({f"sampled_{k}": v for k, v in json.loads(sampled_path.read_text())["test"].items()})
+def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.DataFrame, dict[str, np.ndarray]]:
+    """A finished run directory's row, per-epoch log and per-user test vectors."""
+    from dmesr.training.run import config_hash  # the store is read without torch; only collecting needs it
+
+    final = json.loads((run_dir / "final.json").read_text())
+    experiment, method, roles = run_method(run_dir, final["items"])
+    config_text = (run_dir / "config.yaml").read_text()
+    config = config_from_dict(yaml.safe_load(config_text))
+    run = run_dir.relative_to(root).as_posix()
+    row = {
+        "collection": collection, "run": run, "experiment": experiment, "dataset": final["dataset"],
+        "model": final["model"], "method": method, "items": final["items"], "config": config_hash(config),
+        "seed": final["seed"], "run_dir": str(run_dir), "best_epoch": final["best_epoch"], "epochs": final["epochs"],
+        "stopped": final["stopped"], "hardware": final["hardware"], "torch": final.get("torch", ""),
+        "parameters": final.get("parameters", 0),
+        **{k: v for k, v in final["valid"].items() if k.startswith("valid_")},
+        **{f"test_{k}": v for k, v in final["test"].items()},
+        **{f"seconds_{k}": v for k, v in final["seconds"].items()},
+    }
+    row.update({f"{section}_{field}": getattr(getattr(config, section), field) for section, field in PROTOCOL_FIELDS})
+    for group in BREAKDOWN_GROUPS:
+        row.update({f"{group}_{k}": v for k, v in final.get("test_breakdown", {}).get(group, {}).items()})
+    sampled_path = run_dir / "evaluation-sampled.json"
+    if sampled_path.exists():
+        row.update({f"sampled_{k}": v for k, v in json.loads(sampled_path.read_text())["test"].items()})
+    row["roles"] = roles
+    row["config_yaml"] = config_text
+    row["data_provenance"] = (run_dir / "data.json").read_text()
+    epochs = _epochs(run_dir)
+    epochs.insert(0, "run", run)
+    epochs.insert(0, "collection", collection)
+    per_user_path = run_dir / "test_per_user.npz"
+    per_user = {}
+    if per_user_path.exists():
+        with np.load(per_user_path) as arrays:
+            per_user = {name: arrays[name] for name in arrays.files}
+    return row, epochs, per_user
+
+
+def _epochs(run_dir: Path) -> pd.DataFrame:
+    """The trainer's per-epoch log (``epochs.jsonl``; its ``epochs.csv`` copy where that is all there is)."""
+    log = run_dir / "epochs.jsonl"
+    if log.exists():
+        return pd.DataFrame([json.loads(line) for line in log.read_text().splitlines()])
+    return pd.read_csv(run_dir / "epochs.csv") if (run_dir / "epochs.csv").exists() else pd.DataFrame()
+
+
+def collect_tables(root: str | Path, collection: str | None = None, run_dirs: list[Path] | None = None
+                   ) -> dict[str, pd.DataFrame]:
+    """The store's three tables (``TABLES``) for every finished run under ``root`` (or only ``run_dirs``,
+    folders inside it); ``collection`` defaults to the folder's name. The runs table keeps ``run_dir``
+    (where each run lies on disk)."""
+    root = Path(root)
+    collection = collection or root.resolve().name
+    rows, epochs, per_user = [], [], []
+    finals = sorted(root.glob("**/final.json")) if run_dirs is None else [Path(d) / "final.json" for d in run_dirs]
+    for final_path in finals:
+        row, run_epochs, vectors = _read_run(final_path.parent, root, collection)
         rows.append(row)
+        epochs.append(run_epochs)
+        if vectors:
+            users = pd.DataFrame(vectors)
+            users.insert(0, "user_index", np.arange(len(users), dtype=np.int32))
+            users.insert(0, "run", row["run"])
+            users.insert(0, "collection", collection)
+            per_user.append(users)
     if not rows:
         raise FileNotFoundError(f"no finished runs (final.json) under {root}")
-    return pd.DataFrame(rows)
+    return {"runs": pd.DataFrame(rows), "epochs": pd.concat(epochs, ignore_index=True),
+            "per_user": pd.concat(per_user, ignore_index=True) if per_user else pd.DataFrame(columns=RUN_KEY)}
 
 
-def write_store(root: str | Path) -> Path:
-    """Collect the runs under ``root`` into ``store.csv`` and ``store.parquet`` there; returns the csv path."""
-    root = Path(root)
-    runs = collect_runs(root)
-    csv_path = root / "store.csv"
-    for path, write in ((csv_path, runs.to_csv), (root / "store.parquet", runs.to_parquet)):
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent shards may write at once
-        write(partial, index=False)
-        os.replace(partial, path)
-    return csv_path
+def attach_per_user(runs: pd.DataFrame, per_user: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with one ``user_<metric>`` column per per-user metric, each cell the run's test vector
+    (users in test order), or NaN for a run without one."""
+    runs = runs.copy()
+    metrics = [c for c in per_user.columns if c not in (*RUN_KEY, "user_index")]
+    vectors = {key: part.sort_values("user_index") for key, part in per_user.groupby(RUN_KEY, sort=False)}
+    keys = list(zip(runs["collection"], runs["run"]))
+    for metric in metrics:
+        runs[f"{PER_USER_PREFIX}{metric}"] = [vectors[key][metric].to_numpy() if key in vectors else np.nan
+                                              for key in keys]
+    return runs
+
+
+def collect_runs(root: str | Path, collection: str | None = None) -> pd.DataFrame:
+    """One row per finished run under ``root`` (the store's runs table) with its per-user vectors:
+    a folder of runs read as the store would hold it."""
+    tables = collect_tables(root, collection)
+    return attach_per_user(tables["runs"], tables["per_user"])
+
+
+def _sorted(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows by collection, then run path part by part (the order ``collect_tables`` reads them in)."""
+    if table.empty:
+        return table
+    order = sorted(range(len(table)), key=lambda i: (table["collection"].iat[i], tuple(table["run"].iat[i].split("/"))))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def read_table(name: str, store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
+    path = Path(store) / f"{name}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"no run store table {path}: add runs with `dmesr experiments collect RUNS_DIR`")
+    return pd.read_parquet(path)
+
+
+@contextlib.contextmanager
+def _locked(store: Path):
+    """One writer at a time: grid shards finishing together each add their runs."""
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def add_to_store(root: str | Path, store: str | Path = DEFAULT_STORE, collection: str | None = None,
+                 run_dirs: list[Path] | None = None) -> Path:
+    """Add the finished runs under ``root`` (or only ``run_dirs``) to the store, a run already there
+    replaced; returns the store folder. ``collection`` defaults to the name of ``root``."""
+    store = Path(store)
+    new = collect_tables(root, collection, run_dirs)
+    new["runs"] = new["runs"].drop(columns="run_dir")
+    with _locked(store):
+        for name in TABLES:
+            table = new[name]
+            path = store / f"{name}.parquet"
+            if path.exists():
+                old = pd.read_parquet(path)
+                replaced = old.set_index(RUN_KEY).index.isin(new["runs"].set_index(RUN_KEY).index)
+                table = pd.concat([old[~replaced], table], ignore_index=True)
+            partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            _sorted(table).to_parquet(partial, index=False)
+            os.replace(partial, path)
+    print(f"added {len(new['runs'])} runs of {new['runs']['collection'].iat[0]} to {store}")
+    return store
+
+
+def load_runs(collection: str | None = None, store: str | Path = DEFAULT_STORE, per_user: bool = True) -> pd.DataFrame:
+    """The store's runs (of one ``collection``, or all), with their per-user vectors when ``per_user``."""
+    runs = read_table("runs", store)
+    if collection is not None:
+        if collection not in set(runs["collection"]):
+            raise ValueError(f"the run store {store} has no collection {collection!r}; it has "
+                             f"{', '.join(sorted(runs['collection'].unique()))}")
+        runs = runs[runs["collection"] == collection].reset_index(drop=True)
+    if not per_user:
+        return runs
+    users = pd.read_parquet(Path(store) / "per_user.parquet", filters=[("collection", "in", list(runs["collection"].unique()))])
+    return attach_per_user(runs, users)
+
+
+def load_epochs(collection: str | None = None, store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
+    """The per-epoch logs of the store's runs (of one ``collection``, or all)."""
+    epochs = read_table("epochs", store)
+    return epochs if collection is None else epochs[epochs["collection"] == collection].reset_index(drop=True)
+
+
+def runs_from(source: str | Path, store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
+    """A folder of run directories, read as it is, or else a collection of the store."""
+    return collect_runs(source) if Path(source).is_dir() else load_runs(str(source), store)
 
 
 def summarize(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -91,3 +237,9 @@ def summarize(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 def mean_std(mean: float, std: float, digits: int = 4) -> str:
     std_text = "n/a" if pd.isna(std) else f"{std:.{digits}f}"
     return f"{mean:.{digits}f} ± {std_text}"
+
+
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -7,8 +7,8 @@
 """
 
 from dmesr.config import ModelConfig
-from dmesr.models.baselines import BASELINES, Popularity, RepeatPopularity
 from dmesr.models.base import IDEmbedding, ItemRepresentation, SequentialRecommender
+from dmesr.models.baselines import BASELINES, Popularity, RepeatPopularity
 from dmesr.models.bert4rec import BERT4Rec
 from dmesr.models.gru4rec import GRU4Rec
 from dmesr.models.sasrec import SASRec

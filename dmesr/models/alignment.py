@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-
 # exp(-2 / tau), the smallest shifted exponential, stays a normal float32 (limit: exp(-87)) for these tau
 SHARED_EXP_MIN_TEMPERATURE = 0.025
 

@@ -35,8 +35,11 @@ class ItemRepresentation(nn.Module):
         """One or more ``[num_items + 1, dim]`` tables, recomputed on every call (they may be trained)."""
         raise NotImplementedError
 
+    auxiliary_weight = 0.0  # the weight of auxiliary_loss in the training loss (DMESR: lambda)
+
     def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
-        """An extra, already weighted training loss over the items of the batch (e.g. alignment)."""
+        """An extra training loss over the items of the batch, unweighted (DMESR: L_align); the training
+        loss adds ``auxiliary_weight`` times it (:func:`dmesr.models.losses.total_loss`)."""
         return None
 
 

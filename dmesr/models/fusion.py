@@ -37,7 +37,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
 NORMS = ("post", "pre")
 
 

@@ -44,14 +44,15 @@ from dmesr.config import ItemEncoderConfig
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.alignment import SymmetricInfoNCE
 from dmesr.models.base import IDEmbedding, ItemRepresentation
-from dmesr.models.fusion import NORMS as FUSION_NORMS, CrossAttentionFusion, LinearTokens
+from dmesr.models.fusion import NORMS as FUSION_NORMS, CrossAttentionFusion
+from dmesr.models.pca import pca_init
+from dmesr.models.semantics import ORIGINAL_TEXT, FrozenSemantics
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")
 INTEGRATIONS = ("sum", "concat", "gate", "dual")
 FUSIONS = ("cross_attention", "none")
-ORIGINAL_TEXT = "original_text"  # source name of the pooled original text, beside the MLLM view names
 FUSION_HEADS = 2
 ID_INIT_STD = 0.02  # the std IDEmbedding draws its vectors with
 
@@ -61,79 +62,6 @@ class Adapter(nn.Sequential):
 
     def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
         super().__init__(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
-
-
-class FrozenSemantics(nn.Module):
-    """The cached features of items 1..N as buffers (row r = item r + 1; no padding row).
-
-    A source is an MLLM view name or :data:`ORIGINAL_TEXT`. Token states are kept only for real
-    tokens, compacted to ``[num_real_tokens, D]`` float16, so adapting them skips padding; after a
-    token PCA they are kept padded, ``[N, L, p]`` float32 (small, and what the fusion needs then).
-    """
-
-    def __init__(self, features: SemanticFeatures, num_items: int, views: list[str], with_tokens: bool,
-                 token_pca_dim: int = 0):
-        super().__init__()
-        if len(features.text_pooled) != num_items:
-            raise ValueError(
-                f"features have {len(features.text_pooled)} items but the split has {num_items}; "
-                "align them with SemanticFeatures.aligned_to(split.item_ids)"
-            )
-        self.views = list(views)
-        self.input_dim = features.dim
-        for name in self.views:
-            self.register_buffer(f"vector_{name}", _checked(features.views[name], f"view {name!r}"), persistent=False)
-            present = torch.as_tensor(np.asarray(features.view_present[name], dtype=bool))
-            self.register_buffer(f"present_{name}", present, persistent=False)
-        self.register_buffer(
-            f"vector_{ORIGINAL_TEXT}", _checked(features.text_pooled, "original text"), persistent=False
-        )
-        self.register_buffer(f"present_{ORIGINAL_TEXT}", torch.ones(num_items, dtype=torch.bool), persistent=False)
-        if with_tokens:
-            mask = torch.as_tensor(np.asarray(features.text_mask, dtype=bool))
-            tokens = _checked(features.text_tokens, "original text tokens", dtype=torch.float16)
-            if tokens.shape[:2] != mask.shape or tokens.shape[2] != self.input_dim:
-                raise ValueError(f"text tokens {tuple(tokens.shape)} do not match mask {tuple(mask.shape)}")
-            real_tokens = tokens[mask]
-            self.register_buffer("token_mask", mask, persistent=False)
-            if token_pca_dim > 0:
-                # padded again: the fusion multiplies these frozen states item by item (LinearTokens)
-                reduced = _pca_reduce(real_tokens.float(), token_pca_dim)
-                self.register_buffer("token_base", reduced.new_zeros(*mask.shape, reduced.shape[1]).index_put(
-                    torch.nonzero(mask, as_tuple=True), reduced), persistent=False)
-                self.token_dim = reduced.shape[1]
-            else:
-                self.register_buffer("real_tokens", real_tokens, persistent=False)
-                self.token_dim = real_tokens.shape[1]
-
-    def vector(self, source: str) -> torch.Tensor:
-        return getattr(self, f"vector_{source}")
-
-    def present(self, source: str) -> torch.Tensor:
-        return getattr(self, f"present_{source}")
-
-    def adapted_tokens(self, adapter: nn.Module) -> torch.Tensor | LinearTokens:
-        """All items' token states through ``adapter``: after the token PCA (a linear adapter) the
-        pair ``LinearTokens(reduced states, adapter)``, which the fusion never expands; otherwise
-        the real tokens through ``adapter``, packed ``[num_real_tokens, d]``."""
-        dtype = next(adapter.parameters()).dtype
-        if hasattr(self, "token_base"):
-            return LinearTokens(self.token_base.to(dtype), adapter)
-        return adapter(self.real_tokens.to(dtype))  # float16 cast on the fly
-
-
-def _pca_reduce(vectors: torch.Tensor, dim: int) -> torch.Tensor:
-    """Centred projection on the top ``dim`` principal directions (deterministic: eigh of the covariance)."""
-    centred = vectors - vectors.mean(dim=0, keepdim=True)
-    _, directions = torch.linalg.eigh(centred.T @ centred)
-    return centred @ directions[:, -dim:].flip(1)
-
-
-def _checked(array: np.ndarray, what: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(array)).to(dtype)
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"cached {what} features contain NaN or infinite values; re-run `dmesr embed`")
-    return tensor
 
 
 def _with_padding_row(table: torch.Tensor) -> torch.Tensor:
@@ -217,23 +145,12 @@ class LLMESRItems(ItemRepresentation):
             _freeze([self.adapter])
         self.collaborative = IDEmbedding(num_items, dim)
         with torch.no_grad():
-            self.collaborative.embedding.weight[1:] = self._pca_init(self.frozen_semantic(), dim)
+            self.collaborative.embedding.weight[1:] = pca_init(self.frozen_semantic(), dim, ID_INIT_STD)
 
     def frozen_semantic(self) -> torch.Tensor:
         total = sum(self.semantics.vector(s) * self.semantics.present(s)[:, None] for s in self.sources)
         count = sum(self.semantics.present(s).float() for s in self.sources).clamp(min=1)
         return total / count[:, None]
-
-    @staticmethod
-    def _pca_init(vectors: torch.Tensor, dim: int) -> torch.Tensor:
-        centred = vectors - vectors.mean(dim=0, keepdim=True)
-        u, s, _ = torch.linalg.svd(centred, full_matrices=False)
-        rank = min(dim, int((s > 1e-6 * s.max().clamp(min=1e-12)).sum()))
-        projected = u[:, :rank] * s[:rank]
-        if rank:
-            projected = projected / projected.std().clamp(min=1e-12) * ID_INIT_STD
-        filler = torch.randn(len(vectors), dim - rank) * ID_INIT_STD
-        return torch.cat([projected, filler], dim=1)
 
     def tables(self) -> list[torch.Tensor]:
         semantic = _with_padding_row(self.adapter(self.frozen_semantic()))
@@ -256,7 +173,7 @@ class DMESRItems(ItemRepresentation):
             raise ValueError("dmesr needs at least one MLLM view with data; the configured views have none")
         self.views = semantics.views
         self.integration = config.integration
-        self.align_weight = config.align_weight
+        self.auxiliary_weight = config.align_weight
         self.use_original_text = config.use_original_text
         self.fuse = config.fuses_original_text
         self.ids = IDEmbedding(num_items, dim)
@@ -279,7 +196,9 @@ class DMESRItems(ItemRepresentation):
         if config.freeze_adapters:
             _freeze(adapters)
 
-        self.alignment_pair = self._alignment_pair(align_fallback)
+        # with one MLLM view, ``align_fallback`` aligns it with the original text
+        self.alignment_pair = (alignment_sources(self.views, config.use_original_text and align_fallback)
+                               if self.auxiliary_weight > 0 else None)
         if self.alignment_pair is not None:
             self.alignment = SymmetricInfoNCE(config.temperature, config.learnable_temperature)
 
@@ -290,25 +209,14 @@ class DMESRItems(ItemRepresentation):
         elif self.integration == "gate":
             self.gate = nn.Linear(num_parts * dim, num_parts)
 
-    def _alignment_pair(self, align_fallback: bool) -> tuple[str, str] | None:
-        if self.align_weight <= 0:
-            return None
-        if len(self.views) > 2:
-            raise ValueError(f"alignment is defined between two MLLM views, got {self.views}")
-        if len(self.views) == 2:
-            return self.views[0], self.views[1]
-        if align_fallback and self.use_original_text:
-            logger.info("one MLLM view (%s): aligning it with the original text instead", self.views[0])
-            return self.views[0], ORIGINAL_TEXT
-        return None
-
-    def _adapt(self, source: str, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+    def adapt(self, source: str, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """The adapted vectors of one source (an MLLM view or ``ORIGINAL_TEXT``) for ``rows`` of the items."""
         adapter = self.text_adapter if source == ORIGINAL_TEXT else self.view_adapters[source]
         return adapter(self.semantics.vector(source)[rows])
 
     def fused_views(self, return_attention: bool = False):
         """``z^v`` of every item per view -> ``[N, V, d]`` (with fusion, also attention ``[N, H, V, L]`` if asked)."""
-        adapted = {v: self._adapt(v) for v in self.views}
+        adapted = {v: self.adapt(v) for v in self.views}
         if torch.is_grad_enabled():
             # A training step adapts every item's views here; the alignment loss of the same step
             # reuses the batch's rows instead of running the adapters over them a second time.
@@ -336,10 +244,10 @@ class DMESRItems(ItemRepresentation):
             if self.fuse:  # the direct term only serves items without a view: adapt just those rows
                 without_view = (~has_view).nonzero().squeeze(1)
                 direct = parts[0].new_zeros(parts[0].shape).index_copy(
-                    0, without_view, self._adapt(ORIGINAL_TEXT, without_view))
+                    0, without_view, self.adapt(ORIGINAL_TEXT, without_view))
                 present.append(~has_view)
             else:
-                direct = self._adapt(ORIGINAL_TEXT)
+                direct = self.adapt(ORIGINAL_TEXT)
                 present.append(torch.ones_like(has_view))
             parts.append(direct)
         present = torch.stack([torch.ones_like(present[0])] + present, dim=1)  # ID always present
@@ -356,7 +264,7 @@ class DMESRItems(ItemRepresentation):
         return [_with_padding_row(stacked[:, 0]), _with_padding_row(stacked[:, 1:].sum(dim=1))]  # dual
 
     def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
-        """``align_weight * InfoNCE`` between the aligned pair over the batch's unique items."""
+        """L_align: the symmetric InfoNCE between the aligned pair over the batch's unique items."""
         if self.alignment_pair is None:
             return None
         rows = torch.unique(item_ids[item_ids > 0]).to(self.ids.embedding.weight.device) - 1
@@ -365,8 +273,18 @@ class DMESRItems(ItemRepresentation):
         first, second = self.alignment_pair
         present = self.semantics.present(first)[rows] & self.semantics.present(second)[rows]
         adapted = self.__dict__.pop("_adapted_this_step", {})  # one use: the next step adapts afresh
-        first_rows, second_rows = (adapted[s][rows] if s in adapted else self._adapt(s, rows) for s in (first, second))
-        return self.align_weight * self.alignment(first_rows, second_rows, present)
+        first_rows, second_rows = (adapted[s][rows] if s in adapted else self.adapt(s, rows) for s in (first, second))
+        return self.alignment(first_rows, second_rows, present)
+
+
+def alignment_sources(views, use_original_text: bool) -> tuple[str, str] | None:
+    """What DMESR's alignment compares: its two MLLM views, or with one view that view and the original
+    text (``None`` without it)."""
+    if len(views) > 2:
+        raise ValueError(f"alignment is defined between two MLLM views, got {list(views)}")
+    if len(views) == 2:
+        return views[0], views[1]
+    return (views[0], ORIGINAL_TEXT) if use_original_text else None
 
 
 def _usable_views(config: ItemEncoderConfig, features: SemanticFeatures) -> list[str]:

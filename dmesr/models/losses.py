@@ -117,8 +117,10 @@ def sampled_softmax(
 LOSSES = ("ce", "bce", "sampled_softmax")
 
 
-def sequence_loss(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig) -> torch.Tensor:
-    """Loss of one batch of training windows ``[B, L + 1]``, plus the item side's auxiliary loss."""
+def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig
+               ) -> dict[str, torch.Tensor]:
+    """The loss terms of one batch of training windows ``[B, L + 1]``: ``rec`` (L_rec, the next-item loss)
+    and, when the item side has one, ``align`` (its auxiliary loss, unweighted: DMESR's L_align)."""
     if train_config.loss not in LOSSES:
         raise ValueError(f"unknown loss {train_config.loss!r}; known: {', '.join(LOSSES)}")
     inputs, targets = model.training_inputs(windows)
@@ -134,4 +136,14 @@ def sequence_loss(model: SequentialRecommender, windows: torch.Tensor, train_con
     else:
         loss = sampled_softmax(hidden, table, targets, train_config.num_negatives)
     auxiliary = model.items.auxiliary_loss(torch.unique(windows[windows > 0]))
-    return loss if auxiliary is None else loss + auxiliary
+    return {"rec": loss} if auxiliary is None else {"rec": loss, "align": auxiliary}
+
+
+def total_loss(model: SequentialRecommender, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L = L_rec + lambda * L_align, lambda being the item side's ``auxiliary_weight``."""
+    return terms["rec"] + model.items.auxiliary_weight * terms["align"] if "align" in terms else terms["rec"]
+
+
+def sequence_loss(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig) -> torch.Tensor:
+    """The training loss of one batch of windows (:func:`loss_terms`, weighted by :func:`total_loss`)."""
+    return total_loss(model, loss_terms(model, windows, train_config))

@@ -16,20 +16,18 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dmesr.config import ADDED_FIELDS, RunConfig, save_config, saved_run_config
+from dmesr.config import RunConfig, save_config, saved_run_config
 from dmesr.data import prepare_split
-from dmesr.data.own import registration, restore_registration
-from dmesr.data.repeats import has_repeats, repeat_share
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.identity import dataset_key
+from dmesr.data.own import registration, restore_registration
+from dmesr.data.repeats import has_repeats, repeat_share
 from dmesr.data.schema import SequenceSplit
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.evaluation import breakdown, evaluate, item_popularity
@@ -39,7 +37,7 @@ from dmesr.models import BASELINES, build_model
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.item_encoders import build_item_representation
 from dmesr.training.distributed import DistContext, init_distributed, shutdown
-from dmesr.training.runtime import atomic_save, load_checkpoint, seed_everything, select_device, set_threads
+from dmesr.training.runtime import load_checkpoint, seed_everything, select_device, set_threads
 from dmesr.training.trainer import Trainer, read_epoch_log
 
 # Settings that do not change what is computed, only where or how fast.
@@ -47,12 +45,9 @@ _NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train"
 
 
 def config_hash(config: RunConfig) -> str:
-    left_out = _NOT_HASHED | {path for path, added in ADDED_FIELDS.items()
-                              if not added.applies(config) or getattr(getattr(config, path[0]), path[1]) == added.legacy}
-
     def strip(node: dict, path: tuple = ()) -> dict:
         return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
-                for k, v in node.items() if path + (k,) not in left_out}
+                for k, v in node.items() if path + (k,) not in _NOT_HASHED}
     hashed = config.to_dict()
     # "auto" replaced the default true: hashed as true so that runs on data without repeats keep their
     # folders; on data with repeats the resolved choice is checked against data.json (_check_same_run)
@@ -121,57 +116,6 @@ def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
                          "since); choose another output_dir or delete the run")
 
 
-def continue_shorter_patience_run(run_dir: Path, config: RunConfig) -> Path | None:
-    """Turn a finished sibling run that differs only by a smaller patience, and stopped on it, into
-    the start of ``run_dir``; returns the sibling's old path, or None when there is none.
-
-    Early stopping only decides when to stop: such a run's epochs are exactly the first epochs of this
-    one, and its last checkpoint holds the model, optimiser, early-stopping state and RNG state after
-    its last epoch (what a resume needs). Raising the patience of a grid then trains only the missing
-    epochs. The sibling is moved, not copied (a store must not hold the cell twice); its last epoch and
-    patience go to ``continued_from.json``, and its per-epoch log stays in the continued run.
-    """
-    sibling = shorter_patience_run(run_dir, config)
-    if sibling is None:
-        return None
-    checkpoint = load_checkpoint(sibling / "checkpoint.pt")
-    # Prepared in a hidden folder and renamed into place, so a crash leaves either run intact.
-    scratch = run_dir.parent / f".{run_dir.name}-continuing"
-    shutil.rmtree(scratch, ignore_errors=True)
-    shutil.copytree(sibling, scratch, ignore=shutil.ignore_patterns(
-        "final.json", "test_per_user.npz", "evaluation-*.json", "cell.json", "checkpoint.pt", ".lock"))
-    checkpoint["state"]["stopped"] = ""
-    atomic_save(checkpoint, scratch / "checkpoint.pt")
-    save_config(config, scratch / "config.yaml")
-    (scratch / "continued_from.json").write_text(json.dumps(
-        {"run": sibling.name, "patience": saved_run_config(sibling).train.patience,
-         "epochs": checkpoint["state"]["epoch"]}, indent=2))
-    if run_dir.exists():  # holding what was written before training, e.g. a grid's cell.json
-        for entry in run_dir.iterdir():
-            entry.rename(scratch / entry.name)
-        run_dir.rmdir()
-    scratch.rename(run_dir)
-    shutil.rmtree(sibling)
-    return sibling
-
-
-def shorter_patience_run(run_dir: Path, config: RunConfig) -> Path | None:
-    """A finished sibling of ``run_dir`` that is ``config`` with a smaller patience, stopped on that
-    patience and still has its last checkpoint (see :func:`continue_shorter_patience_run`)."""
-    pattern = f"{config.items.kind}-*-seed{config.train.seed}"
-    for sibling in sorted(run_dir.parent.glob(pattern)) if run_dir.parent.is_dir() else []:
-        if sibling == run_dir or not (sibling / "final.json").exists() or not (sibling / "checkpoint.pt").exists():
-            continue
-        other = saved_run_config(sibling)
-        if other.train.patience >= config.train.patience:
-            continue
-        same_otherwise = replace(other, train=replace(other.train, patience=config.train.patience))
-        if config_hash(same_otherwise) == config_hash(config) and \
-                json.loads((sibling / "final.json").read_text())["stopped"] == "patience":
-            return sibling
-    return None
-
-
 def train_run(config: RunConfig, show_progress: bool = True, split: SequenceSplit | None = None) -> Path:
     """Train (or resume) one run and test its best checkpoint once. Returns the run directory."""
     set_threads(config.train.num_threads)
@@ -210,10 +154,6 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
             if dist_context.is_main and show_progress:
                 print(f"finished run found, nothing to do: {run_dir}")
             return run_dir
-    if not (run_dir / "config.yaml").exists() and not dist_context.enabled:
-        continued = continue_shorter_patience_run(run_dir, config)
-        if continued and show_progress:
-            print(f"continuing {continued.name} (stopped by a smaller patience) as {run_dir}")
     if not (run_dir / "config.yaml").exists() and dist_context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.yaml")
@@ -264,7 +204,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
     temporary.write_text(json.dumps(final, indent=2))
     os.replace(temporary, run_dir / "final.json")
     if show_progress:
-        print(f"test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
+        print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
         print(f"wrote {run_dir}")
     return run_dir
 

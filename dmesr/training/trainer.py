@@ -34,7 +34,7 @@ from dmesr.data.batches import TrainWindows, evaluation_inputs
 from dmesr.data.schema import SequenceSplit
 from dmesr.evaluation import evaluate
 from dmesr.models.base import SequentialRecommender
-from dmesr.models.losses import sequence_loss
+from dmesr.models.losses import loss_terms, total_loss
 from dmesr.training.distributed import DistContext, barrier
 from dmesr.training.runtime import atomic_save, load_checkpoint
 
@@ -64,15 +64,15 @@ def read_epoch_log(path: Path) -> list[dict]:
 
 
 class LossModule(nn.Module):
-    """Wraps a model so that ``forward`` returns the training loss: what DDP needs to sync gradients."""
+    """Wraps a model so that ``forward`` returns the training loss terms: what DDP needs to sync gradients."""
 
     def __init__(self, model: SequentialRecommender, train_config: TrainConfig):
         super().__init__()
         self.model = model
         self.train_config = train_config
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return sequence_loss(self.model, windows, self.train_config)
+    def forward(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
+        return loss_terms(self.model, windows, self.train_config)
 
 
 @dataclass
@@ -195,16 +195,18 @@ class Trainer:
         generator = torch.Generator().manual_seed(self.config.train.seed * 100_003 + epoch)
         return torch.randperm(len(self.train_windows), generator=generator)
 
-    def train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training windows: the mean ``loss`` and the mean of each of its terms."""
         self.model.train()
         batches = self._epoch_order(epoch).split(self.config.train.batch_size)
-        total, count = 0.0, 0
+        total, count, term_sums = 0.0, 0, {}
         progress = tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=not self.show_progress)
         for rows in progress:
             if len(rows) < self.dist.world_size:
                 continue  # every rank needs at least one row to join the gradient all-reduce
             windows = self.train_windows.windows[self.dist.shard(rows)].to(self.device, non_blocking=True)
-            loss = self.loss_module(windows)
+            terms = self.loss_module(windows)
+            loss = total_loss(self.model, terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
             self.optimizer.zero_grad(set_to_none=True)
@@ -212,11 +214,15 @@ class Trainer:
             self.optimizer.step()
             total += loss.item()
             count += 1
+            for name, value in terms.items():  # summed on the device: no extra wait per step
+                term_sums[name] = term_sums.get(name, 0.0) + value.detach()
             progress.set_postfix(loss=f"{total / count:.4f}")
-        mean_loss = torch.tensor(total / max(count, 1))
+        means = {"loss": torch.tensor(total / max(count, 1), device=self.device),
+                 **{f"loss_{name}": value / max(count, 1) for name, value in term_sums.items()}}
         if self.dist.enabled:  # log the loss of the whole batch, not of this rank's half
-            torch.distributed.all_reduce(mean_loss, op=torch.distributed.ReduceOp.AVG)
-        return mean_loss.item()
+            for value in means.values():
+                torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.AVG)
+        return {name: value.item() for name, value in means.items()}
 
     def validate(self) -> dict[str, float]:
         return evaluate(self.model, self.valid_inputs, self.config.eval, self.device).metrics
@@ -230,7 +236,7 @@ class Trainer:
         while not self.state.stopped:
             epoch = self.state.epoch + 1
             started = time.perf_counter()
-            loss = self.train_epoch(epoch) if self.optimizer else 0.0
+            losses = self.train_epoch(epoch) if self.optimizer else {"loss": 0.0}
             train_seconds = time.perf_counter() - started
             valid = self.validate()
             epoch_seconds = time.perf_counter() - started
@@ -253,8 +259,9 @@ class Trainer:
                 self.state.stopped = "max_epochs"
             elif self.state.train_seconds >= budget:
                 self.state.stopped = "time budget"
-            row = {"epoch": epoch, "loss": round(loss, 6), "train_seconds": round(train_seconds, 3),
-                   "epoch_seconds": round(epoch_seconds, 3), **{f"valid_{k}": round(v, 6) for k, v in valid.items()}}
+            row = {"epoch": epoch, **{name: round(value, 6) for name, value in losses.items()},
+                   "train_seconds": round(train_seconds, 3), "epoch_seconds": round(epoch_seconds, 3),
+                   **{f"valid_{k}": round(v, 6) for k, v in valid.items()}}
             if self.state.best_epoch == epoch:
                 self.state.best_valid = row
             self.state.epoch_train_seconds.append(row["train_seconds"])
@@ -262,7 +269,9 @@ class Trainer:
             self._save_checkpoint()
             barrier(self.dist)
             if self.show_progress:
-                print(f"epoch {epoch:3d}  loss {loss:.4f}  valid {SELECTION_METRIC} {score:.4f}  "
+                terms = "".join(f" ({name.removeprefix('loss_')} {value:.4f})" for name, value in losses.items()
+                                if name != "loss")
+                print(f"epoch {epoch:3d}  loss {losses['loss']:.4f}{terms}  valid {SELECTION_METRIC} {score:.4f}  "
                       f"best {self.state.best_score:.4f} @ {self.state.best_epoch}  ({epoch_seconds:.1f}s)")
         return self.state
 

@@ -1,0 +1,105 @@
+"""The proposed method at a glance: against its backbone and the best baseline, per (dataset, model).
+
+The best baseline of a cell is the one with the highest mean *validation* metric (how a practitioner
+would pick it); the strongest one on test is shown too, as the stricter comparison. Roles (backbone,
+baselines, proposed method, variants) are the runs' own (:mod:`dmesr.experiments.roles`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dmesr.experiments.comparisons import SELECTION_METRIC, seeds_text
+from dmesr.experiments.roles import runs_roles
+from dmesr.experiments.store import markdown_table
+
+
+def _relative(value: float, reference: float) -> float:
+    return 100.0 * (value - reference) / reference
+
+
+def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> list[str]:
+    """The proposed method against its backbone and the best competing baseline, one row per
+    (dataset, model), sorted by the gain over the backbone (largest first).
+
+    The best baseline of a cell is the one with the highest mean *validation* ``metric`` (how a
+    practitioner would pick it); the strongest one on test is shown too, as the stricter comparison.
+    Where the grid ran several of the proposed method's variants, the one best on validation is shown as well.
+    Roles (backbone, baselines, proposed method, variants) are the runs' (:mod:`dmesr.experiments.roles`).
+    """
+    roles = runs_roles(store)
+    if not roles.proposed:
+        return []
+    rows, gains, wins_backbone = [], [], 0
+    versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
+    tuned_wins_backbone, tuned_wins_selected, with_tuned, partial_cells = 0, 0, 0, 0
+    for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
+        def mean(method, prefix):
+            return runs.loc[runs["method"] == method, f"{prefix}_{metric}"].mean()
+
+        if not {roles.proposed, roles.backbone} <= set(runs["method"]):
+            continue
+        backbone, proposed = mean(roles.backbone, "test"), mean(roles.proposed, "test")
+
+        def best_on(methods, prefix):
+            present = [m for m in methods if m in set(runs["method"])]
+            if not present or f"{prefix}_{metric}" not in runs:
+                return None
+            return max(present, key=lambda m: mean(m, prefix))
+
+        selected, strongest = best_on(roles.baselines, "valid"), best_on(roles.baselines, "test")
+        variants = [m for m in roles.tuning if m in set(runs["method"])]
+        tuned = best_on(roles.tuning, "valid") if len(variants) > 1 else None
+
+        def versus(method):
+            if method is None:
+                return "n/a"
+            return f"`{method}` {mean(method, 'test'):.4f} ({_relative(proposed, mean(method, 'test')):+.1f}%)"
+
+        gain = _relative(proposed, backbone)
+        gains.append(gain)
+        wins_backbone += proposed > backbone
+        if selected is not None:
+            versus_selected.append(_relative(proposed, mean(selected, "test")))
+            versus_strongest.append(_relative(proposed, mean(strongest, "test")))
+        if tuned is not None:
+            with_tuned += 1
+            tuned_wins_backbone += mean(tuned, "test") > backbone
+            tuned_wins_selected += selected is not None and mean(tuned, "test") > mean(selected, "test")
+        seeds = runs.groupby("method").size()
+
+        def with_seeds(method, value):  # a cell still running shows how many of its seeds the mean has
+            count = seeds[method]
+            return f"{value:.4f}" + ("" if count == seeds.max() else f" ({seeds_text(count, seeds.max())} seeds)")
+
+        tuned_text = ("n/a" if tuned is None else f"`{tuned}` {with_seeds(tuned, mean(tuned, 'test'))} "
+                                                  f"({_relative(mean(tuned, 'test'), backbone):+.1f}%)")
+
+        partial_cells += int(seeds[[roles.backbone, roles.proposed]].min() < seeds.max())
+        rows.append((gain, [dataset, model, with_seeds(roles.backbone, backbone), with_seeds(roles.proposed, proposed),
+                            f"{gain:+.1f}%", versus(selected), versus(strongest), tuned_text]))
+    if not rows:
+        return []
+    rows.sort(key=lambda row: -row[0])
+    competing = ", ".join(f"`{m}`" for m in roles.baselines)
+    wins_selected = sum(relative > 0 for relative in versus_selected)
+    versus_best = (f"the best baseline (chosen on validation {metric} among {competing}) in {wins_selected} of "
+                   f"{len(versus_selected)} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
+                   f"against it, {np.mean(versus_strongest):+.1f}% against the strongest baseline on test)"
+                   if versus_selected else f"no baseline ({competing}) ran" if competing else "the grid declares no baselines")
+    tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, fusion norm, "
+                      f"alignment weight), `{roles.proposed}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
+                      f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
+                      f"no such tuning." if with_tuned else "")
+    return [f"## `{roles.proposed}` at a glance (test {metric}, mean over seeds)",
+            (f"`{roles.proposed}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells"
+             + (f" ({partial_cells} of them with fewer seeds so far, marked)" if partial_cells else "") + "; "
+             f"{versus_best}; mean gain over the backbone {np.mean(gains):+.1f}%.{tuned_sentence} Rows are sorted "
+             f"by the gain of `{roles.proposed}`, largest first; percentages in the baseline columns are "
+             f"`{roles.proposed}` relative to that baseline, in the last column the variant relative to the backbone."),
+            markdown_table(["dataset", "model", "backbone", roles.proposed, "gain over backbone",
+                            f"best baseline on validation: test ({roles.proposed} vs it)",
+                            f"strongest baseline on test ({roles.proposed} vs it)",
+                            f"{roles.proposed} variant best on validation: test (vs backbone)"],
+                           [row for _, row in rows])]
