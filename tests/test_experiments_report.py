@@ -334,3 +334,15 @@ def test_collect_then_report_from_the_store_alone_on_the_command_line(tmp_path):
     folder, stored = ((tmp_path / name).read_text().splitlines() for name in ("from-folder.md", "from-store.md"))
     assert folder[3:] == stored[3:] and "| sasrec | dmesr |" in "\n".join(stored)  # all but the command line
     assert main(["report", "no-such-collection", "--store", str(store), "--out", str(tmp_path / "x.md")]) == 2
+
+
+def test_partial_role_declarations_of_one_experiment_merge_and_conflicts_are_refused():
+    from dmesr.experiments.roles import Roles, runs_roles
+
+    full = Roles("backbone", ("text",), "dmesr", ("dmesr-gate",)).to_json()
+    backbone_only = Roles().to_json()  # e.g. a grid of trivial baselines
+    assert runs_roles(pd.DataFrame({"roles": [full, backbone_only, full]})) == \
+        Roles("backbone", ("text",), "dmesr", ("dmesr-gate",))
+    other = Roles("backbone", (), "llmesr", ()).to_json()
+    with pytest.raises(ValueError, match="conflicting method roles"):
+        runs_roles(pd.DataFrame({"roles": [full, other]}))

@@ -68,12 +68,16 @@ def roles_from_spec(spec, methods: list[str], source) -> Roles:
 
 def runs_roles(runs: pd.DataFrame) -> Roles:
     """The roles of the experiment the runs belong to (the store's ``roles``); ``DEFAULT_ROLES`` for
-    runs outside a grid."""
-    declared = {text for text in runs.get("roles", pd.Series(dtype=object)).dropna() if text}
-    if len(declared) > 1:
-        raise ValueError(f"the runs come from experiments with different method roles ({len(declared)}); "
-                         "report each experiment on its own")
+    runs outside a grid. Grids of one experiment may declare part of its roles (a grid of trivial
+    baselines declares only the backbone): declarations that agree where both speak are merged."""
+    declared = [json.loads(text) for text in set(runs.get("roles", pd.Series(dtype=object)).dropna()) if text]
     if not declared:
         return DEFAULT_ROLES
-    spec = json.loads(declared.pop())
-    return Roles(spec["backbone"], tuple(spec["baselines"]), spec["proposed"], tuple(spec["variants"]))
+    merged = Roles(declared[0]["backbone"], tuple(dict.fromkeys(b for spec in declared for b in spec["baselines"])),
+                   next((spec["proposed"] for spec in declared if spec["proposed"]), ""),
+                   tuple(dict.fromkeys(v for spec in declared for v in spec["variants"])))
+    for spec in declared:
+        if spec["backbone"] != merged.backbone or spec["proposed"] not in ("", merged.proposed):
+            raise ValueError(f"the runs come from experiments with conflicting method roles ({len(declared)}); "
+                             "report each experiment on its own")
+    return merged
