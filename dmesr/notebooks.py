@@ -209,6 +209,13 @@ def show_figure(figure, reports_dir: str | Path, name: str):
     display(Image(data=path.read_bytes(), format="png"))
 
 
+def show_notes(sentences: list[str]):
+    """Display sentences computed from a notebook's own results as a bullet list (its "What to notice")."""
+    from IPython.display import Markdown, display
+
+    display(Markdown("\n".join(f"- {sentence}" for sentence in sentences)))
+
+
 def interact_or_show(function, interactive: bool, **controls):
     """``ipywidgets.interact(function, **controls)`` in a live notebook; headless (``interactive``
     false), ``function`` called once with the controls' current values, so an executed copy shows

@@ -53,6 +53,10 @@ def test_notebook_is_committed_clean_with_one_tiny_parameters_cell(path):
         assert f"{name}={name}" in code[2].source, f"{name} is not resolved by profile_settings"
     assert "../" not in "".join(cell.source for cell in code), "a path relative to notebooks/"
     assert f'record_metrics("{path.stem}"' in code[-1].source
+    notice = [i for i, cell in enumerate(notebook.cells) if cell.source.startswith("## What to notice")]
+    assert len(notice) == 1 and notebook.cells[notice[0] + 1] is code[-1], "What to notice, then the cell computing it"
+    assert "show_notes(" in code[-1].source
+    assert notebook.cells[-1].cell_type == "markdown" and notebook.cells[-1].source.startswith("### Exercises")
 
 
 def test_every_full_profile_key_has_a_tiny_value():
