@@ -247,7 +247,7 @@ def held_out_rank(run: TrainedRun, user: int, stage: str = "test") -> int:
 
 
 def item_label(split: SequenceSplit, item_id: int) -> str:
-    """An item's title (or text) with its id in the data, unique even where titles repeat: ``Heat (1995) [#6]``."""
+    """An item's title (or text) with its id in the data, unique even where titles repeat: ``Heat [#6]``."""
     row = split.items.iloc[item_id - 1]
     title = row["title"] if "title" in split.items and isinstance(row["title"], str) else str(row["text"])
     return f"{title} [#{row['item']}]"
