@@ -30,8 +30,8 @@ KERNEL = "python3"
 ROOT_VARIABLE = "DMESR_ROOT"
 
 # Each profile's settings; a notebook uses the ones its parameters cell declares (as ``None``).
-# Paths are relative to the repository root. The full profile trains into the grid's run store, so
-# the notebooks find the study's finished runs there instead of training them again.
+# Paths are relative to the repository root. Runs the notebooks train go to runs/ (not committed),
+# apart from the study's run store that 05 reads (RUNS_ROOT).
 PROFILES: dict[str, dict] = {
     "tiny": {"EPOCHS": 2, "SEEDS": [42], "DATASETS": ["ml-100k"], "DESCRIBE_ITEMS": 2,
              "MAX_NEW_TOKENS": 24, "TSNE_ITEMS": 300, "HEATMAP_ITEMS": 3, "THREADS": 1,
@@ -39,7 +39,7 @@ PROFILES: dict[str, dict] = {
     "full": {"EPOCHS": 200, "SEEDS": [1, 2, 3],
              "DATASETS": ["ml-100k", "ml-latest-small", "ml-1m"], "DESCRIBE_ITEMS": 16, "MAX_NEW_TOKENS": 64,
              "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0,
-             "REPORTS_DIR": "reports", "RUNS_DIR": "reports/runs/main", "RUNS_ROOT": "reports/runs/main"},
+             "REPORTS_DIR": "reports", "RUNS_DIR": "runs/notebooks-full", "RUNS_ROOT": "reports/runs/main"},
 }  # fmt: skip
 # Parameters holding a path (resolved against the repository root when relative).
 PATH_PARAMETERS = {"REPORTS_DIR", "RUNS_DIR", "RUNS_ROOT", "DESCRIPTIONS"}
