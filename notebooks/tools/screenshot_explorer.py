@@ -52,9 +52,9 @@ def run_all_cells(driver, timeout: float) -> None:
                        "!== null", 60, "the kernel")
     time.sleep(5)
     driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    # done when no cell shows the running prompt "[*]" and the last code cell has an execution count
+    # done when no code cell shows the running prompt "[*]" and the last one has an execution count
     wait_until(driver, """
-        const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')].map(p => p.textContent);
+        const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')].map(p => p.textContent);
         return prompts.length > 0 && !prompts.some(p => p.includes('*')) && /\\d/.test(prompts[prompts.length - 1]);
     """, timeout, "all cells to run")
     time.sleep(3)
@@ -62,8 +62,8 @@ def run_all_cells(driver, timeout: float) -> None:
         button.click()  # JupyterLab's "get notified about news?" toast
 
 
-def shoot(driver, anchor, path: Path) -> None:
-    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", anchor)
+def shoot(driver, anchor, path: Path, where: str = "start") -> None:
+    driver.execute_script(f"arguments[0].scrollIntoView({{block: '{where}'}})", anchor)
     time.sleep(1)
     driver.save_screenshot(str(path))
     print(f"wrote {path}")
@@ -82,7 +82,7 @@ def explorer_views(driver, out: Path, stem: str, user: str, item: str) -> None:
     if len(boxes) < 2:
         raise RuntimeError("the explorer's user and item boxes did not render; did the cells fail?")
     type_into(driver, boxes[0], user)
-    shoot(driver, driver.find_element(By.XPATH, "//h4[starts-with(normalize-space(), 'User ')]"),
+    shoot(driver, driver.find_element(By.XPATH, "//h2[contains(normalize-space(), 'Pick a user')]"),
           out / f"{stem}-jupyterlab-user.png")
     type_into(driver, boxes[1], item)
     shoot(driver, driver.find_element(By.XPATH, "//h2[contains(normalize-space(), 'Pick an item')]"),
@@ -93,7 +93,7 @@ def figure_views(driver, out: Path, stem: str) -> None:
     figures = driver.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
     if not figures:
         raise RuntimeError("no figure rendered as an image in the notebook")
-    shoot(driver, figures[0], out / f"{stem}-jupyterlab-figure.png")
+    shoot(driver, figures[0], out / f"{stem}-jupyterlab-figure.png", where="center")
     shoot(driver, driver.find_element(By.XPATH, "//h2[contains(normalize-space(), 'What to notice')]"),
           out / f"{stem}-jupyterlab-notice.png")
 
@@ -118,7 +118,7 @@ def main() -> None:
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     stem = Path(args.notebook).stem
     try:
-        driver.get(f"{args.url}/lab/tree/{args.notebook}?token={quote(args.token)}")
+        driver.get(f"{args.url}/lab/tree/{args.notebook}?reset&token={quote(args.token)}")  # reset: no tabs of an earlier visit
         run_all_cells(driver, args.timeout)
         args.out.mkdir(parents=True, exist_ok=True)
         if stem == "06_explorer":
