@@ -195,7 +195,8 @@ def attention_heatmap(weights, tokens: list[str], rows: list[str], title: str = 
     axis.set_xticks(np.arange(len(tokens)), tokens, rotation=90, fontsize=7)
     axis.set_yticks(np.arange(len(rows)), rows, fontsize=8)
     axis.set_title(_fitted(title or "Cross-attention over original-text tokens", figure.get_figwidth() - 1.0, 9), fontsize=9)
-    figure.colorbar(image, ax=axis, fraction=0.03)
+    axis.set_xlabel(f"original-text tokens (uniform attention: {1 / len(tokens):.3f} each)", fontsize=8)
+    figure.colorbar(image, ax=axis, fraction=0.03, label="attention weight")
     return figure
 
 
