@@ -80,12 +80,17 @@ def recommend(run: TrainedRun, user: int, k: int = 10, stage: str = "test") -> p
 
 
 def item_info(split: SequenceSplit, item_ids, descriptions: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Display columns of internal ids (title or text, genres, image path, and the MLLM description per view)."""
+    """Display columns of internal ids (title or text, genres, image path where any item has one, and the
+    MLLM description per view)."""
     item_ids = np.asarray(item_ids, dtype=np.int64)
     if len(item_ids) and (item_ids.min() < 1 or item_ids.max() > split.num_items):
         raise ValueError(f"item ids must lie in 1..{split.num_items}")
+    from dmesr.enrich.images import has_image_path
+
     rows = split.items.iloc[item_ids - 1].reset_index(drop=True)
     columns = [c for c in ("item", "title", "genres", "text", "image_path") if c in rows.columns]
+    if "image_path" in columns and not any(has_image_path(path) for path in rows["image_path"]):
+        columns.remove("image_path")  # a dataset without pictures: no column of "(no image)"
     table = rows[columns].copy()
     if descriptions is not None:
         for view, group in descriptions.groupby("view"):
@@ -232,6 +237,24 @@ def attention_sharpness(model: SequentialRecommender) -> dict[str, float]:
     return {**result, "items": int(counted.any(dim=1).sum())}
 
 
+@torch.no_grad()
+def held_out_rank(run: TrainedRun, user: int, stage: str = "test") -> int:
+    """Where ``run`` ranks the user's held-out ``stage`` item (1 = first), under the protocol of ``top_k``."""
+    history, target = held_out(run.split, user, stage)
+    scores = run.model.predict_scores(pad_left([history], run.config.data.max_len))[0].clone()
+    scores[0] = -torch.inf
+    if run.config.eval.exclude_history:
+        scores[torch.as_tensor(np.setdiff1d(history, [target]), dtype=torch.long)] = -torch.inf
+    return int((scores > scores[target]).sum()) + 1
+
+
+def item_label(split: SequenceSplit, item_id: int) -> str:
+    """An item's title (or text) with its id in the data, unique even where titles repeat: ``Heat [#6]``."""
+    row = split.items.iloc[item_id - 1]
+    title = row["title"] if "title" in split.items and isinstance(row["title"], str) else str(row["text"])
+    return f"{title} [#{row['item']}]"
+
+
 def compare_recommendations(runs: dict[str, TrainedRun], user: int, k: int = 10, stage: str = "test") -> pd.DataFrame:
     """Top-``k`` of several runs side by side (one column per run), a hit marked with a check mark."""
     columns = {}
@@ -243,20 +266,23 @@ def compare_recommendations(runs: dict[str, TrainedRun], user: int, k: int = 10,
 
 
 def neighbours_by_space(spaces: dict[str, np.ndarray], split: SequenceSplit, item_id: int, k: int = 10) -> pd.DataFrame:
-    """The ``k`` nearest items of ``item_id`` in each embedding space, as titles (one column per space)."""
+    """The ``k`` nearest items of ``item_id`` in each embedding space: per space a ``title`` column and a
+    ``cosine`` column (cosine similarity to the item, 1 = same direction), under the space's name."""
     columns = {}
     for name, vectors in spaces.items():
         present = np.linalg.norm(vectors, axis=1) > 0  # items without this view have a zero vector
         if not present[item_id - 1]:
-            columns[name] = ["(item has no vector here)"] + [""] * (k - 1)
+            columns[(name, "title")] = ["(item has no vector here)"] + [""] * (k - 1)
+            columns[(name, "cosine")] = [np.nan] * k
             continue
         rows = np.flatnonzero(present)
         position = int(np.searchsorted(rows, item_id - 1))
         near = nearest_items(vectors[rows], position + 1, k)
         info = item_info(split, rows[near["item_id"].to_numpy() - 1] + 1)
         label = info["title"] if "title" in info.columns else info["text"]
-        shown = [f"{text} ({cosine:.2f})" for text, cosine in zip(label, near["cosine"])]
-        columns[name] = shown + [""] * (k - len(shown))
+        padding = k - len(near)
+        columns[(name, "title")] = list(label) + [""] * padding
+        columns[(name, "cosine")] = list(near["cosine"].round(3)) + [np.nan] * padding
     return pd.DataFrame(columns, index=pd.RangeIndex(1, k + 1, name="rank"))
 
 

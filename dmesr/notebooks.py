@@ -1,9 +1,12 @@
 """Executing the notebooks with papermill, and the small helpers every notebook shares.
 
-The notebooks in ``notebooks/`` are committed without outputs and with their parameters cell set
-to the ``tiny`` profile (a few minutes on a laptop CPU: CI runs them as they are). The ``full``
-profile injects the settings of a real study. ``run_notebooks`` executes them in reading order
-with the kernel ``python3``, each in the ``notebooks/`` folder (so their relative paths work),
+The notebooks in ``notebooks/`` are committed without outputs. Their parameters cell says
+``PROFILE = "tiny"`` (a few minutes on a laptop CPU: CI runs them as they are) and leaves every
+profile-dependent setting at ``None``; the cell after it calls ``profile_settings``, which fills each
+``None`` from the profile (``PROFILES``) and keeps any value a caller set. So ``-p PROFILE full``
+alone gives the study's epochs, seeds and output folders, and ``-p EPOCHS 5`` overrides one of them.
+Relative paths in parameters are read from the repository root (``repo_root``), whatever the
+working directory. ``run_notebooks`` executes them in reading order with the kernel ``python3``
 and stops at the first failure with the notebook and cell that failed::
 
     run_notebooks("tiny")                                  # all of them -> reports/tiny/executed/
@@ -19,24 +22,27 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import time
 from pathlib import Path
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS_DIR = PACKAGE_ROOT / "notebooks"
 KERNEL = "python3"
+ROOT_VARIABLE = "DMESR_ROOT"
 
-# Values injected per profile; a notebook receives only the ones its parameters cell declares.
-# The committed parameters cells hold exactly the ``tiny`` values (tests/test_notebooks.py checks it).
+# Each profile's settings; a notebook uses the ones its parameters cell declares (as ``None``).
+# Paths are relative to the repository root. Runs the notebooks train go to runs/ (not committed),
+# apart from the study's run store that 05 reads (RUNS_ROOT).
 PROFILES: dict[str, dict] = {
-    "tiny": {"PROFILE": "tiny", "EPOCHS": 2, "SEEDS": [42], "DATASETS": ["ml-100k"], "DESCRIBE_ITEMS": 2,
+    "tiny": {"EPOCHS": 2, "SEEDS": [42], "DATASETS": ["ml-100k"], "DESCRIBE_ITEMS": 2,
              "MAX_NEW_TOKENS": 24, "TSNE_ITEMS": 300, "HEATMAP_ITEMS": 3, "THREADS": 1,
-             "REPORTS_DIR": "../reports/tiny", "RUNS_ROOT": "../runs/notebooks"},
-    "full": {"PROFILE": "full", "EPOCHS": 200, "SEEDS": [1, 2, 3],
+             "REPORTS_DIR": "reports/tiny", "RUNS_DIR": "runs/notebooks", "RUNS_ROOT": "runs/notebooks"},
+    "full": {"EPOCHS": 200, "SEEDS": [1, 2, 3],
              "DATASETS": ["ml-100k", "ml-latest-small", "ml-1m"], "DESCRIBE_ITEMS": 16, "MAX_NEW_TOKENS": 64,
              "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0,
-             "REPORTS_DIR": "../reports", "RUNS_ROOT": "../reports/runs/main"},
+             "REPORTS_DIR": "reports", "RUNS_DIR": "runs/notebooks-full", "RUNS_ROOT": "reports/runs/main"},
 }  # fmt: skip
+# Parameters holding a path (resolved against the repository root when relative).
+PATH_PARAMETERS = {"REPORTS_DIR", "RUNS_DIR", "RUNS_ROOT", "DESCRIPTIONS"}
 # Injected into every run whatever the profile: papermill has no frontend to drive a widget, and
 # nbclient (which papermill runs on) can deadlock on ipywidgets.interact's output widget
 # (jupyter/nbclient#312; seen here as a CI run that hung in the explorer notebook).
@@ -47,9 +53,52 @@ class NotebookError(RuntimeError):
     """A notebook failed; the message names the notebook, the cell and the error."""
 
 
-def notebook_paths(names: list[str] | None = None, folder: str | Path = NOTEBOOKS_DIR) -> list[Path]:
-    """The notebooks in reading order; ``names`` picks some by full name, number (``"03"``) or title part."""
-    folder = Path(folder)
+def repo_root() -> Path:
+    """The checkout whose ``notebooks/``, ``data/`` and ``reports/`` the notebooks use: ``$DMESR_ROOT``
+    if set, else the nearest folder at or above the working directory that holds ``pyproject.toml``
+    and ``notebooks/`` (a kernel started in ``notebooks/`` or at the root finds it either way).
+
+    It is not derived from this module's location: an installed (not editable) package lives in
+    site-packages, nowhere near a checkout.
+    """
+    if os.environ.get(ROOT_VARIABLE):
+        root = Path(os.environ[ROOT_VARIABLE]).expanduser().resolve()
+        if not (root / "notebooks").is_dir():
+            raise FileNotFoundError(f"${ROOT_VARIABLE}={root} has no notebooks/ folder")
+        return root
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir():
+            return folder
+    raise FileNotFoundError(f"no dmesr checkout (pyproject.toml + notebooks/) at or above {here}; "
+                            f"run from inside one or set ${ROOT_VARIABLE}")
+
+
+def profile_settings(profile: str, **given):
+    """The notebooks' settings: each ``given`` value that is ``None`` becomes the profile's, the others
+    stay as the caller set them; relative paths (``PATH_PARAMETERS``) are made absolute from
+    ``repo_root()``. Returns the values in the order given, for unpacking in the notebook::
+
+        EPOCHS, REPORTS_DIR = profile_settings(PROFILE, EPOCHS=EPOCHS, REPORTS_DIR=REPORTS_DIR)
+    """
+    defaults = _profile(profile)
+    values = []
+    for name, value in given.items():
+        if value is None:
+            if name not in defaults:
+                raise ValueError(f"parameter {name} is None and profile {profile!r} has no value for it")
+            value = defaults[name]
+        if name in PATH_PARAMETERS:
+            value = str(repo_root() / Path(value).expanduser())  # an absolute value stays as it is
+        values.append(value)
+    print(f"profile {profile}: " + ", ".join(f"{name}={value!r}" for name, value in zip(given, values)))
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def notebook_paths(names: list[str] | None = None, folder: str | Path | None = None) -> list[Path]:
+    """The notebooks in reading order (default folder: ``repo_root()/notebooks``); ``names`` picks some
+    by full name, number (``"03"``) or title part."""
+    folder = Path(folder) if folder is not None else repo_root() / "notebooks"
     available = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not available:
         raise FileNotFoundError(f"no notebooks (NN_name.ipynb) in {folder}")
@@ -82,26 +131,21 @@ def _profile(profile: str) -> dict:
     return PROFILES[profile]
 
 
-def profile_parameters(profile: str, declared: dict) -> dict:
-    """The profile's values for the parameters a notebook declares."""
-    return {name: value for name, value in _profile(profile).items() if name in declared}
-
-
 def reports_dir(profile: str) -> Path:
     """Where a profile's figures, metrics and executed copies go: ``reports/`` for ``full``, and
     ``reports/tiny/`` (not committed) for ``tiny``, so test runs never overwrite the real ones."""
-    return (NOTEBOOKS_DIR / _profile(profile)["REPORTS_DIR"]).resolve()
+    return repo_root() / _profile(profile)["REPORTS_DIR"]
 
 
 def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir: str | Path | None = None,
                   timeout: float | None = 1800, parameters: dict | None = None,
-                  notebooks_dir: str | Path = NOTEBOOKS_DIR, progress: bool = False) -> dict[str, dict]:
+                  notebooks_dir: str | Path | None = None, progress: bool = False) -> dict[str, dict]:
     """Execute notebooks with papermill into ``out_dir`` (default: the profile's ``reports_dir() / "executed"``);
     returns ``{name: {"path", "seconds"}}``.
 
-    ``timeout``: seconds any one cell may run (None: no limit). ``parameters`` are injected on top
-    of the profile's and ``HEADLESS_PARAMETERS`` (e.g. ``{"SEEDS": [7]}``), again only where a notebook
-    declares them.
+    ``timeout``: seconds any one cell may run (None: no limit). Each notebook receives ``PROFILE``,
+    ``HEADLESS_PARAMETERS`` and ``parameters`` (e.g. ``{"SEEDS": [7]}``), only where it declares them;
+    it takes its other settings from the profile itself (``profile_settings``).
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -112,7 +156,8 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
     executed = {}
     for path in paths:
         declared = declared_parameters(path)
-        wanted = {**profile_parameters(profile, declared), **HEADLESS_PARAMETERS, **(parameters or {})}
+        _profile(profile)
+        wanted = {"PROFILE": profile, **HEADLESS_PARAMETERS, **(parameters or {})}
         injected = {name: value for name, value in wanted.items() if name in declared}
         output = out_dir / path.name
         started = time.perf_counter()
@@ -150,13 +195,25 @@ def record_metrics(name: str, metrics: dict, reports_dir: str | Path, parameters
 
 
 def show_figure(figure, reports_dir: str | Path, name: str):
-    """Save ``figure`` to ``<reports_dir>/figures/<name>.png`` and display it in the notebook."""
-    from IPython.display import display
+    """Save ``figure`` to ``<reports_dir>/figures/<name>.png`` and display that PNG in the notebook.
+
+    The figures are built without pyplot (``dmesr.viz``), so no inline backend turns them into
+    pictures: ``display(figure)`` would print ``<Figure size ...>``. Displaying the saved bytes gives
+    an ``image/png`` output in a live kernel, in papermill's executed copy and in any notebook viewer.
+    """
+    from IPython.display import Image, display
 
     from dmesr.viz import save_figure
 
-    save_figure(figure, Path(reports_dir) / "figures", name)
-    display(figure)
+    path = save_figure(figure, Path(reports_dir) / "figures", name)
+    display(Image(data=path.read_bytes(), format="png"))
+
+
+def show_notes(sentences: list[str]):
+    """Display sentences computed from a notebook's own results as a bullet list (its "What to notice")."""
+    from IPython.display import Markdown, display
+
+    display(Markdown("\n".join(f"- {sentence}" for sentence in sentences)))
 
 
 def interact_or_show(function, interactive: bool, **controls):

@@ -25,6 +25,22 @@ def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1) -> tuple[
     return figure, axes
 
 
+def _fitted(title: str, figure_width: float, fontsize: float = 12.0) -> str:
+    """``title`` wrapped onto as many lines as it needs to fit ``figure_width`` inches (no clipped titles)."""
+    import textwrap
+
+    characters = max(20, int(figure_width * 72 / (0.6 * fontsize)))  # a character is about 0.6 em wide
+    return textwrap.fill(title, characters)
+
+
+def readable(metric: str) -> str:
+    """A column name as an axis label: ``test_NDCG@10`` -> ``test NDCG@10``."""
+    for prefix, words in (("test_", "test "), ("valid_", "validation ")):
+        if metric.startswith(prefix):
+            return words + metric[len(prefix):]
+    return metric
+
+
 def _finite(values, what: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64)
     if array.size == 0:
@@ -85,19 +101,23 @@ def leave_one_out_diagram(sequences: dict[str, list[str]], title: str = "") -> F
     """
     if not sequences:
         raise ValueError("cannot draw the leave-one-out split of no users")
+    import textwrap
+
     longest = max(len(items) for items in sequences.values())
-    figure, (axis,) = _figure(width=max(6.0, 0.9 * longest), height=0.8 + 0.6 * len(sequences))
+    figure, (axis,) = _figure(width=max(6.0, 1.25 * longest), height=1.2 + 0.75 * len(sequences))
     for row, (label, items) in enumerate(sequences.items()):
         if len(items) < 3:
             raise ValueError(f"row {label!r} has {len(items)} items; leave-one-out needs at least 3")
         for position, item in enumerate(items):
             stage = "test" if position == len(items) - 1 else "valid" if position == len(items) - 2 else "train"
             axis.add_patch(_box(position, row, SPLIT_COLOURS[stage]))
-            axis.text(position + 0.5, row + 0.5, str(item)[:10], ha="center", va="center", fontsize=7)
+            label = textwrap.fill(textwrap.shorten(str(item), 40, placeholder="…"), 15, max_lines=3, placeholder="…")
+            axis.text(position + 0.5, row + 0.5, label, ha="center", va="center", fontsize=6.5)
     handles = [_box(0, 0, colour) for colour in SPLIT_COLOURS.values()]
     axis.legend(handles, ["train part", "validation target", "test target"], loc="upper center",
                 bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)  # fmt: skip
-    axis.set(xlim=(0, longest), ylim=(len(sequences), 0), title=title or "Leave-one-out split (time runs right)")
+    axis.set(xlim=(0, longest), ylim=(len(sequences), 0))
+    axis.set_title(_fitted(title or "Leave-one-out split (time runs right)", figure.get_figwidth()))
     axis.set_yticks(np.arange(len(sequences)) + 0.5, list(sequences))
     axis.set_xticks([])
     return figure
@@ -174,18 +194,25 @@ def attention_heatmap(weights, tokens: list[str], rows: list[str], title: str = 
     image = axis.imshow(weights, aspect="auto", cmap="viridis")
     axis.set_xticks(np.arange(len(tokens)), tokens, rotation=90, fontsize=7)
     axis.set_yticks(np.arange(len(rows)), rows, fontsize=8)
-    axis.set_title(title or "Cross-attention over original-text tokens", fontsize=9)
-    figure.colorbar(image, ax=axis, fraction=0.03)
+    axis.set_title(_fitted(title or "Cross-attention over original-text tokens", figure.get_figwidth() - 1.0, 9), fontsize=9)
+    axis.set_xlabel(f"original-text tokens (uniform attention: {1 / len(tokens):.3f} each)", fontsize=8)
+    figure.colorbar(image, ax=axis, fraction=0.03, label="attention weight")
     return figure
 
 
+# Said under every bar chart, so a reader of the picture alone knows what the whiskers are.
+ERROR_BAR_NOTE = "Bars: mean over seeds; error bars: ± one standard deviation over seeds (none with a single seed)."
+MAX_SERIES = 8  # colours a reader can tell apart in one chart; more: swap group and hue, or split the table
+
+
 def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: str = "method",
-                marks: dict | None = None, title: str = "") -> Figure:
+                marks: dict | None = None, title: str = "", note: str = ERROR_BAR_NOTE) -> Figure:
     """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars, grouped by ``group``, one colour per ``hue``.
 
     ``summary`` is a :func:`dmesr.experiments.store.summarize` table (or any with those columns);
     ``marks`` maps ``(group value, hue value)`` to a text drawn above the bar (significance marks).
-    A missing std (a single seed) draws no error bar.
+    A missing std (a single seed) draws no error bar. ``note`` is printed under the chart (what the bars,
+    error bars and marks mean). At most ``MAX_SERIES`` hues: more colours cannot be told apart.
     """
     needed = [group, hue, f"{metric}_mean", f"{metric}_std"]
     missing = [column for column in needed if column not in summary.columns]
@@ -195,20 +222,29 @@ def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: s
         raise ValueError("cannot draw a bar plot of an empty summary table")
     groups = list(dict.fromkeys(summary[group]))
     hues = list(dict.fromkeys(summary[hue]))
+    if len(hues) > MAX_SERIES:
+        raise ValueError(f"{len(hues)} {hue} values in one chart (at most {MAX_SERIES}); put {hue} on the x axis instead")
     width = 0.8 / len(hues)
-    figure, (axis,) = _figure(width=max(5.0, 3.5 + 0.3 * len(groups) * len(hues)))
+    figure, (axis,) = _figure(width=min(16.0, max(6.0, 3.5 + 0.3 * len(groups) * len(hues))), height=4.5)
     for index, (name, colour) in enumerate(zip(hues, _palette(len(hues)))):
         rows = summary[summary[hue] == name].set_index(group).reindex(groups)
         positions = np.arange(len(groups)) + (index - (len(hues) - 1) / 2) * width
         means, stds = rows[f"{metric}_mean"].to_numpy(float), rows[f"{metric}_std"].to_numpy(float)
-        axis.bar(positions, means, width, yerr=np.nan_to_num(stds), capsize=3, color=colour, label=str(name))
+        spread = np.isfinite(stds).any()  # a single seed has no std: no whisker rather than a zero-length one
+        axis.bar(positions, means, width, yerr=np.nan_to_num(stds) if spread else None, capsize=3 if spread else 0,
+                 color=colour, label=str(name))
         for position, mean, std, key in zip(positions, means, stds, groups):
             mark = (marks or {}).get((key, name))
             if mark and np.isfinite(mean):
                 axis.text(position, mean + np.nan_to_num(std), mark, ha="center", va="bottom", fontsize=9)
-    axis.set_xticks(np.arange(len(groups)), [str(g) for g in groups])
-    axis.set(ylabel=metric, title=title or f"{metric} (mean ± std over seeds)")
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # beside: bars stay visible
+    long_labels = len(groups) > 4 or max(len(str(g)) for g in groups) > 12
+    axis.set_xticks(np.arange(len(groups)), [str(g) for g in groups], rotation=30 if long_labels else 0,
+                    ha="right" if long_labels else "center", fontsize=8)  # fmt: skip
+    axis.set_ylabel(readable(metric))
+    axis.set_title(_fitted(title or f"{readable(metric)} (mean ± std over seeds)", figure.get_figwidth() - 1.5))
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title=hue)  # beside: bars stay visible
+    if note:
+        figure.supxlabel(_fitted(note, figure.get_figwidth(), 8), fontsize=8, color="#444444")
     return figure
 
 
@@ -223,19 +259,27 @@ def training_curves(curves: dict[str, pd.DataFrame], metric: str = "NDCG@10", ti
         if column is None or "epoch" not in epochs.columns:
             raise ValueError(f"run {name!r}: epochs table lacks 'epoch' and {metric!r} columns")
         axis.plot(epochs["epoch"], epochs[column], marker="o", label=name)
-    axis.set(xlabel="epoch", ylabel=f"validation {metric}", title=title or f"Validation {metric}")
+    axis.set(xlabel="epoch", ylabel=f"validation {metric}")
+    axis.set_title(_fitted(title or f"Validation {metric} per epoch", figure.get_figwidth()))
     axis.legend(fontsize=8)
     return figure
 
 
-def described_pictures(pictures: list, titles: list[str], captions: list[str], wrap: int = 38) -> Figure:
-    """Each picture above its title and the describer's caption (``None`` draws an empty panel,
-    for an item without a usable picture)."""
+def described_pictures(pictures: list, titles: list[str], captions: list[str], wrap: int = 38,
+                       columns: int = 4) -> Figure:
+    """Each picture above its title and the describer's caption, in a grid of ``columns`` panels a row
+    (small multiples: many items stay readable). ``None`` draws an empty panel, for an item without a
+    usable picture."""
     import textwrap
 
     if not pictures or not len(pictures) == len(titles) == len(captions):
         raise ValueError(f"need as many pictures, titles and captions, got {len(pictures)}, {len(titles)}, {len(captions)}")
-    figure, axes = _figure(width=3.2 * len(pictures), height=4.6, columns=len(pictures))
+    columns = min(columns, len(pictures))
+    rows = -(-len(pictures) // columns)
+    figure = Figure(figsize=(3.2 * columns, 4.6 * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis in axes[len(pictures):]:
+        axis.set_axis_off()
     for axis, picture, title, caption in zip(axes, pictures, titles, captions):
         if picture is not None:
             axis.imshow(np.asarray(picture.convert("RGB")))

@@ -90,3 +90,21 @@ def test_save_is_atomic_overwrite_and_load_checks_files(tmp_path, encoder):
         load_features(tmp_path / "features")
     with pytest.raises(FileNotFoundError, match="meta.json missing"):
         load_features(tmp_path / "nothing")
+
+
+def test_embed_again_with_the_same_inputs_loads_instead_of_encoding(tmp_path, monkeypatch):
+    items = pd.DataFrame({"item": ["1", "2"], "text": TEXTS[:2]})
+    source = descriptions(tmp_path, [("1", "text", "A toy adventure."), ("2", "text", "A heist film.")])
+    first = embed_items(items, "toy", source, tmp_path / "features", views=["text"], max_tokens=8)
+    import dmesr.enrich.pipeline as pipeline
+
+    encoded = []
+    original = pipeline.TextEncoder
+    monkeypatch.setattr(pipeline, "TextEncoder", lambda *a, **k: encoded.append(1) or original(*a, **k))
+    again = embed_items(items, "toy", source, tmp_path / "features", views=["text"], max_tokens=8)
+    assert encoded == [] and again.meta["source_fingerprint"] == first.meta["source_fingerprint"]
+    np.testing.assert_array_equal(again.views["text"], first.views["text"])
+    embed_items(items, "toy", source, tmp_path / "features", views=["text"], max_tokens=4)  # another token count
+    changed = descriptions(tmp_path, [("1", "text", "A toy adventure."), ("2", "text", "A bank robbery.")])
+    embed_items(items, "toy", changed, tmp_path / "features", views=["text"], max_tokens=4)  # other descriptions
+    assert len(encoded) == 2

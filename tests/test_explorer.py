@@ -21,7 +21,10 @@ from dmesr.explorer import (
     compare_recommendations,
     embedding_spaces,
     held_out,
+    held_out_rank,
     html_table,
+    item_info,
+    item_label,
     matched_pair_accuracy,
     nearest_items,
     neighbours_by_space,
@@ -173,8 +176,28 @@ def test_embedding_spaces_and_neighbours_table(split):
                            "fused text view"}
     assert all(vectors.shape[0] == split.num_items for vectors in spaces.values())
     table = neighbours_by_space(spaces, split, split.num_items, k=3)  # the last item has no text view
-    assert table["MLLM text view (frozen)"].iloc[0] == "(item has no vector here)"
-    assert table["original text (frozen)"].str.startswith("Movie").all()
+    assert table[("MLLM text view (frozen)", "title")].iloc[0] == "(item has no vector here)"
+    assert table[("original text (frozen)", "title")].str.startswith("Movie").all()
+    cosines = table[("item (scoring)", "cosine")]
+    assert cosines.between(-1, 1).all() and cosines.is_monotonic_decreasing
+
+
+def test_held_out_rank_agrees_with_the_top_k_hit_and_labels_are_unique(split):
+    run = trained(split, "dmesr")
+    items, hits = top_k(run, np.arange(split.num_users), k=5)
+    for user in range(split.num_users):
+        rank = held_out_rank(run, user)
+        assert (rank <= 5) == hits[user].any()
+        if hits[user].any():
+            assert rank == int(np.flatnonzero(hits[user])[0]) + 1
+    labels = [item_label(split, item) for item in range(1, split.num_items + 1)]
+    assert len(set(labels)) == split.num_items and labels[0].endswith(f"[#{split.items['item'].iloc[0]}]")
+
+
+def test_item_info_shows_the_image_column_only_when_an_item_has_a_picture(split, monkeypatch):
+    assert "image_path" not in item_info(split, [1, 2]).columns  # the fixture has no pictures
+    monkeypatch.setattr(split, "items", split.items.assign(image_path=["a.png"] + [None] * (len(split.items) - 1)))
+    assert item_info(split, [1, 2])["image_path"].iloc[0] == "a.png"
 
 
 def test_html_table_inlines_images_and_escapes_text(tmp_path):

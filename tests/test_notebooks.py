@@ -1,24 +1,27 @@
-"""The notebooks: committed clean and in the tiny profile, runnable with injected parameters, and the
-papermill runner's selection and failure messages. ``pytest --nbval-lax notebooks/`` runs them as committed."""
+"""The notebooks: committed clean and in the tiny profile, runnable with injected parameters from any
+working directory, every figure shown as a picture, and the papermill runner's selection and failure
+messages. ``pytest --nbval-lax notebooks/`` runs them as committed."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import nbformat
 import pytest
 
 from dmesr.notebooks import (
-    NOTEBOOKS_DIR,
     PROFILES,
     NotebookError,
     declared_parameters,
     interact_or_show,
     notebook_paths,
-    profile_parameters,
+    profile_settings,
     record_metrics,
+    repo_root,
     run_notebooks,
+    show_figure,
 )
 
 NOTEBOOKS = notebook_paths()
@@ -45,10 +48,15 @@ def test_notebook_is_committed_clean_with_one_tiny_parameters_cell(path):
     assignments = re.findall(r"^([A-Z_]+) =", notebook.cells[tagged[0]].source, flags=re.M)
     assert sorted(declared) == sorted(assignments), "papermill could not parse every parameter line"
     assert declared["PROFILE"] == "tiny"
-    assert {k: v for k, v in PROFILES["tiny"].items() if k in declared} == profile_parameters("tiny", declared)
-    for name, value in profile_parameters("tiny", declared).items():
-        assert declared[name] == value, f"committed {name}={declared[name]!r} is not the tiny profile's {value!r}"
+    for name in set(PROFILES["tiny"]) & set(declared):
+        assert declared[name] is None, f"committed {name}={declared[name]!r}: profile settings stay None"
+        assert f"{name}={name}" in code[2].source, f"{name} is not resolved by profile_settings"
+    assert "../" not in "".join(cell.source for cell in code), "a path relative to notebooks/"
     assert f'record_metrics("{path.stem}"' in code[-1].source
+    notice = [i for i, cell in enumerate(notebook.cells) if cell.source.startswith("## What to notice")]
+    assert len(notice) == 1 and notebook.cells[notice[0] + 1] is code[-1], "What to notice, then the cell computing it"
+    assert "show_notes(" in code[-1].source
+    assert notebook.cells[-1].cell_type == "markdown" and notebook.cells[-1].source.startswith("### Exercises")
 
 
 def test_every_full_profile_key_has_a_tiny_value():
@@ -56,13 +64,52 @@ def test_every_full_profile_key_has_a_tiny_value():
     assert PROFILES["full"]["EPOCHS"] > PROFILES["tiny"]["EPOCHS"]
 
 
+def test_profile_settings_fill_none_from_the_profile_and_keep_overrides(tmp_path, monkeypatch):
+    monkeypatch.chdir(repo_root() / "notebooks")  # where a kernel started by JupyterLab runs
+    root = repo_root()
+    assert (root / "pyproject.toml").is_file()
+    epochs, seeds, reports = profile_settings("full", EPOCHS=None, SEEDS=[7], REPORTS_DIR=None)
+    assert (epochs, seeds, reports) == (PROFILES["full"]["EPOCHS"], [7], str(root / "reports"))
+    assert profile_settings("tiny", RUNS_DIR=str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ValueError, match="unknown notebook profile 'huge'"):
+        profile_settings("huge", EPOCHS=None)
+    with pytest.raises(ValueError, match="parameter USER is None"):
+        profile_settings("tiny", USER=None)
+
+
+def test_repo_root_from_the_environment_or_the_working_directory(tmp_path, monkeypatch):
+    root = repo_root()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no dmesr checkout"):
+        repo_root()
+    monkeypatch.setenv("DMESR_ROOT", str(root))
+    assert repo_root() == root and notebook_paths()[0].parent == root / "notebooks"
+    monkeypatch.setenv("DMESR_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="has no notebooks/ folder"):
+        repo_root()
+
+
+def figure_cells_without_picture(notebook) -> list[int]:
+    """Indices of code cells that call ``show_figure`` but hold no ``image/png`` output."""
+    return [index for index, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and "show_figure(" in cell.source
+            and not any("image/png" in output.get("data", {}) for output in cell.get("outputs", []))]
+
+
+def test_show_figure_saves_and_displays_a_png(tmp_path, monkeypatch):
+    from dmesr import viz
+
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objects: shown.extend(objects))
+    show_figure(viz.sequence_length_histogram([1, 2, 3, 10]), tmp_path, "lengths")
+    png = (tmp_path / "figures" / "lengths.png").read_bytes()
+    assert len(shown) == 1 and shown[0].data == png and shown[0].format == "png"
+
 def test_notebook_selection_by_name_number_or_title():
     assert [p.stem for p in notebook_paths(["03", "05_results", "explorer"])] == [
         "03_alignment_tsne", "05_results", "06_explorer"]
     with pytest.raises(ValueError, match="unknown notebook '99'"):
         notebook_paths(["99"])
-    with pytest.raises(ValueError, match="unknown notebook profile 'huge'"):
-        profile_parameters("huge", {})
 
 
 def test_record_metrics_writes_plain_json(tmp_path):
@@ -86,11 +133,13 @@ def _write_notebook(folder, name, sources):
 def test_runner_injects_parameters_and_names_the_failing_notebook_and_cell(tmp_path):
     source = tmp_path / "notebooks"
     source.mkdir()
-    _write_notebook(source, "00_ok", ["EPOCHS = 2\nSEEDS = [42]\nINTERACTIVE = True",
+    _write_notebook(source, "00_ok", ["PROFILE = 'tiny'\nEPOCHS = None\nSEEDS = [42]\nINTERACTIVE = True",
+                                      "from dmesr.notebooks import profile_settings\n"
+                                      "EPOCHS = profile_settings(PROFILE, EPOCHS=EPOCHS)",
                                       "open('out.txt', 'w').write(f'{EPOCHS} {INTERACTIVE}')"])
-    _write_notebook(source, "01_bad", ["EPOCHS = 2", "x = 1", "raise ValueError('broken on purpose')"])
+    _write_notebook(source, "01_bad", ["PROFILE = 'full'", "x = 1", "raise ValueError('broken on purpose')"])
     executed = run_notebooks("full", names=["00"], out_dir=tmp_path / "out", notebooks_dir=source)
-    # injected (the profile's epochs; headless, so no live widgets), run in notebooks/
+    # the profile injected and its epochs taken; headless, so no live widgets; run in notebooks/
     assert (source / "out.txt").read_text() == f"{PROFILES['full']['EPOCHS']} False"
     assert executed["00_ok"]["path"] == str(tmp_path / "out" / "00_ok.ipynb")
     with pytest.raises(NotebookError, match=re.escape("notebook 01_bad failed in cell 3 (ValueError: broken on purpose)")):
@@ -131,6 +180,12 @@ def test_notebook_runs_with_injected_parameters(executed_with_seed_7, name):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_every_figure_cell_shows_a_picture(executed_with_seed_7, name):
+    executed = nbformat.read(executed_with_seed_7 / "executed" / f"{name}.ipynb", as_version=4)
+    assert figure_cells_without_picture(executed) == []
+
+@pytest.mark.slow
 def test_results_notebook_explains_an_empty_store(tmp_path):
     executed = run_notebooks("tiny", names=["05"], out_dir=tmp_path / "out",
                              parameters={"RUNS_ROOT": str(tmp_path / "empty"), "REPORTS_DIR": str(tmp_path)})
@@ -140,5 +195,16 @@ def test_results_notebook_explains_an_empty_store(tmp_path):
     assert json.loads((tmp_path / "metrics" / "05_results.json").read_text())["metrics"] == {"runs": 0}
 
 
-def test_notebooks_folder_is_the_packaged_one():
-    assert NOTEBOOKS_DIR.name == "notebooks" and (NOTEBOOKS_DIR.parent / "pyproject.toml").is_file()
+@pytest.mark.slow
+def test_a_notebook_runs_from_the_repository_root_with_papermill_as_the_readme_says(tmp_path):
+    """The README's command shape, from the root rather than notebooks/: paths resolve from the root,
+    ``-y`` gives a list, and the profile's settings apply."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "01.ipynb"
+    command = [sys.executable, "-m", "papermill", "-k", "python3", "notebooks/01_datasets.ipynb", str(out),
+               "-p", "REPORTS_DIR", str(tmp_path), "-y", "DATASETS: [ml-100k]"]
+    subprocess.run(command, cwd=repo_root(), check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(repo_root())})
+    record = json.loads((tmp_path / "metrics" / "01_datasets.json").read_text())
+    assert record["parameters"]["DATASETS"] == ["ml-100k"] and figure_cells_without_picture(nbformat.read(out, 4)) == []

@@ -127,3 +127,26 @@ def test_described_pictures_draws_one_panel_per_item_and_refuses_mismatches():
     assert "red square" in figure.axes[0].get_xlabel()
     with pytest.raises(ValueError, match="as many pictures"):
         viz.described_pictures(pictures, ["Title: A"], ["a", "b"])
+
+
+def test_metric_bars_label_the_axis_for_people_explain_the_bars_and_refuse_too_many_colours():
+    summary = pd.DataFrame({"model": ["sasrec"] * 9, "method": [f"m{i}" for i in range(9)],
+                            "test_NDCG@10_mean": np.linspace(0.1, 0.2, 9), "test_NDCG@10_std": 0.01})
+    with pytest.raises(ValueError, match="9 method values in one chart"):
+        viz.metric_bars(summary, "test_NDCG@10")
+    long_title = "ml-100k: test NDCG@10, at most 200 epochs, early stopping on validation (full profile)"
+    figure = viz.metric_bars(summary, "test_NDCG@10", group="method", hue="model", title=long_title)
+    axis = figure.axes[0]
+    assert axis.get_ylabel() == "test NDCG@10" and "\n" in axis.get_title()
+    assert axis.get_title().replace("\n", " ") == long_title
+    assert "standard deviation over seeds" in figure._supxlabel.get_text().replace("\n", " ")
+
+
+def test_described_pictures_wraps_many_items_into_rows():
+    from PIL import Image
+
+    pictures = [Image.new("RGB", (8, 8), "red")] * 9
+    figure = viz.described_pictures(pictures, ["Title: A"] * 9, ["red"] * 9)
+    visible = [axis for axis in figure.axes if axis.axison]
+    assert len(visible) == 9 and len(figure.axes) == 12  # 3 rows of 4, three blanks
+    assert figure.get_figwidth() == pytest.approx(4 * 3.2)

@@ -206,7 +206,10 @@ def _describe_isolated(backend, requests: list[DescribeRequest], failed: Counter
 def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out_dir=None,
                 encoder: str = DEFAULT_ENCODER, describer: str | None = None, views=VIEWS,
                 max_tokens: int = 32, batch_size: int = 64, device: str = "auto") -> SemanticFeatures:
-    """Encode descriptions (cache folder, JSONL or parquet) and original texts; saves and returns features."""
+    """Encode descriptions (cache folder, JSONL or parquet) and original texts; saves and returns features.
+
+    Features already saved from the same items, descriptions, views, encoder and token count are
+    loaded instead of encoded again (a rerun of ``make demo`` embeds nothing)."""
     check_item_table(items)
     source = Path(descriptions_source or default_enrich_dir(dataset) / "descriptions")
     table = read_descriptions(source, dataset)
@@ -224,6 +227,15 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
     texts = [_text(text) for text in items["text"]]
     if not all(texts):
         raise ValueError(f"item {item_ids[texts.index('')]!r} has no text; the original-text features need one")
+    fingerprint = hashlib.sha256()
+    for frame in (items[["item", "text"]].astype(str), table[["item", "view", "description"]].sort_values(["item", "view"])):
+        fingerprint.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    folder = Path(out_dir or features_folder(dataset, describer or "all", encoder))
+    saved = _saved_meta(folder)
+    if (saved.get("source_fingerprint") == fingerprint.hexdigest()[:16] and saved.get("encoder") == encoder
+            and saved.get("max_tokens") == max_tokens and sorted(saved.get("views", [])) == sorted(views)):
+        log.info("features in %s were made from the same items, descriptions and encoder: not re-embedded", folder)
+        return load_features(folder, encoder=encoder)
     text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size)
     pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens)
     vectors, present = {}, {}
@@ -233,16 +245,23 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
         vectors[view] = np.zeros((len(item_ids), text_encoder.dim), dtype=np.float32)
         if present[view].any():
             vectors[view][present[view]] = text_encoder.encode([lookup[i] for i in item_ids[present[view]]])
-    fingerprint = hashlib.sha256()
-    for frame in (items[["item", "text"]].astype(str), table[["item", "view", "description"]].sort_values(["item", "view"])):
-        fingerprint.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     meta = dict(dataset=dataset, dataset_key=_identity(dataset), encoder=encoder, descriptions=str(source),
                 describer=sorted(table["describer"].unique()) if "describer" in table.columns else None,
                 prompt_hashes={v: sorted(table.loc[table["view"] == v, "prompt_hash"].unique())
                                for v in views} if "prompt_hash" in table.columns else None,
-                view_counts={view: int(mask_.sum()) for view, mask_ in present.items()},
+                view_counts={view: int(mask_.sum()) for view, mask_ in present.items()}, max_tokens=max_tokens,
                 source_fingerprint=fingerprint.hexdigest()[:16])  # fmt: skip
     features = SemanticFeatures(item_ids=item_ids, views=vectors, view_present=present, text_pooled=pooled,
                                 text_tokens=tokens, text_mask=mask, meta=meta)  # fmt: skip
-    save_features(features, out_dir or features_folder(dataset, describer or "all", encoder))
+    save_features(features, folder)
     return features
+
+
+def _saved_meta(folder: Path) -> dict:
+    """The meta.json of features already in ``folder`` ({} if none or unreadable: then they are made again)."""
+    import json
+
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
