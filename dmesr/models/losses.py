@@ -1,10 +1,10 @@
 """Recommendation losses over hidden states and an item table, and the one training-step loss.
 
 * ``ce``: full softmax over all items (padding column 0 excluded). The strongest choice in
-  "Turning Dross Into Gold Loss" (RecSys 2023). It is computed in row chunks that produce the
+  "Turning Dross Into Gold Loss" (RecSys 2023). It is computed in tiles of logits that produce the
   gradients during the forward pass, so the ``positions x items`` logits never exist at once:
   on CPU this halves the time of the loss (which dominates a SASRec step) and on any device
-  it bounds memory.
+  it bounds memory, whatever the catalogue (time grows linearly with it).
 * ``bce``: one positive against ``num_negatives`` uniform negatives per position, binary
   cross-entropy averaged over all those logits (the paper's sampled variant, which draws
   negatives per sequence rather than per batch).
@@ -75,16 +75,18 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
 
 # A tile of ~4 MB of logits stays in a CPU cache; a GPU prefers few, large kernels.
 TILE_BYTES = {"cpu": 2**22, "other": 2**28}
-MIN_TILE_ROWS = 256  # fewer rows per tile and the item gradient is re-read for too little work
+# Whole item rows down to FULL_WIDTH_MIN_ROWS per tile (one sweep); below that, tiles of TILE_ROWS
+# rows: fewer rows and the item gradient is re-read for too little work.
+FULL_WIDTH_MIN_ROWS, TILE_ROWS = 64, 256
 
 
 def _tile_shape(num_rows: int, num_items: int, device: torch.device) -> tuple[int, int]:
     """Rows and items per logits tile: whole item rows when enough rows fit, else square-ish tiles."""
     elements = TILE_BYTES["cpu" if device.type == "cpu" else "other"] // 4
     rows = min(num_rows, max(1, elements // num_items))
-    if rows >= min(num_rows, MIN_TILE_ROWS):
+    if rows >= min(num_rows, FULL_WIDTH_MIN_ROWS):
         return rows, num_items
-    rows = min(num_rows, MIN_TILE_ROWS)
+    rows = min(num_rows, TILE_ROWS)
     return rows, max(1, elements // rows)
 
 
