@@ -42,7 +42,7 @@ from torch import nn
 
 from dmesr.config import ItemEncoderConfig
 from dmesr.enrich.features import SemanticFeatures
-from dmesr.models.alignment import SymmetricInfoNCE
+from dmesr.models.alignment import SymmetricInfoNCE, batch_rows
 from dmesr.models.base import IDEmbedding, ItemRepresentation
 from dmesr.models.fusion import NORMS as FUSION_NORMS, CrossAttentionFusion, LinearTokens
 
@@ -283,6 +283,8 @@ class DMESRItems(ItemRepresentation):
         if self.alignment_pair is not None:
             self.alignment = SymmetricInfoNCE(config.temperature, config.learnable_temperature)
 
+        self._register_presence()
+
         # Parts integrated: the ID embedding, one fused vector per view, the direct original-text term.
         num_parts = 1 + len(self.views) + int(config.use_original_text)
         if self.integration == "concat":
@@ -301,6 +303,22 @@ class DMESRItems(ItemRepresentation):
             logger.info("one MLLM view (%s): aligning it with the original text instead", self.views[0])
             return self.views[0], ORIGINAL_TEXT
         return None
+
+    def _register_presence(self) -> None:
+        """What the frozen presence flags fix, computed once: which parts each item has
+        (``part_present [N, 1 + K]``), the items without a view, the items the alignment can use."""
+        present = [self.semantics.present(v) for v in self.views]
+        has_view = torch.stack(present, dim=1).any(dim=1)
+        if self.use_original_text:
+            # with fusion the direct text term only serves items without a view
+            present.append(~has_view if self.fuse else torch.ones_like(has_view))
+        part_present = torch.stack([torch.ones_like(has_view)] + present, dim=1)  # the ID always present
+        self.register_buffer("part_present", part_present, persistent=False)
+        self.register_buffer("without_view", (~has_view).nonzero().squeeze(1), persistent=False)
+        if self.alignment_pair is not None:
+            first, second = self.alignment_pair
+            both = self.semantics.present(first) & self.semantics.present(second)
+            self.register_buffer("aligned_present", both, persistent=False)
 
     def _adapt(self, source: str, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         adapter = self.text_adapter if source == ORIGINAL_TEXT else self.view_adapters[source]
@@ -330,19 +348,14 @@ class DMESRItems(ItemRepresentation):
     def tables(self) -> list[torch.Tensor]:
         fused = self.fused_views()
         parts = [self.ids.tables()[0][1:]] + list(fused.unbind(dim=1))
-        present = [self.semantics.present(v) for v in self.views]
         if self.use_original_text:
-            has_view = torch.stack(present, dim=1).any(dim=1)
             if self.fuse:  # the direct term only serves items without a view: adapt just those rows
-                without_view = (~has_view).nonzero().squeeze(1)
                 direct = parts[0].new_zeros(parts[0].shape).index_copy(
-                    0, without_view, self._adapt(ORIGINAL_TEXT, without_view))
-                present.append(~has_view)
+                    0, self.without_view, self._adapt(ORIGINAL_TEXT, self.without_view))
             else:
                 direct = self._adapt(ORIGINAL_TEXT)
-                present.append(torch.ones_like(has_view))
             parts.append(direct)
-        present = torch.stack([torch.ones_like(present[0])] + present, dim=1)  # ID always present
+        present = self.part_present
         stacked = torch.stack(parts, dim=1) * present[:, :, None]  # [N, 1 + K, d], absent parts zero
 
         if self.integration == "sum":
@@ -359,11 +372,10 @@ class DMESRItems(ItemRepresentation):
         """``align_weight * InfoNCE`` between the aligned pair over the batch's unique items."""
         if self.alignment_pair is None:
             return None
-        rows = torch.unique(item_ids[item_ids > 0]).to(self.ids.embedding.weight.device) - 1
-        if rows.numel() and int(rows[-1]) >= self.num_items:
-            raise ValueError(f"item id {int(rows[-1]) + 1} is out of range 1..{self.num_items} (a mask token?)")
+        item_ids = item_ids.to(self.ids.embedding.weight.device)
+        # gathering the distinct items waits for the device: only where there is none to wait for
+        rows, present = batch_rows(item_ids, self.aligned_present, gather=item_ids.device.type == "cpu")
         first, second = self.alignment_pair
-        present = self.semantics.present(first)[rows] & self.semantics.present(second)[rows]
         adapted = self.__dict__.pop("_adapted_this_step", {})  # one use: the next step adapts afresh
         first_rows, second_rows = (adapted[s][rows] if s in adapted else self._adapt(s, rows) for s in (first, second))
         return self.align_weight * self.alignment(first_rows, second_rows, present)

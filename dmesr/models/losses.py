@@ -170,5 +170,5 @@ def sequence_loss(model: SequentialRecommender, windows: torch.Tensor, train_con
         loss = bce_sampled(hidden, table, targets, train_config.num_negatives)
     else:
         loss = sampled_softmax(hidden, table, targets, train_config.num_negatives)
-    auxiliary = model.items.auxiliary_loss(torch.unique(windows[windows > 0]))
+    auxiliary = model.items.auxiliary_loss(windows)
     return loss if auxiliary is None else loss + auxiliary
