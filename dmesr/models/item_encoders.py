@@ -7,7 +7,7 @@ are kept as non-persistent buffers: ``.to(device)`` moves them, checkpoints stay
 Kinds (``ItemEncoderConfig.kind``):
 
 * ``id``      plain trainable ID table (the backbone baseline);
-* ``text``    ID + adapted pooled original text;
+* ``text``    ID + adapted pooled original text (this and the next two in :mod:`dmesr.models.semantic_sum`);
 * ``mllm``    ID + adapted MLLM description vector(s), one adapter per view, summed;
 * ``concat``  ID + one MLP over [MLLM view vectors; original-text vector; view-present flags]
   (the "concat/MLP fusion instead of cross-attention" baseline);
@@ -143,57 +143,6 @@ def _with_padding_row(table: torch.Tensor) -> torch.Tensor:
 def _freeze(modules: list[nn.Module]) -> None:
     for module in modules:
         module.requires_grad_(False)
-
-
-class _IDPlusSemantics(ItemRepresentation):
-    """Shared set-up of the baselines that add adapted frozen vectors (from ``sources``) to an ID table."""
-
-    def __init__(self, num_items: int, dim: int, semantics: FrozenSemantics, sources: list[str]):
-        super().__init__(num_items, dim)
-        self.ids = IDEmbedding(num_items, dim)
-        self.semantics = semantics
-        self.sources = sources
-
-
-class SemanticSumItems(_IDPlusSemantics):
-    """``text`` / ``mllm``: ID embedding + sum of adapted frozen vectors, each masked by presence."""
-
-    def __init__(
-        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
-    ):
-        super().__init__(num_items, dim, semantics, sources)
-        self.adapters = nn.ModuleDict(
-            {s: Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout) for s in sources}
-        )
-        if config.freeze_adapters:
-            _freeze([self.adapters])
-
-    def tables(self) -> list[torch.Tensor]:
-        semantic = sum(
-            self.adapters[s](self.semantics.vector(s)) * self.semantics.present(s)[:, None] for s in self.sources
-        )
-        return [self.ids.tables()[0] + _with_padding_row(semantic)]
-
-
-class ConcatMLPItems(_IDPlusSemantics):
-    """``concat``: ID embedding + one MLP over all frozen vectors concatenated (absent views zeroed)."""
-
-    def __init__(
-        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
-    ):
-        super().__init__(num_items, dim, semantics, sources)
-        # The presence flags let the MLP tell "view absent" from "view with a small vector".
-        in_dim = len(sources) * (semantics.input_dim + 1)
-        self.adapter = Adapter(in_dim, config.adapter_hidden, dim, config.dropout)
-        if config.freeze_adapters:
-            _freeze([self.adapter])
-
-    def tables(self) -> list[torch.Tensor]:
-        parts = []
-        for source in self.sources:
-            present = self.semantics.present(source)[:, None].to(self.semantics.vector(source).dtype)
-            parts += [self.semantics.vector(source) * present, present]
-        return [self.ids.tables()[0] + _with_padding_row(self.adapter(torch.cat(parts, dim=1)))]
 
 
 class LLMESRItems(ItemRepresentation):
@@ -426,6 +375,8 @@ def build_item_representation(
         raise ValueError(f"item encoder {config.kind!r} has nothing to encode: no usable MLLM view, no original text")
     if config.kind == "llmesr":
         return LLMESRItems(num_items, dim, config, semantics, sources)
+    from dmesr.models.semantic_sum import ConcatMLPItems, SemanticSumItems  # they build on this module's parts
+
     if config.kind == "concat":
         return ConcatMLPItems(num_items, dim, config, semantics, sources)
     return SemanticSumItems(num_items, dim, config, semantics, sources)
