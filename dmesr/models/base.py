@@ -36,7 +36,7 @@ class ItemRepresentation(nn.Module):
         raise NotImplementedError
 
     def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
-        """An extra, already weighted training loss over the items of the batch (e.g. alignment)."""
+        """An extra, already weighted training loss over the items of the batch, ``item_ids`` (any shape, 0 = padding)."""
         return None
 
 
