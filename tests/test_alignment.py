@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmesr.models.alignment import SHARED_EXP_MIN_TEMPERATURE, SymmetricInfoNCE, _SharedExpInfoNCE
+from dmesr.models.alignment import SHARED_EXP_MIN_TEMPERATURE, SymmetricInfoNCE, _SharedExpInfoNCE, batch_rows
 
 
 def test_perfectly_aligned_one_hot_views_give_the_analytic_loss():
@@ -72,7 +72,7 @@ def _two_cross_entropies(a: torch.Tensor, b: torch.Tensor, temperature: torch.Te
 def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared_exp_bound(temperature):
     torch.manual_seed(0)
     a, b = torch.randn(50, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
-    loss_fn = SymmetricInfoNCE(temperature, learnable=True, min_temperature=0.01)
+    loss_fn = SymmetricInfoNCE(temperature, learnable=True, min_temperature=min(temperature, SHARED_EXP_MIN_TEMPERATURE))
     loss = loss_fn(a, b)
     got = torch.autograd.grad(loss, (a, b, loss_fn.log_temperature))
     log_temperature = torch.tensor(math.log(temperature), requires_grad=True)
@@ -97,7 +97,9 @@ def test_shared_exp_backward_passes_gradcheck():
     a = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()
     b = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()
     scale = torch.tensor(1 / 0.07, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(_SharedExpInfoNCE.apply, (a, b, scale))
+    present = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    assert torch.autograd.gradcheck(_SharedExpInfoNCE.apply, (a, b, scale, present))
+    assert torch.autograd.gradcheck(_SharedExpInfoNCE.apply, (a, b, scale, torch.ones_like(present)))
 
 
 def test_bad_inputs_are_refused():
@@ -131,3 +133,25 @@ def test_training_two_linear_maps_makes_matched_pairs_nearest_neighbours():
         after = _retrieval_accuracy(map_image(image_view), map_text(text_view))
     assert before < 0.3
     assert after > 0.97
+
+
+@pytest.mark.parametrize("num_items", [12, 40])  # catalogue smaller than the batch; larger
+@pytest.mark.parametrize("temperature", [0.07, 0.01])  # shared exponential; two cross-entropies
+def test_fixed_shape_batch_rows_give_the_gathered_loss_and_gradients(num_items, temperature):
+    """The forms a device uses (all items flagged, or the sorted batch without repeats) give the loss
+    and gradients of the distinct items gathered; a repeated item or padding counts nothing."""
+    torch.manual_seed(0)
+    a, b = torch.randn(num_items, 6, requires_grad=True), torch.randn(num_items, 6, requires_grad=True)
+    usable = torch.rand(num_items) > 0.2
+    item_ids = torch.tensor([[0, 0, 3, 5, 5, 1], [2, 3, 9, 11, 12, 12], [0, 4, 7, 7, 8, 6]])
+    loss_fn = SymmetricInfoNCE(temperature)
+    results = []
+    for gather in (True, False):
+        rows, present = batch_rows(item_ids, usable, gather)
+        loss = loss_fn(a[rows], b[rows], present)
+        results.append((loss, *torch.autograd.grad(loss, (a, b))))
+    assert results[0][0].item() > 0
+    for got, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(got, expected)
+    distinct = torch.unique(item_ids[item_ids > 0]) - 1
+    assert len(batch_rows(item_ids, usable, gather=True)[0]) == len(distinct)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from dmesr.config import ModelConfig, TrainConfig
-from dmesr.models import IDEmbedding, build_model
+from dmesr.models import IDEmbedding, build_model, losses
 from dmesr.models.losses import bce_sampled, full_cross_entropy, loss_terms, sampled_softmax, sequence_loss
 
 
@@ -44,6 +44,31 @@ def test_full_cross_entropy_and_gradients_match_explicit_logits(num_rows, num_it
     assert (grads[1][0] == 0).all(), "the padding row must get no gradient"
     with torch.no_grad():
         torch.testing.assert_close(full_cross_entropy(hidden, table, targets), expected)
+
+
+@pytest.mark.parametrize("tile_bytes", [4 * 2000 * 70, 4 * 300 * 64, 4 * 64])  # whole rows; tiles; one-item tiles
+@pytest.mark.parametrize("wanted", [(True, True), (True, False), (False, True)])
+def test_tiled_cross_entropy_matches_explicit_logits(monkeypatch, tile_bytes, wanted):
+    """Row blocks times item blocks (online log-sum-exp, second sweep for the gradients) give the
+    loss and gradients of the explicit logits, for either input alone needing a gradient."""
+    monkeypatch.setitem(losses.TILE_BYTES, "cpu", tile_bytes)
+    monkeypatch.setattr(losses, "TILE_ROWS", 64)
+    hidden, table, targets = random_problem(300, 2000, dim=8, seed=1)
+    inputs = [tensor.requires_grad_(want) for tensor, want in zip((hidden, table), wanted)]
+    wanted_inputs = [tensor for tensor, want in zip(inputs, wanted) if want]
+    expected = F.cross_entropy((hidden @ table.T)[:, 1:], targets - 1)
+    expected_grads = torch.autograd.grad(expected * 3, wanted_inputs)
+    loss = full_cross_entropy(hidden, table, targets)
+    torch.testing.assert_close(loss, expected)
+    for grad, expected_grad in zip(torch.autograd.grad(loss * 3, wanted_inputs), expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+
+
+def test_tile_shape_keeps_rows_sensible_as_the_catalogue_grows():
+    cpu = torch.device("cpu")
+    assert losses._tile_shape(6400, 1000, cpu) == (1048, 1000)  # whole item rows, one sweep
+    rows, columns = losses._tile_shape(6400, 1_000_000, cpu)
+    assert rows == losses.TILE_ROWS and rows * columns * 4 <= losses.TILE_BYTES["cpu"]
 
 
 def drawn_negatives(seed: int, num_items: int, k: int) -> torch.Tensor:
@@ -116,7 +141,7 @@ def test_sequence_loss_is_ce_over_target_positions_plus_auxiliary():
     terms = loss_terms(model, windows, TrainConfig(loss="ce"))  # both terms, unweighted, for the epoch log
     torch.testing.assert_close(terms["rec"], expected - 0.125)
     assert terms["align"].item() == 0.5
-    assert model.items.seen.tolist() == [1, 2, 3, 4, 5, 6, 12]
+    assert torch.equal(model.items.seen, windows)  # every item of the batch (0 = padding), targets included
 
 
 @pytest.mark.parametrize("loss", ["bce", "sampled_softmax"])

@@ -33,35 +33,38 @@ SHARED_EXP_MIN_TEMPERATURE = 0.025
 
 class _SharedExpInfoNCE(torch.autograd.Function):
     """``0.5 * (CE(rows) + CE(columns))`` of ``logits = scale * a @ b.T`` with the diagonal as targets,
-    for unit vectors ``a, b [N, d]`` and ``scale = 1 / tau``; equal to the two ``F.cross_entropy`` up to
-    float rounding. The row and column sums of ``exp(logits - scale)`` give both log-normalisers."""
+    over the rows and columns where ``present`` is 1, for unit vectors ``a, b [N, d]`` and
+    ``scale = 1 / tau``; equal to the two ``F.cross_entropy`` over the present rows up to float
+    rounding. The row and column sums of ``exp(logits - scale)`` give both log-normalisers. Absent
+    rows and columns are zeroed rather than removed, so every shape is fixed by ``N``."""
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        n = a.shape[0]
-        shifted_exp = torch.mm(a, b.T).mul_(scale).sub_(scale).exp_()
-        row_sums, column_sums = shifted_exp.sum(dim=1), shifted_exp.sum(dim=0)
-        target_logits = (a * b).sum(dim=1) * scale
-        loss = 0.5 * (row_sums.log().sum() + column_sums.log().sum()) / n + scale - target_logits.mean()
-        ctx.save_for_backward(a, b, scale, shifted_exp, row_sums, column_sums)
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        count = present.sum().clamp(min=1)
+        shifted_exp = torch.mm(a, b.T).mul_(scale).sub_(scale).exp_().mul_(present[:, None]).mul_(present)
+        # an absent row or column sums to 0: adding 1 there makes its log 0 and keeps divisions finite
+        row_sums, column_sums = shifted_exp.sum(dim=1) + (1 - present), shifted_exp.sum(dim=0) + (1 - present)
+        target_logits = (a * b).sum(dim=1) * scale * present
+        loss = (0.5 * (row_sums.log().sum() + column_sums.log().sum()) + scale * present.sum()
+                - target_logits.sum()) / count
+        ctx.save_for_backward(a, b, scale, present, count, shifted_exp, row_sums, column_sums)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
-        a, b, scale, shifted_exp, row_sums, column_sums = ctx.saved_tensors
-        n = a.shape[0]
-        # d loss / d logits = (row softmax + column softmax) / 2n - identity / n
+        a, b, scale, present, count, shifted_exp, row_sums, column_sums = ctx.saved_tensors
+        # d loss / d logits = (row softmax + column softmax) / 2n - identity / n, on present rows only
         grad_logits = shifted_exp / row_sums[:, None]
         grad_logits.addcmul_(shifted_exp, column_sums.reciprocal()[None, :])
-        grad_logits.mul_(grad_loss * 0.5 / n)
-        grad_logits.diagonal().sub_(grad_loss / n)
+        grad_logits.mul_(grad_loss * 0.5 / count)
+        grad_logits.diagonal().sub_(grad_loss * present / count)
         grad_logits_b = grad_logits @ b
         grad_a = grad_logits_b * scale
         grad_b = (grad_logits.T @ a) * scale
         # logits = scale * cosines, and sum(grad_logits * cosines) = sum(a * (grad_logits @ b))
         grad_scale = (a * grad_logits_b).sum() if ctx.needs_input_grad[2] else None
-        return grad_a, grad_b, grad_scale
+        return grad_a, grad_b, grad_scale, None
 
 
 class SymmetricInfoNCE(nn.Module):
@@ -86,6 +89,9 @@ class SymmetricInfoNCE(nn.Module):
             )
         self.min_temperature = min_temperature
         self.max_temperature = max_temperature
+        # Chosen once, from the lowest temperature the loss can see, so the step never reads the
+        # temperature back from the device: a fixed one, or a learnable one's lower clamp.
+        self.shared_exp = (min_temperature if learnable else temperature) >= SHARED_EXP_MIN_TEMPERATURE
         log_temperature = torch.tensor(math.log(temperature))
         if learnable:
             self.log_temperature = nn.Parameter(log_temperature)
@@ -103,17 +109,50 @@ class SymmetricInfoNCE(nn.Module):
         """``a, b [N, d]``: two views of the same N items; ``present [N]`` bool keeps rows that have both."""
         if a.shape != b.shape or a.dim() != 2:
             raise ValueError(f"views must both be [N, d], got {tuple(a.shape)} and {tuple(b.shape)}")
-        if present is not None:
-            a, b = a[present], b[present]
-        if a.shape[0] < 2:
-            # No negatives to contrast against; keep the graph so .backward() still works.
-            return (a.sum() + b.sum()) * 0.0
-        a = F.normalize(a, dim=-1)
-        b = F.normalize(b, dim=-1)
+        if present is None:
+            present = torch.ones(a.shape[0], dtype=torch.bool, device=a.device)
+        # absent rows are zeroed, not removed: shapes stay fixed, nothing waits on the device
+        a = F.normalize(torch.where(present[:, None], a, 0.0), dim=-1)
+        b = F.normalize(torch.where(present[:, None], b, 0.0), dim=-1)
         temperature = self.temperature
         # half precision underflows far sooner than float32: it takes the cross-entropies' max-shifted path
-        if a.dtype in (torch.float32, torch.float64) and temperature.item() >= SHARED_EXP_MIN_TEMPERATURE:
-            return _SharedExpInfoNCE.apply(a, b, temperature.reciprocal())
-        logits = a @ b.T / temperature
-        targets = torch.arange(a.shape[0], device=a.device)
-        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+        if a.dtype in (torch.float32, torch.float64) and self.shared_exp:
+            loss = _SharedExpInfoNCE.apply(a, b, temperature.reciprocal(), present.to(a.dtype))
+        else:
+            loss = self._two_cross_entropies(a @ b.T / temperature, present)
+        # Fewer than two usable items leave no negatives: a zero that still belongs to the graph.
+        return torch.where(present.sum() >= 2, loss, loss * 0.0)
+
+    @staticmethod
+    def _two_cross_entropies(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Both directions' cross-entropies over the present rows, absent columns masked out."""
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        total = 0.0
+        for direction in (logits, logits.T):
+            masked = direction.masked_fill(~present[None, :], float("-inf")).masked_fill(~present[:, None], 0.0)
+            total = total + (F.cross_entropy(masked, targets, reduction="none") * present).sum()
+        return 0.5 * total / present.sum().clamp(min=1)
+
+
+def batch_rows(item_ids: torch.Tensor, usable: torch.Tensor, gather: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (item id - 1) standing for the distinct items of ``item_ids`` (0 = padding), and which of
+    them the loss uses (``usable [num_items]``: the item has both views).
+
+    ``gather``: the distinct items themselves (``unique``, whose size the host must read back).
+    Otherwise shapes stay fixed, so a step never waits for the device: every item of the catalogue
+    flagged by whether the batch holds it, or, for a catalogue larger than the batch, the sorted
+    batch with repeats flagged off. The loss is the same either way: it ignores flagged-off rows.
+    """
+    num_items, ids = usable.shape[0], item_ids.flatten()
+    if gather:
+        rows = torch.unique(ids[ids > 0]) - 1
+        if rows.numel() and int(rows[-1]) >= num_items:
+            raise ValueError(f"item id {int(rows[-1]) + 1} is out of range 1..{num_items} (a mask token?)")
+        return rows, usable[rows]
+    if num_items <= ids.numel():
+        in_batch = torch.zeros(num_items + 1, dtype=torch.bool, device=ids.device).index_fill_(0, ids, True)
+        return torch.arange(num_items, device=ids.device), in_batch[1:] & usable
+    ids = ids.sort().values
+    first_of_its_kind = torch.cat([ids[:1] > 0, ids[1:] != ids[:-1]])
+    rows = (ids - 1).clamp(min=0)
+    return rows, first_of_its_kind & usable[rows]

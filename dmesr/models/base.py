@@ -38,7 +38,8 @@ class ItemRepresentation(nn.Module):
     auxiliary_weight = 0.0  # the weight of auxiliary_loss in the training loss (DMESR: lambda)
 
     def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
-        """An extra training loss over the items of the batch, unweighted (DMESR: L_align); the training
+        """An extra training loss over the batch's items, ``item_ids`` (any shape, 0 = padding), unweighted
+        (DMESR: L_align); the training
         loss adds ``auxiliary_weight`` times it (:func:`dmesr.models.losses.total_loss`)."""
         return None
 

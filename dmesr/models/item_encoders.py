@@ -7,7 +7,7 @@ are kept as non-persistent buffers: ``.to(device)`` moves them, checkpoints stay
 Kinds (``ItemEncoderConfig.kind``):
 
 * ``id``      plain trainable ID table (the backbone baseline);
-* ``text``    ID + adapted pooled original text;
+* ``text``    ID + adapted pooled original text (this and the next two in :mod:`dmesr.models.semantic_sum`);
 * ``mllm``    ID + adapted MLLM description vector(s), one adapter per view, summed;
 * ``concat``  ID + one MLP over [MLLM view vectors; original-text vector; view-present flags]
   (the "concat/MLP fusion instead of cross-attention" baseline);
@@ -42,10 +42,12 @@ from torch import nn
 
 from dmesr.config import ItemEncoderConfig
 from dmesr.enrich.features import SemanticFeatures
-from dmesr.models.alignment import SymmetricInfoNCE
+from dmesr.models.adapters import Adapter, freeze, with_padding_row
+from dmesr.models.alignment import SymmetricInfoNCE, batch_rows
 from dmesr.models.base import IDEmbedding, ItemRepresentation
 from dmesr.models.fusion import NORMS as FUSION_NORMS, CrossAttentionFusion
 from dmesr.models.pca import pca_init
+from dmesr.models.semantic_sum import ConcatMLPItems, SemanticSumItems
 from dmesr.models.semantics import ORIGINAL_TEXT, FrozenSemantics
 
 logger = logging.getLogger(__name__)
@@ -55,73 +57,6 @@ INTEGRATIONS = ("sum", "concat", "gate", "dual")
 FUSIONS = ("cross_attention", "none")
 FUSION_HEADS = 2
 ID_INIT_STD = 0.02  # the std IDEmbedding draws its vectors with
-
-
-class Adapter(nn.Sequential):
-    """Linear-GELU-Dropout-Linear from the frozen encoder space to the model width."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
-        super().__init__(nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
-
-
-def _with_padding_row(table: torch.Tensor) -> torch.Tensor:
-    return torch.cat([table.new_zeros(1, table.shape[1]), table], dim=0)
-
-
-def _freeze(modules: list[nn.Module]) -> None:
-    for module in modules:
-        module.requires_grad_(False)
-
-
-class _IDPlusSemantics(ItemRepresentation):
-    """Shared set-up of the baselines that add adapted frozen vectors (from ``sources``) to an ID table."""
-
-    def __init__(self, num_items: int, dim: int, semantics: FrozenSemantics, sources: list[str]):
-        super().__init__(num_items, dim)
-        self.ids = IDEmbedding(num_items, dim)
-        self.semantics = semantics
-        self.sources = sources
-
-
-class SemanticSumItems(_IDPlusSemantics):
-    """``text`` / ``mllm``: ID embedding + sum of adapted frozen vectors, each masked by presence."""
-
-    def __init__(
-        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
-    ):
-        super().__init__(num_items, dim, semantics, sources)
-        self.adapters = nn.ModuleDict(
-            {s: Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout) for s in sources}
-        )
-        if config.freeze_adapters:
-            _freeze([self.adapters])
-
-    def tables(self) -> list[torch.Tensor]:
-        semantic = sum(
-            self.adapters[s](self.semantics.vector(s)) * self.semantics.present(s)[:, None] for s in self.sources
-        )
-        return [self.ids.tables()[0] + _with_padding_row(semantic)]
-
-
-class ConcatMLPItems(_IDPlusSemantics):
-    """``concat``: ID embedding + one MLP over all frozen vectors concatenated (absent views zeroed)."""
-
-    def __init__(
-        self, num_items: int, dim: int, config: ItemEncoderConfig, semantics: FrozenSemantics, sources: list[str]
-    ):
-        super().__init__(num_items, dim, semantics, sources)
-        # The presence flags let the MLP tell "view absent" from "view with a small vector".
-        in_dim = len(sources) * (semantics.input_dim + 1)
-        self.adapter = Adapter(in_dim, config.adapter_hidden, dim, config.dropout)
-        if config.freeze_adapters:
-            _freeze([self.adapter])
-
-    def tables(self) -> list[torch.Tensor]:
-        parts = []
-        for source in self.sources:
-            present = self.semantics.present(source)[:, None].to(self.semantics.vector(source).dtype)
-            parts += [self.semantics.vector(source) * present, present]
-        return [self.ids.tables()[0] + _with_padding_row(self.adapter(torch.cat(parts, dim=1)))]
 
 
 class LLMESRItems(ItemRepresentation):
@@ -142,7 +77,7 @@ class LLMESRItems(ItemRepresentation):
         self.sources = sources
         self.adapter = Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout)
         if config.freeze_adapters:
-            _freeze([self.adapter])
+            freeze([self.adapter])
         self.collaborative = IDEmbedding(num_items, dim)
         with torch.no_grad():
             self.collaborative.embedding.weight[1:] = pca_init(self.frozen_semantic(), dim, ID_INIT_STD)
@@ -153,7 +88,7 @@ class LLMESRItems(ItemRepresentation):
         return total / count[:, None]
 
     def tables(self) -> list[torch.Tensor]:
-        semantic = _with_padding_row(self.adapter(self.frozen_semantic()))
+        semantic = with_padding_row(self.adapter(self.frozen_semantic()))
         return [semantic, self.collaborative.tables()[0]]
 
 
@@ -194,7 +129,7 @@ class DMESRItems(ItemRepresentation):
             self.text_adapter = Adapter(width, hidden, dim, config.dropout)
             adapters.append(self.text_adapter)
         if config.freeze_adapters:
-            _freeze(adapters)
+            freeze(adapters)
 
         # with one MLLM view, ``align_fallback`` aligns it with the original text
         self.alignment_pair = (alignment_sources(self.views, config.use_original_text and align_fallback)
@@ -202,12 +137,30 @@ class DMESRItems(ItemRepresentation):
         if self.alignment_pair is not None:
             self.alignment = SymmetricInfoNCE(config.temperature, config.learnable_temperature)
 
+        self._register_presence()
+
         # Parts integrated: the ID embedding, one fused vector per view, the direct original-text term.
         num_parts = 1 + len(self.views) + int(config.use_original_text)
         if self.integration == "concat":
             self.project = nn.Linear(num_parts * dim, dim)
         elif self.integration == "gate":
             self.gate = nn.Linear(num_parts * dim, num_parts)
+
+    def _register_presence(self) -> None:
+        """What the frozen presence flags fix, computed once: which parts each item has
+        (``part_present [N, 1 + K]``), the items without a view, the items the alignment can use."""
+        present = [self.semantics.present(v) for v in self.views]
+        has_view = torch.stack(present, dim=1).any(dim=1)
+        if self.use_original_text:
+            # with fusion the direct text term only serves items without a view
+            present.append(~has_view if self.fuse else torch.ones_like(has_view))
+        part_present = torch.stack([torch.ones_like(has_view)] + present, dim=1)  # the ID always present
+        self.register_buffer("part_present", part_present, persistent=False)
+        self.register_buffer("without_view", (~has_view).nonzero().squeeze(1), persistent=False)
+        if self.alignment_pair is not None:
+            first, second = self.alignment_pair
+            both = self.semantics.present(first) & self.semantics.present(second)
+            self.register_buffer("aligned_present", both, persistent=False)
 
     def adapt(self, source: str, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """The adapted vectors of one source (an MLLM view or ``ORIGINAL_TEXT``) for ``rows`` of the items."""
@@ -238,40 +191,34 @@ class DMESRItems(ItemRepresentation):
     def tables(self) -> list[torch.Tensor]:
         fused = self.fused_views()
         parts = [self.ids.tables()[0][1:]] + list(fused.unbind(dim=1))
-        present = [self.semantics.present(v) for v in self.views]
         if self.use_original_text:
-            has_view = torch.stack(present, dim=1).any(dim=1)
             if self.fuse:  # the direct term only serves items without a view: adapt just those rows
-                without_view = (~has_view).nonzero().squeeze(1)
                 direct = parts[0].new_zeros(parts[0].shape).index_copy(
-                    0, without_view, self.adapt(ORIGINAL_TEXT, without_view))
-                present.append(~has_view)
+                    0, self.without_view, self.adapt(ORIGINAL_TEXT, self.without_view))
             else:
                 direct = self.adapt(ORIGINAL_TEXT)
-                present.append(torch.ones_like(has_view))
             parts.append(direct)
-        present = torch.stack([torch.ones_like(present[0])] + present, dim=1)  # ID always present
+        present = self.part_present
         stacked = torch.stack(parts, dim=1) * present[:, :, None]  # [N, 1 + K, d], absent parts zero
 
         if self.integration == "sum":
-            return [_with_padding_row(stacked.sum(dim=1))]
+            return [with_padding_row(stacked.sum(dim=1))]
         if self.integration == "concat":
-            return [_with_padding_row(self.project(stacked.flatten(1)))]
+            return [with_padding_row(self.project(stacked.flatten(1)))]
         if self.integration == "gate":
             logits = self.gate(stacked.flatten(1)).masked_fill(~present, float("-inf"))
             weights = torch.softmax(logits, dim=1)
-            return [_with_padding_row((weights[:, :, None] * stacked).sum(dim=1))]
-        return [_with_padding_row(stacked[:, 0]), _with_padding_row(stacked[:, 1:].sum(dim=1))]  # dual
+            return [with_padding_row((weights[:, :, None] * stacked).sum(dim=1))]
+        return [with_padding_row(stacked[:, 0]), with_padding_row(stacked[:, 1:].sum(dim=1))]  # dual
 
     def auxiliary_loss(self, item_ids: torch.Tensor) -> torch.Tensor | None:
         """L_align: the symmetric InfoNCE between the aligned pair over the batch's unique items."""
         if self.alignment_pair is None:
             return None
-        rows = torch.unique(item_ids[item_ids > 0]).to(self.ids.embedding.weight.device) - 1
-        if rows.numel() and int(rows[-1]) >= self.num_items:
-            raise ValueError(f"item id {int(rows[-1]) + 1} is out of range 1..{self.num_items} (a mask token?)")
+        item_ids = item_ids.to(self.ids.embedding.weight.device)
+        # gathering the distinct items waits for the device: only where there is none to wait for
+        rows, present = batch_rows(item_ids, self.aligned_present, gather=item_ids.device.type == "cpu")
         first, second = self.alignment_pair
-        present = self.semantics.present(first)[rows] & self.semantics.present(second)[rows]
         adapted = self.__dict__.pop("_adapted_this_step", {})  # one use: the next step adapts afresh
         first_rows, second_rows = (adapted[s][rows] if s in adapted else self.adapt(s, rows) for s in (first, second))
         return self.alignment(first_rows, second_rows, present)

@@ -1,10 +1,10 @@
 """Recommendation losses over hidden states and an item table, and the one training-step loss.
 
 * ``ce``: full softmax over all items (padding column 0 excluded). The strongest choice in
-  "Turning Dross Into Gold Loss" (RecSys 2023). It is computed in row chunks that produce the
+  "Turning Dross Into Gold Loss" (RecSys 2023). It is computed in tiles of logits that produce the
   gradients during the forward pass, so the ``positions x items`` logits never exist at once:
   on CPU this halves the time of the loss (which dominates a SASRec step) and on any device
-  it bounds memory.
+  it bounds memory, whatever the catalogue (time grows linearly with it).
 * ``bce``: one positive against ``num_negatives`` uniform negatives per position, binary
   cross-entropy averaged over all those logits (the paper's sampled variant, which draws
   negatives per sequence rather than per batch).
@@ -26,31 +26,39 @@ from dmesr.models.base import SequentialRecommender
 
 
 class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``hidden @ items.T`` with class ``labels``; gradients made in forward."""
+    """Mean cross-entropy of ``hidden @ items.T`` with class ``labels``; gradients made in forward.
+
+    The logits are visited in tiles of ``rows x items``, each about ``TILE_BYTES``, so memory stays
+    bounded and time grows linearly with the catalogue: a row block's log-normaliser is accumulated
+    over its item blocks (online log-sum-exp), then a second sweep turns each tile into
+    ``softmax`` gradients. When one item block spans the catalogue the first sweep's logits are
+    reused. The ``- one_hot`` part of ``d loss / d logits`` is applied once, outside the tiles,
+    as ``- items[labels]`` and ``- hidden`` scattered to the labels: no data-dependent indexing.
+    """
 
     @staticmethod
     def forward(ctx, hidden, items, labels):
-        # ~4 MB of logits per chunk stays in CPU cache; a GPU prefers few, large kernels.
-        budget = 2**20 if hidden.device.type == "cpu" else 2**26
-        rows = max(1, budget // items.shape[0])
+        rows, columns = _tile_shape(len(labels), items.shape[0], hidden.device)
         want_hidden, want_items = ctx.needs_input_grad[:2]
-        total = hidden.new_zeros(())
-        grad_hidden = torch.empty_like(hidden) if want_hidden else None
-        grad_items = torch.zeros_like(items) if want_items else None
+        want_grad = want_hidden or want_items
+        target_logits = (hidden * items[labels]).sum(dim=1)
+        total = -target_logits.sum()
+        grad_hidden = -items[labels] if want_hidden else None
+        grad_items = torch.zeros_like(items).index_add_(0, labels, hidden, alpha=-1) if want_items else None
         for start in range(0, len(labels), rows):
-            chunk, chunk_labels = hidden[start : start + rows], labels[start : start + rows]
-            logits = chunk @ items.T
-            log_normalizer = torch.logsumexp(logits, dim=1, keepdim=True)
-            total += (log_normalizer.squeeze(1) - logits.gather(1, chunk_labels.unsqueeze(1)).squeeze(1)).sum()
-            if not (want_hidden or want_items):
+            chunk = hidden[start : start + rows]
+            log_normalizer, logits = _log_normalizer(chunk, items, columns)
+            total += log_normalizer.sum()
+            if not want_grad:
                 continue
-            # d loss / d logits = softmax - one_hot, built in place in the logits buffer
-            grad_logits = logits.sub_(log_normalizer).exp_()
-            grad_logits[torch.arange(len(chunk_labels), device=labels.device), chunk_labels] -= 1
-            if want_hidden:
-                grad_hidden[start : start + rows] = grad_logits @ items
-            if want_items:
-                grad_items.addmm_(grad_logits.T, chunk)
+            for column in range(0, items.shape[0], columns):
+                block = items[column : column + columns]
+                tile = logits if logits is not None else chunk @ block.T
+                softmax = tile.sub_(log_normalizer[:, None]).exp_()
+                if want_hidden:
+                    grad_hidden[start : start + rows].addmm_(softmax, block)
+                if want_items:
+                    grad_items[column : column + columns].addmm_(softmax.T, chunk)
         count = len(labels)
         ctx.save_for_backward(*(None if grad is None else grad / count for grad in (grad_hidden, grad_items)))
         return total / count
@@ -63,6 +71,35 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
             None if grad_items is None else grad_output * grad_items,
             None,
         )
+
+
+# A tile of ~4 MB of logits stays in a CPU cache; a GPU prefers few, large kernels.
+TILE_BYTES = {"cpu": 2**22, "other": 2**28}
+# Whole item rows down to FULL_WIDTH_MIN_ROWS per tile (one sweep); below that, tiles of TILE_ROWS
+# rows: fewer rows and the item gradient is re-read for too little work.
+FULL_WIDTH_MIN_ROWS, TILE_ROWS = 64, 256
+
+
+def _tile_shape(num_rows: int, num_items: int, device: torch.device) -> tuple[int, int]:
+    """Rows and items per logits tile: whole item rows when enough rows fit, else square-ish tiles."""
+    elements = TILE_BYTES["cpu" if device.type == "cpu" else "other"] // 4
+    rows = min(num_rows, max(1, elements // num_items))
+    if rows >= min(num_rows, FULL_WIDTH_MIN_ROWS):
+        return rows, num_items
+    rows = min(num_rows, TILE_ROWS)
+    return rows, max(1, elements // rows)
+
+
+def _log_normalizer(chunk: torch.Tensor, items: torch.Tensor, columns: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``logsumexp(chunk @ items.T)`` per row, over item blocks of ``columns``; also the logits if one block."""
+    if columns >= items.shape[0]:
+        logits = chunk @ items.T
+        return torch.logsumexp(logits, dim=1), logits
+    log_normalizer = None
+    for column in range(0, items.shape[0], columns):
+        block_normalizer = torch.logsumexp(chunk @ items[column : column + columns].T, dim=1)
+        log_normalizer = block_normalizer if log_normalizer is None else torch.logaddexp(log_normalizer, block_normalizer)
+    return log_normalizer, None
 
 
 def full_cross_entropy(hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -135,7 +172,7 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
         loss = bce_sampled(hidden, table, targets, train_config.num_negatives)
     else:
         loss = sampled_softmax(hidden, table, targets, train_config.num_negatives)
-    auxiliary = model.items.auxiliary_loss(torch.unique(windows[windows > 0]))
+    auxiliary = model.items.auxiliary_loss(windows)
     return {"rec": loss} if auxiliary is None else {"rec": loss, "align": auxiliary}
 
 

@@ -41,7 +41,8 @@ from dmesr.training.runtime import load_checkpoint, seed_everything, select_devi
 from dmesr.training.trainer import Trainer, read_epoch_log
 
 # Settings that do not change what is computed, only where or how fast.
-_NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads")}
+_NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads"),
+               ("train", "compile")}
 
 
 def config_hash(config: RunConfig) -> str:
