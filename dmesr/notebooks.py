@@ -39,10 +39,10 @@ PROFILES: dict[str, dict] = {
     "full": {"EPOCHS": 200, "SEEDS": [1, 2, 3],
              "DATASETS": ["ml-100k", "ml-latest-small", "ml-1m"], "DESCRIBE_ITEMS": 16, "MAX_NEW_TOKENS": 64,
              "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0,
-             "REPORTS_DIR": "reports", "RUNS_DIR": "runs/notebooks-full", "RUNS_ROOT": "reports/runs/main"},
+             "REPORTS_DIR": "reports", "RUNS_DIR": "runs/notebooks-full", "RUNS_ROOT": "main"},
 }  # fmt: skip
 # Parameters holding a path (resolved against the repository root when relative).
-PATH_PARAMETERS = {"REPORTS_DIR", "RUNS_DIR", "RUNS_ROOT", "DESCRIPTIONS"}
+PATH_PARAMETERS = {"REPORTS_DIR", "RUNS_DIR", "DESCRIPTIONS"}
 # Injected into every run whatever the profile: papermill has no frontend to drive a widget, and
 # nbclient (which papermill runs on) can deadlock on ipywidgets.interact's output widget
 # (jupyter/nbclient#312; seen here as a CI run that hung in the explorer notebook).
@@ -93,6 +93,22 @@ def profile_settings(profile: str, **given):
         values.append(value)
     print(f"profile {profile}: " + ", ".join(f"{name}={value!r}" for name, value in zip(given, values)))
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def results_from(source: str | Path):
+    """The finished runs of ``source``: a folder of run directories (relative to ``repo_root()``) if one
+    is there, else a collection of the committed run store (``reports/store``). A missing folder that is
+    no collection either is a ``FileNotFoundError`` naming both places looked at."""
+    from dmesr.experiments.store import DEFAULT_STORE, collect_runs, load_runs
+
+    folder = repo_root() / Path(source).expanduser()
+    if folder.is_dir():
+        return collect_runs(folder)
+    try:
+        return load_runs(str(source), repo_root() / DEFAULT_STORE)
+    except ValueError:
+        raise FileNotFoundError(f"no runs under {folder} and no collection {str(source)!r} in the run store "
+                                f"{repo_root() / DEFAULT_STORE}") from None
 
 
 def notebook_paths(names: list[str] | None = None, folder: str | Path | None = None) -> list[Path]:
