@@ -65,14 +65,14 @@ def main() -> None:
     batched = median_rate(len(requests), lambda: [describer.describe(batch) for batch in batches], args.repeats)
     single = median_rate(len(requests), lambda: [describer.describe([r]) for r in requests], args.repeats)
     print(f"cascade describer, {args.items} items, max_new_tokens={args.max_new_tokens}, {args.threads} thread(s), "
-          f"median of {args.repeats}:")  # fmt: skip
+          f"median of {args.repeats}:")
     print(f"  batched (batches of {args.batch_size}): {batched:.3f} items/s")
     print(f"  one item at a time:         {single:.3f} items/s")
     print(f"  speed-up: {batched / single:.2f}x")
     figures = {"items": args.items, "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
                "threads": args.threads, "repeats": args.repeats, "cpu": platform.processor() or platform.machine(),
                "describer": describer.describer_id, "batched_items_per_s": batched, "single_items_per_s": single,
-               "speedup": batched / single}  # fmt: skip
+               "speedup": batched / single}
 
     encoder = TextEncoder(device="cpu", batch_size=64)
     texts = items["text"].tolist()
@@ -94,13 +94,13 @@ def cache_sizes(items) -> dict:
         return {}
     cache_bytes = SHIPPED.stat().st_size if source == SHIPPED else folder_bytes(source)
     print(f"description cache ({source}): {len(table)} descriptions, {cache_bytes / 1e6:.2f} MB, "
-          f"{cache_bytes / len(table):.0f} bytes each")  # fmt: skip
+          f"{cache_bytes / len(table):.0f} bytes each")
     with tempfile.TemporaryDirectory() as folder:
         described = items[items["item"].isin(set(table["item"]))]
         embed_items(described, "ml-100k", source, Path(folder) / "features", views=["text"])
         size = folder_bytes(Path(folder) / "features")
         print(f"features for {len(described)} items (text view, 32 tokens, float16): {size / 1e6:.2f} MB, "
-              f"{size / len(described) / 1e3:.1f} kB per item")  # fmt: skip
+              f"{size / len(described) / 1e3:.1f} kB per item")
     return {"descriptions": len(table), "description_file_bytes": cache_bytes, "feature_items": len(described),
             "feature_bytes": size}
 

@@ -212,7 +212,7 @@ def _dispatch(args) -> int:
         if args.action == "list":
             print("\n".join(data.known_datasets()))
         elif args.action == "add":
-            from dmesr.data.own import add_dataset
+            from dmesr.data.registry import add_dataset
 
             entry = add_dataset(args.name, args.interactions, args.items, args.user, args.item,
                                 args.time.split(",") if args.time else None, args.text, args.image,

@@ -24,6 +24,17 @@ import yaml
 
 CONFIG_VERSION = 1  # bump when a saved run can no longer be read by this code
 
+# The names each setting accepts. They live here, beside the settings, and the modules that implement
+# them import these lists, so checking a config needs no model code.
+BACKBONES = ("sasrec", "bert4rec", "gru4rec")  # model.name: trained sequential models (dmesr.models)
+TRIVIAL_BASELINES = ("pop", "repeat-pop")  # model.name: nothing to train (dmesr.models.baselines)
+ITEM_KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")  # items.kind (dmesr.models.item_encoders)
+INTEGRATIONS = ("sum", "concat", "gate", "dual")  # items.integration
+FUSIONS = ("cross_attention", "none")  # items.fusion
+FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
+LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
+PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
+
 
 @dataclass
 class DataConfig:
@@ -264,18 +275,12 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | dict
 
 def check_config(config: RunConfig) -> None:
     """Refuse settings that would train nonsense or fail deep inside torch: one line naming the key."""
-    # imported here: the modules that own each list of known names import this one
-    from dmesr.data.identity import dataset_name
-    from dmesr.evaluation.protocols import PROTOCOLS
-    from dmesr.models import BASELINES, MODELS
-    from dmesr.models.fusion import NORMS
-    from dmesr.models.item_encoders import FUSIONS, INTEGRATIONS, KINDS
-    from dmesr.models.losses import LOSSES
+    from dmesr.data.identity import dataset_name  # here: the data layer imports this module
 
     dataset_name(config.data.dataset)
     data, model, items, train, eval_ = config.data, config.model, config.items, config.train, config.eval
-    choices = {"model.name": (model.name, (*MODELS, *BASELINES)), "items.kind": (items.kind, KINDS),
-               "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, NORMS),
+    choices = {"model.name": (model.name, (*BACKBONES, *TRIVIAL_BASELINES)), "items.kind": (items.kind, ITEM_KINDS),
+               "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
                "eval.protocol": (eval_.protocol, PROTOCOLS)}
     for key, (value, known) in choices.items():

@@ -189,7 +189,7 @@ def alignment_uniformity(a, b, t: float = 2.0) -> dict[str, float]:
     squared = np.clip(2.0 - 2.0 * both @ both.T, 0.0, None)
     off_diagonal = squared[~np.eye(len(both), dtype=bool)]
     return {"alignment": float(np.mean(np.sum((a - b) ** 2, axis=1))),
-            "uniformity": float(np.log(np.mean(np.exp(-t * off_diagonal))))}  # fmt: skip
+            "uniformity": float(np.log(np.mean(np.exp(-t * off_diagonal))))}
 
 
 def text_tokens(texts: list[str], max_tokens: int, encoder: str = "all-MiniLM-L6-v2") -> list[list[str]]:

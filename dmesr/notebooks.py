@@ -40,7 +40,7 @@ PROFILES: dict[str, dict] = {
              "DATASETS": ["ml-100k", "ml-latest-small", "ml-1m"], "DESCRIBE_ITEMS": 16, "MAX_NEW_TOKENS": 64,
              "TSNE_ITEMS": 1000, "HEATMAP_ITEMS": 6, "THREADS": 0,
              "REPORTS_DIR": "reports", "RUNS_DIR": "runs/notebooks-full", "RUNS_ROOT": "main"},
-}  # fmt: skip
+}
 # Parameters holding a path (resolved against the repository root when relative).
 PATH_PARAMETERS = {"REPORTS_DIR", "RUNS_DIR", "DESCRIPTIONS"}
 # Injected into every run whatever the profile: papermill has no frontend to drive a widget, and
@@ -124,7 +124,7 @@ def notebook_paths(names: list[str] | None = None, folder: str | Path | None = N
     for name in names:
         stem = Path(name).stem
         matches = [p for p in available if p.stem == stem or p.stem.split("_", 1)[0] == stem
-                   or p.stem.split("_", 1)[1] == stem]  # fmt: skip
+                   or p.stem.split("_", 1)[1] == stem]
         if len(matches) != 1:
             raise ValueError(f"unknown notebook {name!r}; known: {', '.join(p.stem for p in available)}")
         chosen.append(matches[0])
@@ -179,14 +179,14 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
         started = time.perf_counter()
         try:
             papermill.execute_notebook(str(path), str(output), parameters=injected, kernel_name=KERNEL,
-                                       cwd=str(path.parent), progress_bar=progress, execution_timeout=timeout)  # fmt: skip
+                                       cwd=str(path.parent), progress_bar=progress, execution_timeout=timeout)
         except PapermillExecutionError as error:
             cause = f"{error.ename}: {error.evalue.strip()[:300]}"
             raise NotebookError(f"notebook {path.stem} failed in cell {error.cell_index} ({cause}); "
                                 f"executed copy: {output}") from None
         except Exception as error:  # a kernel death or a cell timeout surfaces as another exception type
             raise NotebookError(f"notebook {path.stem} did not finish ({type(error).__name__}: "
-                                f"{str(error).strip()[:300]}); executed copy: {output}") from None  # fmt: skip
+                                f"{str(error).strip()[:300]}); executed copy: {output}") from None
         executed[path.stem] = {"path": str(output), "seconds": round(time.perf_counter() - started, 1)}
     return executed
 

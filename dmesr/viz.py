@@ -87,7 +87,7 @@ def popularity_curve(counts, head_fraction: float = 0.2, title: str = "") -> Fig
     ranks = np.arange(1, len(counts) + 1)
     axis.plot(ranks, np.maximum(counts, 0.5), color="#3182bd")  # 0.5: zero counts stay visible on a log axis
     axis.axvspan(0.5, num_head + 0.5, color="#fdae6b", alpha=0.4,
-                 label=f"head: top {head_fraction:.0%} of items, {share:.0%} of interactions")  # fmt: skip
+                 label=f"head: top {head_fraction:.0%} of items, {share:.0%} of interactions")
     axis.set_yscale("log")
     axis.set(xlabel="item rank by popularity", ylabel="interactions", title=title or "Item popularity")
     axis.legend()
@@ -115,7 +115,7 @@ def leave_one_out_diagram(sequences: dict[str, list[str]], title: str = "") -> F
             axis.text(position + 0.5, row + 0.5, label, ha="center", va="center", fontsize=6.5)
     handles = [_box(0, 0, colour) for colour in SPLIT_COLOURS.values()]
     axis.legend(handles, ["train part", "validation target", "test target"], loc="upper center",
-                bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)  # fmt: skip
+                bbox_to_anchor=(0.5, -0.02), ncol=3, frameon=False)
     axis.set(xlim=(0, longest), ylim=(len(sequences), 0))
     axis.set_title(_fitted(title or "Leave-one-out split (time runs right)", figure.get_figwidth()))
     axis.set_yticks(np.arange(len(sequences)) + 0.5, list(sequences))
@@ -239,7 +239,7 @@ def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: s
                 axis.text(position, mean + np.nan_to_num(std), mark, ha="center", va="bottom", fontsize=9)
     long_labels = len(groups) > 4 or max(len(str(g)) for g in groups) > 12
     axis.set_xticks(np.arange(len(groups)), [str(g) for g in groups], rotation=30 if long_labels else 0,
-                    ha="right" if long_labels else "center", fontsize=8)  # fmt: skip
+                    ha="right" if long_labels else "center", fontsize=8)
     axis.set_ylabel(readable(metric))
     axis.set_title(_fitted(title or f"{readable(metric)} (mean ± std over seeds)", figure.get_figwidth() - 1.5))
     axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, title=hue)  # beside: bars stay visible

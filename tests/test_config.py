@@ -60,3 +60,14 @@ def test_the_run_hash_covers_every_setting_but_where_and_how_fast():
             for key, value in values.items():
                 setattr(getattr(other, section), key, value)
         assert config_hash(other) != config_hash(base), changed
+
+
+def test_the_names_a_config_accepts_are_the_ones_implemented():
+    from dmesr import config
+    from dmesr.models import BASELINES, MODELS
+
+    assert tuple(MODELS) == config.BACKBONES and tuple(BASELINES) == config.TRIVIAL_BASELINES
+    for name in (*config.BACKBONES, *config.TRIVIAL_BASELINES):
+        load_config(overrides=[f"model.name={name}"])
+    with pytest.raises(ValueError, match="unknown model.name 'nope'"):
+        load_config(overrides=["model.name=nope"])

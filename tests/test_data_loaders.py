@@ -99,7 +99,7 @@ def test_csv_with_column_mapping_and_item_table(tmp_path):
         tmp_path / "items.csv", index=False
     )
     raw = load_table(tmp_path / "log.csv", user="uid", item="sku", timestamp="when",
-                     items_path=tmp_path / "items.csv", text_columns=["name", "colour"])  # fmt: skip
+                     items_path=tmp_path / "items.csv", text_columns=["name", "colour"])
     assert raw.interactions["user"].tolist() == ["1", "1", "2"]
     assert raw.interactions["timestamp"].tolist() == [1577836800, 1578009600, 1577923200]
     assert raw.items["text"].tolist() == ["Name: Red mug. Colour: red.", "Name: Tea."]
@@ -128,13 +128,13 @@ def test_amazon_2018_gzipped_with_image_folder(tmp_path):
         {"reviewerID": "R1", "asin": "A1", "unixReviewTime": 1400000000, "overall": 5.0},
         {"reviewerID": "R1", "asin": "A2", "unixReviewTime": 1300000000},
         {"reviewerID": "R2", "asin": "A3", "unixReviewTime": 1500000000},
-    ])  # fmt: skip
+    ])
     meta = write_json_lines(tmp_path / "meta_Beauty.json.gz", [
         {"asin": "A1", "title": "Lip Balm", "brand": "Acme", "category": ["Beauty", "Lips"],
          "description": ["<b>Soft</b> and", "shiny"], "imageURLHighRes": ["http://x/a1.jpg"]},
         {"asin": "A2", "title": "Soap", "category": []},
         {"asin": "A9", "title": "never reviewed"},
-    ])  # fmt: skip
+    ])
     images = tmp_path / "images"
     images.mkdir()
     (images / "A2.png").write_bytes(b"not decoded by the loader")
@@ -142,7 +142,7 @@ def test_amazon_2018_gzipped_with_image_folder(tmp_path):
     assert raw.name == "Beauty"
     assert raw.interactions.values.tolist() == [
         ["R1", "A1", 1400000000], ["R1", "A2", 1300000000], ["R2", "A3", 1500000000],
-    ]  # fmt: skip
+    ]
     items = raw.items.set_index("item")
     assert list(items.index) == ["A1", "A2", "A3"]
     assert items.loc["A1", "text"] == (
@@ -157,12 +157,12 @@ def test_amazon_2023_keeps_ms_timestamps_and_image_urls(tmp_path):
     reviews = write_json_lines(tmp_path / "All_Beauty.jsonl", [
         {"user_id": "U1", "asin": "c1", "parent_asin": "P1", "timestamp": 1588687728923, "rating": 5.0},
         {"user_id": "U1", "asin": "c2", "parent_asin": "P2", "timestamp": 1588687728924},
-    ])  # fmt: skip
+    ])
     meta = write_json_lines(tmp_path / "meta_All_Beauty.jsonl", [
         {"parent_asin": "P1", "title": "Comb", "store": "Howard", "categories": ["Hair"], "features": ["wide", "teeth"],
          "description": [], "images": [{"thumb": "t", "large": "L1", "hi_res": None}, {"large": "L2", "hi_res": "H2"}]},
         {"parent_asin": "P2", "title": "Brush", "images": []},
-    ])  # fmt: skip
+    ])
     raw = load_amazon(reviews, meta)
     assert raw.interactions["timestamp"].tolist() == [1588687728923, 1588687728924]
     assert raw.interactions["item"].tolist() == ["P1", "P2"]
@@ -176,7 +176,7 @@ def test_amazon_missing_field_names_file_line_and_field(tmp_path):
     reviews = write_json_lines(tmp_path / "r.jsonl", [
         {"user_id": "U1", "parent_asin": "P1", "timestamp": 1},
         {"user_id": "U2", "timestamp": 2},
-    ])  # fmt: skip
+    ])
     with pytest.raises(ValueError, match=r"r\.jsonl:2: missing required field 'parent_asin'"):
         load_amazon(reviews)
 
@@ -187,7 +187,7 @@ def test_dslabs_pickle_is_loaded_only_with_the_verified_hash(tmp_path):
         "movieId": [1, 2, 1], "title": ["Heat", None, "Heat"], "year": [1995.0, np.nan, 1995.0],
         "genres": ["Action|Crime", "(no genres listed)", "Action|Crime"], "userId": [7, 7, 8],
         "rating": [4.0, 3.0, 5.0], "timestamp": [30, 20, 10],
-    }).to_pickle(path, compression="xz")  # fmt: skip
+    }).to_pickle(path, compression="xz")
     with pytest.raises(ValueError, match="refusing to unpickle"):
         load_movielens_dslabs(path, expected_sha256="0" * 64)
     raw = load_movielens_dslabs(path, expected_sha256=hashlib.sha256(path.read_bytes()).hexdigest())

@@ -44,7 +44,7 @@ def test_k_core_iterates_until_stable():
             ("c", "q", 1), ("c", "r", 2), ("c", "s", 3),
             ("d", "p", 1), ("d", "s", 2), ("d", "t", 3), ("d", "t", 4),
             ("e", "p", 1), ("e", "t", 2), ("e", "s", 3),
-            ("f", "p", 1), ("f", "s", 2), ("f", "t", 3)]  # fmt: skip
+            ("f", "p", 1), ("f", "s", 2), ("f", "t", 3)]
     split = build_split(make_raw(rows), DataConfig(**{**LOOSE, "min_user_interactions": 3, "min_item_interactions": 3}))
     assert sequences(split) == {"d": ["p", "s", "t", "t"], "e": ["p", "t", "s"], "f": ["p", "s", "t"]}
     assert split.stats["users_dropped"]["below_min_user_interactions"] == 3
@@ -58,13 +58,13 @@ def test_empty_and_single_item_histories_are_dropped_and_counted():
             ("long2", "x", 1), ("long2", "y", 2), ("long2", "z", 3),
             ("single", "x", 5),
             ("pair", "x", 1), ("pair", "y", 2),
-            ("lost", "rare1", 1), ("lost", "rare2", 2), ("lost", "rare3", 3)]  # fmt: skip
+            ("lost", "rare1", 1), ("lost", "rare2", 2), ("lost", "rare3", 3)]
     config = DataConfig(**{**LOOSE, "min_item_interactions": 2})
     split = build_split(make_raw(rows), config)
     assert split.user_ids.tolist() == ["long", "long2"]
     assert split.stats["users_dropped"] == {
         "below_min_user_interactions": 0, "fewer_than_3_interactions": 2, "all_items_filtered": 1,
-    }  # fmt: skip
+    }
     with pytest.raises(ValueError, match="no interactions survive"):
         build_split(make_raw([("single", "x", 5)]), DataConfig(**LOOSE))
 
@@ -120,7 +120,7 @@ def test_negatives_on_repeat_data_leave_out_only_the_target():
 def test_negative_sampling_can_reach_exactly_every_unseen_item():
     split = SequenceSplit(name="t", item_ids=np.array(list("abcdefg")), user_ids=np.array(["u"]),
                           offsets=np.array([0, 3]), flat_items=np.array([2, 4, 5]), items=pd.DataFrame(),
-                          fingerprint="")  # fmt: skip
+                          fingerprint="")
     negatives = sample_negatives(split, 4, np.random.default_rng(0))
     assert sorted(negatives[0].tolist()) == [1, 3, 6, 7]
     with pytest.raises(ValueError, match="only 4 unseen items"):

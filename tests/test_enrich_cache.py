@@ -130,10 +130,10 @@ def test_bad_items_are_counted_not_fatal(tmp_path):
         "item": ["ok", "no-image", "broken", "gone", "no-text", "long"],
         "text": ["Title: A.", "Title: B.", "Title: C.", "Title: D.", None, "Title: E. " + "x" * 50_000],
         "image_path": [str(good), None, str(truncated), str(tmp_path / "gone.jpg"), str(good), float("nan")],
-    })  # fmt: skip
+    })
     source = precomputed_file(tmp_path, list(items["item"]), skip={("long", "text")})
     summary = describe_items(items, "d", "precomputed", views=["image", "text"], cache_dir=tmp_path / "cache",
-                             path=source, batch_size=4, progress=False)  # fmt: skip
+                             path=source, batch_size=4, progress=False)
     assert summary["skipped"] == {"no image": 2, "unreadable image (OSError)": 1, "missing image file": 1}
     assert summary["failed"]["empty item text"] == 1
     assert sum(n for reason, n in summary["failed"].items() if reason.startswith("KeyError")) == 1  # "long" lacks one

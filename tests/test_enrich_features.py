@@ -15,7 +15,7 @@ from dmesr.enrich.store import load_features, save_features
 
 TEXTS = ["Title: Toy Story. Year: 1995. Genres: Animation, Children's, Comedy.",
          "Title: Heat. Year: 1995. Genres: Action, Crime, Thriller.",
-         "Title: Babe. Year: 1995. Genres: Children's, Comedy, Drama."]  # fmt: skip
+         "Title: Babe. Year: 1995. Genres: Children's, Comedy, Drama."]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_embed_refuses_empty_or_mixed_sources(tmp_path):
         embed_items(items, "toy", descriptions(tmp_path, [("9", "audio", "x")]), tmp_path / "f")
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("".join(json.dumps(dict(item="1", view="text", description="x", describer=name,
-                                             prompt_hash="h", dataset="toy")) + "\n" for name in ("a", "b")))  # fmt: skip
+                                             prompt_hash="h", dataset="toy")) + "\n" for name in ("a", "b")))
     with pytest.raises(ValueError, match="mixes several describer"):
         embed_items(items, "toy", mixed, tmp_path / "f")
 

@@ -31,7 +31,7 @@ from dmesr.enrich.registry import make_describer
 SPECIALS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<image>"]
 WORDS = ("user assistant the a of and in to is it picture item title year genres toy story comedy drama "
          "sentences two describe what this kind person would enjoy shows its appearance style colours "
-         "objects mood belongs . , : red blue film book").split()  # fmt: skip
+         "objects mood belongs . , : red blue film book").split()
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|> {{ m['role'] }} "
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
@@ -46,7 +46,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<|im_end|>", additional_special_tokens=SPECIALS[2:])  # fmt: skip
+                                        eos_token="<|im_end|>", additional_special_tokens=SPECIALS[2:])
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -54,7 +54,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama_config(vocab_size: int) -> LlamaConfig:
     return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                       pad_token_id=0, eos_token_id=3, bos_token_id=2)  # fmt: skip
+                       pad_token_id=0, eos_token_id=3, bos_token_id=2)
 
 
 def build_tiny_vlm(folder):
@@ -66,14 +66,14 @@ def build_tiny_vlm(folder):
                                        image_size=IMAGE_SIZE, patch_size=PATCH, projection_dim=32),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default", vision_feature_layer=-1,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     LlavaForConditionalGeneration(config).save_pretrained(folder)
     image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})  # fmt: skip
+                                         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
     LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH,
                    vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                   chat_template=CHAT_TEMPLATE).save_pretrained(folder)  # fmt: skip
+                   chat_template=CHAT_TEMPLATE).save_pretrained(folder)
     return folder
 
 
@@ -107,14 +107,14 @@ def item_table(tmp_path, num_items: int = 5) -> pd.DataFrame:
         "item": [f"m{index}" for index in range(num_items)],
         "text": [f"Title: toy story {index} . Genres: comedy drama ." for index in range(num_items)],
         "image_path": paths,
-    })  # fmt: skip
+    })
 
 
 def test_vlm_describes_both_views_batched_and_resumes(tiny_vlm, tmp_path):
     items = item_table(tmp_path)
     options = dict(model=str(tiny_vlm), max_new_tokens=6, device="cpu", progress=False)
     summary = describe_items(items, "toy", "hf", views=["image", "text"], cache_dir=tmp_path / "cache",
-                             batch_size=3, **options)  # fmt: skip
+                             batch_size=3, **options)
     assert summary["skipped"] == {"no image": 1}
     assert summary["done"] + sum(summary["failed"].values()) == 4 + 5
     assert summary["done"] >= 7  # random weights may emit only special tokens for an item, rarely
@@ -138,7 +138,7 @@ def test_generation_is_deterministic_and_left_padded(tiny_vlm):
 def test_causal_lm_writes_text_view_and_refuses_images(tiny_causal_lm, tmp_path):
     items = item_table(tmp_path, num_items=3)
     summary = describe_items(items, "toy", "hf", views=["text", "image"], cache_dir=tmp_path / "cache",
-                             model=str(tiny_causal_lm), max_new_tokens=5, device="cpu", progress=False)  # fmt: skip
+                             model=str(tiny_causal_lm), max_new_tokens=5, device="cpu", progress=False)
     image_failures = {reason: n for reason, n in summary["failed"].items() if "text-only" in reason}
     assert sum(image_failures.values()) == 2  # two items have pictures; the model cannot see them
     table = read_descriptions(tmp_path / "cache", "toy")
@@ -177,9 +177,9 @@ def test_cascade_on_real_bundled_weights(tmp_path):
         "text": ["Title: Toy Story. Year: 1995. Genres: Animation, Children's, Comedy.",
                  "Title: The Forbidden City. Genres: Documentary, History."],
         "image_path": [None, photo],
-    })  # fmt: skip
+    })
     summary = describe_items(items, "real", "cascade", views=["image", "text"], cache_dir=tmp_path,
-                             max_new_tokens=16, progress=False)  # fmt: skip
+                             max_new_tokens=16, progress=False)
     assert summary["done"] == 3 and summary["skipped"] == {"no image": 1} and not summary["failed"]
     table = read_descriptions(tmp_path, "real").set_index(["item", "view"])["description"]
     assert all(len(text.split()) >= 5 for text in table)

@@ -48,7 +48,7 @@ def random_features(item_ids, dim=16, tokens=4, seed=0) -> SemanticFeatures:
     return SemanticFeatures(item_ids=np.asarray(item_ids), views={"text": view}, view_present={"text": present},
                             text_pooled=rng.normal(size=(count, dim)).astype(np.float32),
                             text_tokens=(rng.normal(size=(count, tokens, dim)) * mask[..., None]).astype(np.float16),
-                            text_mask=mask)  # fmt: skip
+                            text_mask=mask)
 
 
 def trained(split, kind: str) -> TrainedRun:

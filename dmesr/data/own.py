@@ -3,7 +3,7 @@
     dmesr data add retail --interactions orders.csv --items products.csv \\
         --user user_id --item product_id --time order_number,add_to_cart_order --text product_name
 
-writes ``$DMESR_HOME/datasets/retail.json``: the format, the files (absolute paths) with their
+writes (through :func:`dmesr.data.registry.add_dataset`, which first loads the files) ``$DMESR_HOME/datasets/retail.json``: the format, the files (absolute paths) with their
 sha256, and the column choices. From then on ``retail`` is a dataset name like ``ml-100k`` for
 every command and every Python entry point (they resolve names through ``dmesr.data.registry``).
 The files are read where they are, not copied; the split fingerprint hashes them, so a changed
@@ -21,17 +21,16 @@ import json
 import re
 from pathlib import Path
 
-from dmesr.data.loaders import load_recbole_atomic, recbole_atomic_files, sha256_file
+from dmesr.data.loaders import load_recbole_atomic, recbole_atomic_files
 from dmesr.data.schema import RawDataset
 from dmesr.data.tables import load_table
+from dmesr.paths import dmesr_home
 
 FORMATS = ("table", "amazon", "recbole")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def registrations_folder(home: Path | str | None = None) -> Path:
-    from dmesr.data.registry import dmesr_home  # the registry imports this module
-
     return dmesr_home(home) / "datasets"
 
 
@@ -72,56 +71,9 @@ def load_entry(entry: dict) -> RawDataset:
                       image_column=entry.get("image"))
 
 
-def add_dataset(name: str, interactions: str | Path, items: str | Path | None = None, user: str | None = None,
-                item: str | None = None, time: list[str] | None = None, text: list[str] | None = None,
-                image: str | None = None, image_folder: str | Path | None = None, fmt: str | None = None,
-                home: Path | str | None = None) -> dict:
-    """Check that the files load with these columns, then save the registration; returns it.
-
-    ``fmt`` defaults to ``recbole`` for a folder, ``amazon`` for ``.json`` / ``.jsonl`` files
-    when no columns are given, else ``table``. Re-adding a name replaces its registration.
-    """
-    from dmesr.data.registry import DATASETS
-
-    if name in DATASETS:
-        raise ValueError(f"{name!r} is a built-in dataset; choose another name")
-    if not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"dataset name {name!r} must be letters, digits, '.', '_' or '-' (starting with a letter "
-                         "or digit)")
-    interactions = Path(interactions).expanduser().resolve()
-    if not interactions.exists():
-        raise FileNotFoundError(f"interactions file not found: {interactions}")
-    fmt = fmt or _guess_format(interactions, user)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
-    if fmt == "table" and not (user and item and time):
-        raise ValueError(f"{interactions}: a table needs --user, --item and --time (the column names)")
-    entry = {"name": name, "format": fmt, "interactions": str(interactions),
-             "items": str(Path(items).expanduser().resolve()) if items else None,
-             "user": user, "item": item, "time": list(time or []), "text": list(text or []), "image": image,
-             "image_folder": str(Path(image_folder).expanduser().resolve()) if image_folder else None}
-    raw = load_entry(entry)  # bad files fail here, naming the file, before anything is saved
-    entry["sha256"] = {str(path): sha256_file(path) for path in entry_files(entry)}
-    entry["loaded"] = {"users": int(raw.interactions["user"].nunique()),
-                       "items": int(raw.interactions["item"].nunique()), "interactions": len(raw.interactions)}
-    folder = registrations_folder(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    scratch = folder / f".{name}.json.tmp"
-    scratch.write_text(json.dumps(entry, indent=2))
-    scratch.replace(folder / f"{name}.json")
-    return entry
-
-
 def restore_registration(entry: dict, home: Path | str | None = None) -> None:
     """Register a dataset from the entry a run saved, when this data home does not know the name."""
     if registration(entry["name"], home) is None:
         folder = registrations_folder(home)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{entry['name']}.json").write_text(json.dumps(entry, indent=2))
-
-
-def _guess_format(path: Path, user: str | None) -> str:
-    if path.is_dir():
-        return "recbole"
-    suffixes = [suffix.lower() for suffix in path.suffixes]
-    return "amazon" if user is None and {".json", ".jsonl"} & set(suffixes) else "table"

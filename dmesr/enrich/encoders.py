@@ -62,7 +62,7 @@ class TextEncoder:
         for start in range(0, len(texts), self.batch_size):
             rows = order[start:start + self.batch_size]
             batch = self.tokenizer([texts[row] for row in rows], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt").to(self.device)  # fmt: skip
+                                   max_length=self.max_length, return_tensors="pt").to(self.device)
             states = self.model(**batch).last_hidden_state.float()
             real = batch["attention_mask"].unsqueeze(-1).float()
             mean = (states * real).sum(1) / real.sum(1).clamp(min=1.0)

@@ -107,7 +107,7 @@ class HFGenerator:
                 add_generation_prompt=True, tokenize=False,
             )
             for prompt in prompts
-        ]  # fmt: skip
+        ]
         if self.processor is None:
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         else:
@@ -120,7 +120,7 @@ class HFGenerator:
         output = self.model.generate(
             **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
             no_repeat_ngram_size=self.no_repeat_ngram_size, pad_token_id=self.tokenizer.pad_token_id,
-        )  # fmt: skip
+        )
         new_tokens = output[:, inputs["input_ids"].shape[1]:]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 

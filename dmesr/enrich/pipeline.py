@@ -149,7 +149,7 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
                     dict(dataset=dataset, item=request.item, view=view, describer=backend.describer_id,
                          prompt_hash=prompt_hash(view), description=description)
                     for request, description in _describe_isolated(backend, requests, failed)
-                ]  # fmt: skip
+                ]
                 writer.append(records)
                 written += len(records)
                 bar.update(len(batch))
@@ -157,11 +157,11 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
     summary = dict(dataset=dataset, describer=backend.describer_id, views=views, items=len(selected),
                    done=written, cached=cached, skipped=dict(skipped), failed=dict(failed),
                    seconds=round(seconds, 2), items_per_s=round(written / seconds, 3) if written else 0.0,
-                   cache_file=str(writer.path))  # fmt: skip
+                   cache_file=str(writer.path))
     log.info("describe summary: %s", summary)
     if progress:
         print(f"describe {dataset}: {written} done, {cached} already cached, skipped {dict(skipped)}, "
-              f"failed {dict(failed)} ({summary['items_per_s']} items/s)")  # fmt: skip
+              f"failed {dict(failed)} ({summary['items_per_s']} items/s)")
     if total and not written and failed:
         raise RuntimeError(f"describe {dataset}: every one of {total} item views failed ({dict(failed)}); "
                            f"nothing was written to {writer.path}")
@@ -250,9 +250,9 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
                 prompt_hashes={v: sorted(table.loc[table["view"] == v, "prompt_hash"].unique())
                                for v in views} if "prompt_hash" in table.columns else None,
                 view_counts={view: int(mask_.sum()) for view, mask_ in present.items()}, max_tokens=max_tokens,
-                source_fingerprint=fingerprint.hexdigest()[:16])  # fmt: skip
+                source_fingerprint=fingerprint.hexdigest()[:16])
     features = SemanticFeatures(item_ids=item_ids, views=vectors, view_present=present, text_pooled=pooled,
-                                text_tokens=tokens, text_mask=mask, meta=meta)  # fmt: skip
+                                text_tokens=tokens, text_mask=mask, meta=meta)
     save_features(features, folder)
     return features
 

@@ -52,4 +52,4 @@ def build_prompt(view: str, text: str, visual_hints: str = "") -> str:
 def prompt_card(views: tuple[str, ...] | list[str]) -> dict:
     """Version, hash and wording of the prompts of ``views`` (for the header of exported files)."""
     return {view: {"version": PROMPT_VERSION, "hash": prompt_hash(view), "template": PROMPTS[check_view(view)]}
-            for view in views}  # fmt: skip
+            for view in views}

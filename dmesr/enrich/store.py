@@ -35,7 +35,7 @@ def save_features(features: SemanticFeatures, folder: str | Path) -> Path:
             np.save(staging / f"present_{view}.npy", np.asarray(features.view_present[view], dtype=bool))
         meta = dict(features.meta, format_version=FORMAT_VERSION, views=sorted(features.views),
                     num_items=len(features.item_ids), dim=features.dim,
-                    max_tokens=int(features.text_tokens.shape[1]))  # fmt: skip
+                    max_tokens=int(features.text_tokens.shape[1]))
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         if folder.exists():  # replace: move the old folder aside first so the swap is one rename
             retired = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-old-"))

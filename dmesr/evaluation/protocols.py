@@ -29,11 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmesr.config import EvalConfig
+from dmesr.config import PROTOCOLS, EvalConfig
 from dmesr.data.batches import EvalInputs
 from dmesr.evaluation.metrics import metrics_from_ranks, ranks_from_scores, summarize
-
-PROTOCOLS = ("full", "sampled")
 
 
 @dataclass

@@ -18,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 
 from dmesr.experiments.comparisons import (
-    BASELINE_METHOD,  # noqa: F401 - imported from here by notebooks written before results_table
     BREAKDOWN_METRICS,
     REPORT_METRICS,
     SEED_MARK,

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-NORMS = ("post", "pre")
+from dmesr.config import FUSION_NORMS
 
 
 @dataclass
@@ -63,8 +63,8 @@ class CrossAttentionFusion(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"fusion width {dim} is not divisible by {num_heads} heads")
-        if norm not in NORMS:
-            raise ValueError(f"unknown fusion norm {norm!r}; known: {', '.join(NORMS)}")
+        if norm not in FUSION_NORMS:
+            raise ValueError(f"unknown fusion norm {norm!r}; known: {', '.join(FUSION_NORMS)}")
         self.pre_norm = norm == "pre"
         self.num_heads = num_heads
         self.head_dim = dim // num_heads

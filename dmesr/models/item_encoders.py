@@ -40,21 +40,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmesr.config import ItemEncoderConfig
+from dmesr.config import FUSION_NORMS, FUSIONS, INTEGRATIONS, ITEM_KINDS, ItemEncoderConfig
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.adapters import Adapter, freeze, with_padding_row
 from dmesr.models.alignment import SymmetricInfoNCE, batch_rows
 from dmesr.models.base import IDEmbedding, ItemRepresentation
-from dmesr.models.fusion import NORMS as FUSION_NORMS, CrossAttentionFusion
+from dmesr.models.fusion import CrossAttentionFusion
 from dmesr.models.pca import pca_init
 from dmesr.models.semantic_sum import ConcatMLPItems, SemanticSumItems
 from dmesr.models.semantics import ORIGINAL_TEXT, FrozenSemantics
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")
-INTEGRATIONS = ("sum", "concat", "gate", "dual")
-FUSIONS = ("cross_attention", "none")
 FUSION_HEADS = 2
 ID_INIT_STD = 0.02  # the std IDEmbedding draws its vectors with
 
@@ -256,8 +253,8 @@ def build_item_representation(
     align_fallback: bool = True,
 ) -> ItemRepresentation:
     """The item encoder named by ``config.kind``; every kind but ``id`` needs ``features``."""
-    if config.kind not in KINDS:
-        raise ValueError(f"unknown item encoder kind {config.kind!r}; known: {', '.join(KINDS)}")
+    if config.kind not in ITEM_KINDS:
+        raise ValueError(f"unknown item encoder kind {config.kind!r}; known: {', '.join(ITEM_KINDS)}")
     if config.integration not in INTEGRATIONS:
         raise ValueError(f"unknown integration {config.integration!r}; known: {', '.join(INTEGRATIONS)}")
     if config.fusion not in FUSIONS:

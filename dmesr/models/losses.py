@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dmesr.config import TrainConfig
+from dmesr.config import LOSSES, TrainConfig
 from dmesr.models.base import SequentialRecommender
 
 
@@ -151,7 +151,6 @@ def sampled_softmax(
     return -torch.log_softmax(logits, dim=1)[:, 0].mean()
 
 
-LOSSES = ("ce", "bce", "sampled_softmax")
 
 
 def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig
