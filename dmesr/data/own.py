@@ -3,9 +3,10 @@
     dmesr data add retail --interactions orders.csv --items products.csv \\
         --user user_id --item product_id --time order_number,add_to_cart_order --text product_name
 
-writes (through :func:`dmesr.data.registry.add_dataset`, which first loads the files) ``$DMESR_HOME/datasets/retail.json``: the format, the files (absolute paths) with their
-sha256, and the column choices. From then on ``retail`` is a dataset name like ``ml-100k`` for
-every command and every Python entry point (they resolve names through ``dmesr.data.registry``).
+writes ``$DMESR_HOME/datasets/retail.json`` (:func:`dmesr.data.registry.add_dataset` loads the files
+first): the format, the files (absolute paths) with their sha256, and the column choices. From then
+on ``retail`` is a dataset name like ``ml-100k`` for every command and every Python entry point (they
+resolve names through ``dmesr.data.registry``).
 The files are read where they are, not copied; the split fingerprint hashes them, so a changed
 file builds a new split and an old run refuses it rather than mixing data.
 
