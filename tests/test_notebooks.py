@@ -191,7 +191,7 @@ def test_results_notebook_explains_an_empty_store(tmp_path):
                              parameters={"RUNS_ROOT": str(tmp_path / "empty"), "REPORTS_DIR": str(tmp_path)})
     notebook = nbformat.read(executed["05_results"]["path"], as_version=4)
     printed = "".join(out.get("text", "") for cell in notebook.cells for out in cell.get("outputs", []))
-    assert "No finished runs under" in printed
+    assert f"no runs under {tmp_path / 'empty'} and no collection" in printed and "nothing to show yet" in printed
     assert json.loads((tmp_path / "metrics" / "05_results.json").read_text())["metrics"] == {"runs": 0}
 
 
@@ -208,3 +208,17 @@ def test_a_notebook_runs_from_the_repository_root_with_papermill_as_the_readme_s
     subprocess.run(command, cwd=repo_root(), check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(repo_root())})
     record = json.loads((tmp_path / "metrics" / "01_datasets.json").read_text())
     assert record["parameters"]["DATASETS"] == ["ml-100k"] and figure_cells_without_picture(nbformat.read(out, 4)) == []
+
+
+def test_results_come_from_a_runs_folder_or_a_store_collection(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from dmesr.experiments.store import load_runs
+    from dmesr.notebooks import results_from
+
+    monkeypatch.setenv("DMESR_ROOT", str(Path(__file__).resolve().parents[1]))
+    runs = results_from("main")  # no folder of that name at the root: the committed store's collection
+    assert len(runs) == len(load_runs("main", per_user=False)) and {"sasrec", "pop"} <= set(runs["model"])
+    assert "user_NDCG@10" in runs.columns  # per-user vectors for the paired tests
+    with pytest.raises(FileNotFoundError, match="no collection 'nowhere'"):
+        results_from("nowhere")
