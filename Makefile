@@ -32,18 +32,18 @@ install: $(STAMP)
 # fetch + preprocess ml-100k, embed the shipped text-view descriptions, train SASRec and SASRec+DMESR
 # (one seed, the defaults of dmesr/config.py), and write the comparison to runs/demo/results.md.
 # A rerun does nothing twice: the features and both finished runs are found again.
-DEMO_PREFACE := \# The demo: SASRec and SASRec+DMESR on ml-100k, one run each\n\n$(strip One seed (42) with the defaults of dmesr/config.py: at most 200 epochs, early stopping after 10 epochs \
+DEMO_PREFACE := **The demo: SASRec and SASRec+DMESR on ml-100k, one run each.** $(strip One seed (42) with the defaults of dmesr/config.py: at most 200 epochs, early stopping after 10 epochs \
 without a better validation NDCG@10. With one seed there is no spread (every ± reads n/a) and no significance \
 test: this checks that the pipeline works end to end, it is not the study. The study (3 seeds, patience 20, \
-every baseline and ablation) is reports/results.md, written by \
-`dmesr report reports/runs/main --out reports/results.md`.)\n\n
+every baseline and ablation) is reports/results.md, written from the committed run store by \
+`dmesr report main --out reports/results.md`.)\n\n
 
 demo: $(STAMP)
 	$(VENV)/bin/dmesr embed --dataset ml-100k --descriptions data/descriptions/ml-100k.cascade.text.jsonl --views text
 	$(VENV)/bin/dmesr train --dataset ml-100k --model sasrec --output-dir runs/demo
 	$(VENV)/bin/dmesr train --dataset ml-100k --model sasrec --items dmesr --output-dir runs/demo
-	$(VENV)/bin/dmesr report runs/demo --out runs/demo/report.md
-	printf '$(DEMO_PREFACE)' | cat - runs/demo/report.md > runs/demo/results.md
+	$(VENV)/bin/dmesr report runs/demo --out runs/demo/results.md
+	printf '$(DEMO_PREFACE)' | cat - runs/demo/results.md > runs/demo/.results.md && mv runs/demo/.results.md runs/demo/results.md
 	@echo "wrote runs/demo/results.md"
 
 test: $(STAMP)

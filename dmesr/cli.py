@@ -298,7 +298,7 @@ def _enrich_or_embed(args, config) -> int:
                                         describer=args.describer, views=args.views, device=args.device,
                                         out_dir=folder)
         counts = ", ".join(f"{view}: {int(present.sum())}" for view, present in features.view_present.items())
-        print(f"embedded {len(features.item_ids)} items ({counts} with a description) -> {folder}")
+        print(f"features of {len(features.item_ids)} items ({counts} with a description) in {folder}")
         return 0
     options = {key: value for key, value in {"model": args.model, "path": args.path, "device": args.device,
                "max_new_tokens": args.max_new_tokens}.items() if value is not None}

@@ -234,7 +234,7 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
     saved = _saved_meta(folder)
     if (saved.get("source_fingerprint") == fingerprint.hexdigest()[:16] and saved.get("encoder") == encoder
             and saved.get("max_tokens") == max_tokens and sorted(saved.get("views", [])) == sorted(views)):
-        log.info("features in %s were made from the same items, descriptions and encoder: not re-embedded", folder)
+        print(f"dmesr: features in {folder} were made from the same items, descriptions and encoder: not re-embedded")
         return load_features(folder, encoder=encoder)
     text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size)
     pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens)

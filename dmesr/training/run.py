@@ -215,13 +215,15 @@ def describe_training(config: RunConfig, split: SequenceSplit, windows) -> str:
     the evaluation choice ``eval.exclude_history`` made for this data."""
     share = windows.covered_interactions / max(windows.train_interactions, 1)
     mode = "windows over whole histories" if config.train.all_windows else \
-        f"one window per user, its last max_len + 1 = {config.data.max_len + 1} items"
+        f"one window per user, at most its last max_len + 1 = {config.data.max_len + 1} items"
     hint = "" if config.train.all_windows or share >= 1 else "; train.all_windows=true trains on all of them"
     exclude = excludes_history(config.eval, has_repeats(split))
     why = f"{repeat_share(split):.1%} of interactions are repeats" if exclude is False else "no repeat consumption"
-    return (f"training on {len(windows)} windows ({mode}): {windows.covered_interactions:,} of "
-            f"{windows.train_interactions:,} training interactions ({share:.1%}){hint}\n"
-            f"evaluation: exclude_history={config.eval.exclude_history} -> {str(exclude).lower()} ({why})")
+    seen = (f"nothing to train: {config.model.name} counts all {windows.train_interactions:,} training interactions"
+            if config.model.name in BASELINES else
+            f"training on {len(windows)} windows ({mode}): {windows.covered_interactions:,} of "
+            f"{windows.train_interactions:,} training interactions ({share:.1%}){hint}")
+    return f"{seen}\nevaluation: exclude_history={config.eval.exclude_history} -> {str(exclude).lower()} ({why})"
 
 
 def test_model(model: SequentialRecommender, split: SequenceSplit, config: RunConfig, device: torch.device):
