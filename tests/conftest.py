@@ -45,3 +45,18 @@ def make_tiny_split(num_users: int = 40, num_items: int = 30, length: int = 12, 
 @pytest.fixture
 def tiny_split() -> SequenceSplit:
     return make_tiny_split()
+
+
+@pytest.fixture
+def gru4rec_cells_fail(monkeypatch):
+    """Grid cells of model gru4rec crash in training ("the data broke"); the others train as usual."""
+    from dmesr.experiments import runner
+
+    real_train_run = runner.train_run
+
+    def train_or_fail(config, show_progress=True):
+        if config.model.name == "gru4rec":
+            raise RuntimeError("the data broke")
+        return real_train_run(config, show_progress)
+
+    monkeypatch.setattr(runner, "train_run", train_or_fail)

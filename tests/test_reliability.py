@@ -143,17 +143,9 @@ def tiny_data(monkeypatch):
     monkeypatch.setattr("dmesr.experiments.runner.dataset_problem", lambda dataset: "", raising=False)
 
 
-def test_a_grid_with_a_failed_cell_exits_non_zero_naming_it(tmp_path, tiny_data, monkeypatch, capsys):
+def test_a_grid_with_a_failed_cell_exits_non_zero_naming_it(tmp_path, tiny_data, capsys, gru4rec_cells_fail):
     experiment = tmp_path / "grid.yaml"
     experiment.write_text(json.dumps(tiny_spec(tmp_path, models=["gru4rec", "sasrec"])))
-    real = runner.train_run
-
-    def train_or_fail(config, show_progress=True):
-        if config.model.name == "gru4rec":
-            raise RuntimeError("out of memory")
-        return real(config, show_progress)
-
-    monkeypatch.setattr(runner, "train_run", train_or_fail)
     assert main(["experiments", "run", str(experiment)]) == 1
     assert "1 cell(s) failed or cannot run: tiny/gru4rec/backbone/seed1" in capsys.readouterr().err
 
