@@ -73,3 +73,14 @@ def test_rare_genres_are_dropped_and_items_without_text_counted():
     assert row["described"] == 35 and row["without_description"] == 5 and row["coverage"] == 35 / 40
     assert row["probe"]["genres"] == 2  # Western (1 item) dropped
     assert row["probe"]["micro_f1"] == 1.0
+
+
+def test_the_order_of_a_sources_texts_does_not_change_its_folds():
+    items = pd.DataFrame({"item": [str(i) for i in range(60)], "year": ["2000"] * 60,
+                          "genres": [("Drama|Comedy", "Drama", "Comedy")[i % 3] for i in range(60)], "text": ["x"] * 60})
+    texts = pd.Series({str(i): f"text {i}" for i in range(60)})
+
+    def encode(batch):  # a fixed noise vector per text
+        return np.array([np.random.default_rng(int(text.split()[1])).normal(size=4) for text in batch])
+
+    assert score_source("a", texts, items, encode) == score_source("a", texts[::-1], items, encode)

@@ -99,8 +99,8 @@ def score_source(name: str, texts: pd.Series, items: pd.DataFrame, encode: Calla
                  seed: int = 0) -> dict:
     """Coverage, genre probe and contradiction rates of one text source (``texts`` indexed by item)."""
     genres = item_genres(items)
-    texts = texts[texts.index.isin(genres.index)]
-    texts = texts[texts.str.strip().astype(bool)]
+    texts = texts.reindex([item for item in genres.index if item in texts.index])  # the item table's order: the
+    texts = texts[texts.str.strip().astype(bool)]  # same folds for every source that covers the same items
     years = pd.Series(items["year"].to_numpy(), index=genres.index)
     labelled = [item for item in texts.index if genres[item]]
     vocabulary = sorted(set().union(*genres))
