@@ -12,6 +12,7 @@
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
+    dmesr experiments quality --dataset ml-100k --descriptions FILE.jsonl   description quality, no judge needed
     dmesr report main --out reports/results.md   a collection of the store (or a folder of runs)
     dmesr report main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format (or: export RUN_DIR OUT)

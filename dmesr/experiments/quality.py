@@ -129,9 +129,9 @@ def quality_command(dataset: str, descriptions: list[str], out: str | None, comm
     items = prepare_split(DataConfig(dataset=dataset)).items
     if "genres" not in items.columns or not item_genres(items).map(bool).any():
         raise ValueError(f"dataset {dataset!r} has no item genres to score descriptions against")
-    encoder = TextEncoder(device="cpu")
     sources = [("original text", pd.Series(items["text"].to_numpy(), index=items["item"].astype(str)))]
-    sources += [(str(path), description_texts(path, dataset)) for path in descriptions]
+    sources += [(str(path), description_texts(path, dataset)) for path in descriptions]  # bad files fail first
+    encoder = TextEncoder(device="cpu")
     rows = [score_source(name, texts, items, encoder.encode, seed) for name, texts in sources]
     table = pd.DataFrame([{"source": Path(row["source"]).name, "coverage": row["coverage"],
                            "probe micro-F1": row["probe"]["micro_f1"], "probe macro-F1": row["probe"]["macro_f1"],
