@@ -12,6 +12,7 @@
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
+    dmesr experiments quality --dataset ml-100k --descriptions FILE.jsonl   description quality, no judge needed
     dmesr report main --out reports/results.md   a collection of the store (or a folder of runs)
     dmesr report main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
     dmesr export ml-1m exports/ml-1m   the preprocessed split in a code-independent format (or: export RUN_DIR OUT)
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--method", default="dmesr", help="the grid method whose runs to measure")
     attention.add_argument("--threads", type=int, default=1)
     attention.add_argument("--out", help="also write the rows to this JSON file")
+    quality = experiments_sub.add_parser(
+        "quality", help="description quality without a judge: genre probe and year/genre contradictions")
+    quality.add_argument("--dataset", required=True, help="a dataset whose items have genres (e.g. ml-100k)")
+    quality.add_argument("--descriptions", nargs="*", default=[], metavar="FILE",
+                         help="description files (JSONL/parquet) scored beside the original item text")
+    quality.add_argument("--seed", type=int, default=0, help="seed of the probe's folds")
+    quality.add_argument("--out", help="also write the scores to this JSON file")
 
     report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
     report.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -258,6 +266,11 @@ def _dispatch(args) -> int:
 
             torch.set_num_threads(args.threads)
             attention_command(args.runs_roots, args.method, args.out, "dmesr " + shlex.join(args.argv))
+            return 0
+        if args.action == "quality":
+            from dmesr.experiments.quality import quality_command
+
+            quality_command(args.dataset, args.descriptions, args.out, "dmesr " + shlex.join(args.argv), args.seed)
             return 0
         from dmesr.experiments import experiments_run
 
