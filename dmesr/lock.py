@@ -43,8 +43,9 @@ def is_locked(path: str | Path) -> bool:
 
 
 @contextmanager
-def exclusive(path: str | Path, what: str) -> Iterator[None]:
+def exclusive(path: str | Path, what: str, wait: bool = False) -> Iterator[None]:
     """Hold the lock file ``path`` for the block; ``what`` (e.g. the run directory) names it in errors.
+    ``wait``: queue behind a holder instead of failing (for short writes, such as adding runs to a store).
 
     The file holds the holder's pid and is removed on release. After taking the lock, the path is
     checked to still be the locked file: a holder that released (and removed it) in between means
@@ -55,7 +56,7 @@ def exclusive(path: str | Path, what: str) -> Iterator[None]:
     while True:
         handle = open(path, "a+")
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
             raise InProgressError(f"run in progress (pid {_holder(path)}): {what} is being written by "

@@ -26,8 +26,6 @@ with ``id`` called ``backbone`` as in the grids. Aggregation is mean +- std over
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 from pathlib import Path
@@ -37,6 +35,7 @@ import pandas as pd
 import yaml
 
 from dmesr.config import config_from_dict
+from dmesr.lock import exclusive
 
 DEFAULT_STORE = Path("reports/store")
 TABLES = ("runs", "epochs", "per_user")
@@ -100,9 +99,11 @@ def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.Data
 
 def _epochs(run_dir: Path) -> pd.DataFrame:
     """The trainer's per-epoch log (``epochs.jsonl``; its ``epochs.csv`` copy where that is all there is)."""
+    from dmesr.training.trainer import read_epoch_log  # here: reading a store needs no training code
+
     log = run_dir / "epochs.jsonl"
     if log.exists():
-        return pd.DataFrame([json.loads(line) for line in log.read_text().splitlines()])
+        return pd.DataFrame(read_epoch_log(log))
     return pd.read_csv(run_dir / "epochs.csv") if (run_dir / "epochs.csv").exists() else pd.DataFrame()
 
 
@@ -155,7 +156,10 @@ def _sorted(table: pd.DataFrame) -> pd.DataFrame:
     """Rows by collection, then run path part by part (the order ``collect_tables`` reads them in)."""
     if table.empty:
         return table
-    order = sorted(range(len(table)), key=lambda i: (table["collection"].iat[i], tuple(table["run"].iat[i].split("/"))))
+    # rank each distinct run once (the per-user table has a row per user), then a stable sort by rank
+    keys = sorted(set(zip(table["collection"], table["run"])), key=lambda key: (key[0], tuple(key[1].split("/"))))
+    rank = {key: position for position, key in enumerate(keys)}
+    order = np.argsort([rank[key] for key in zip(table["collection"], table["run"])], kind="stable")
     return table.iloc[order].reset_index(drop=True)
 
 
@@ -166,18 +170,6 @@ def read_table(name: str, store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-@contextlib.contextmanager
-def _locked(store: Path):
-    """One writer at a time: grid shards finishing together each add their runs."""
-    store.mkdir(parents=True, exist_ok=True)
-    with open(store / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def add_to_store(root: str | Path, store: str | Path = DEFAULT_STORE, collection: str | None = None,
                  run_dirs: list[Path] | None = None) -> Path:
     """Add the finished runs under ``root`` (or only ``run_dirs``) to the store, a run already there
@@ -185,7 +177,7 @@ def add_to_store(root: str | Path, store: str | Path = DEFAULT_STORE, collection
     store = Path(store)
     new = collect_tables(root, collection, run_dirs)
     new["runs"] = new["runs"].drop(columns="run_dir")
-    with _locked(store):
+    with exclusive(store / ".lock", str(store), wait=True):  # grid shards finishing together queue here
         for name in TABLES:
             table = new[name]
             path = store / f"{name}.parquet"
