@@ -260,8 +260,8 @@ def test_a_log_rewrite_killed_midway_keeps_the_old_log(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dmesr.training.trainer.os.replace", killed)
-    monkeypatch.setattr("dmesr.training.trainer.Path.write_text", killed)
+    monkeypatch.setattr("dmesr.paths.os.replace", killed)  # every small-file rewrite goes through paths
+    monkeypatch.setattr("dmesr.paths.Path.write_text", killed)
     with pytest.raises(KeyboardInterrupt):
         train_run(config, show_progress=False, split=split)
     assert (run_dir / "epochs.jsonl").read_text() == before
@@ -388,3 +388,28 @@ def test_bad_yaml_is_one_line_naming_the_file(tmp_path, capsys):
     assert main(["train", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(config) in err and "not valid YAML" in err
+
+
+def test_a_waiting_writer_queues_behind_the_holder_instead_of_failing(tmp_path):
+    import threading
+
+    path, order = tmp_path / ".lock", []
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        with exclusive(path, "the store"):
+            held.set()
+            release.wait(5)
+            order.append("holder done")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(5)
+    with pytest.raises(InProgressError):
+        with exclusive(path, "the store"):
+            pass
+    threading.Timer(0.2, release.set).start()
+    with exclusive(path, "the store", wait=True):
+        order.append("waiter in")
+    thread.join()
+    assert order == ["holder done", "waiter in"] and not path.exists()
