@@ -57,17 +57,23 @@ def held_out(split: SequenceSplit, user: int, stage: str = "test") -> tuple[np.n
 
 
 @torch.no_grad()
-def top_k(run: TrainedRun, users, k: int = 10, stage: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """``(items [U, k], hit [U, k])``: each user's top-``k`` from the history before the ``stage`` target,
-    in one batch (the item table is computed once), and where the target is among them."""
+def _scores(run: TrainedRun, users, stage: str) -> tuple[torch.Tensor, np.ndarray]:
+    """``(scores [U, num_items + 1], targets [U])`` of the users' ``stage`` items under the evaluation
+    protocol: padding never ranked, seen items other than the target removed where the run excludes them."""
     held = [held_out(run.split, int(user), stage) for user in users]
     inputs = pad_left([history for history, _ in held], run.config.data.max_len)
     scores = run.model.predict_scores(inputs).clone()
     scores[:, 0] = -torch.inf  # padding
-    targets = np.array([target for _, target in held])
     if excludes_history(run.config.eval, has_repeats(run.split)):
         for row, (history, target) in enumerate(held):
             scores[row, torch.as_tensor(np.setdiff1d(history, [target]), dtype=torch.long)] = -torch.inf
+    return scores, np.array([target for _, target in held])
+
+
+def top_k(run: TrainedRun, users, k: int = 10, stage: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """``(items [U, k], hit [U, k])``: each user's top-``k`` from the history before the ``stage`` target,
+    in one batch (the item table is computed once), and where the target is among them."""
+    scores, targets = _scores(run, users, stage)
     items = torch.topk(scores, k, dim=1).indices.numpy()
     return items, items == targets[:, None]
 
@@ -240,12 +246,8 @@ def attention_sharpness(model: SequentialRecommender) -> dict[str, float]:
 @torch.no_grad()
 def held_out_rank(run: TrainedRun, user: int, stage: str = "test") -> int:
     """Where ``run`` ranks the user's held-out ``stage`` item (1 = first), under the protocol of ``top_k``."""
-    history, target = held_out(run.split, user, stage)
-    scores = run.model.predict_scores(pad_left([history], run.config.data.max_len))[0].clone()
-    scores[0] = -torch.inf
-    if run.config.eval.exclude_history:
-        scores[torch.as_tensor(np.setdiff1d(history, [target]), dtype=torch.long)] = -torch.inf
-    return int((scores > scores[target]).sum()) + 1
+    scores, targets = _scores(run, [user], stage)
+    return int((scores[0] > scores[0, targets[0]]).sum()) + 1
 
 
 def item_label(split: SequenceSplit, item_id: int) -> str:

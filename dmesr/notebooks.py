@@ -99,13 +99,11 @@ def results_from(source: str | Path):
     """The finished runs of ``source``: a folder of run directories (relative to ``repo_root()``) if one
     is there, else a collection of the committed run store (``reports/store``). A missing folder that is
     no collection either is a ``FileNotFoundError`` naming both places looked at."""
-    from dmesr.experiments.store import DEFAULT_STORE, collect_runs, load_runs
+    from dmesr.experiments.store import DEFAULT_STORE, runs_from
 
     folder = repo_root() / Path(source).expanduser()
-    if folder.is_dir():
-        return collect_runs(folder)
     try:
-        return load_runs(str(source), repo_root() / DEFAULT_STORE)
+        return runs_from(folder if folder.is_dir() else source, repo_root() / DEFAULT_STORE)
     except ValueError:
         raise FileNotFoundError(f"no runs under {folder} and no collection {str(source)!r} in the run store "
                                 f"{repo_root() / DEFAULT_STORE}") from None

@@ -25,12 +25,11 @@ import numpy as np
 import pandas as pd
 
 from dmesr.evaluation import paired_test
-from dmesr.experiments.roles import DEFAULT_ROLES, runs_roles
+from dmesr.experiments.roles import runs_roles
 from dmesr.experiments.store import BREAKDOWN_GROUPS, PER_USER_PREFIX
 
 REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
-BASELINE_METHOD = DEFAULT_ROLES.backbone  # the method name of ID-embedding runs
 SELECTION_METRIC = "NDCG@10"  # the early-stopping metric; the best baseline is chosen on it, on validation
 SEED_MARK, USER_MARK = "†", "‡"
 TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
