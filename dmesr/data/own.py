@@ -25,7 +25,7 @@ from pathlib import Path
 from dmesr.data.loaders import load_recbole_atomic, recbole_atomic_files
 from dmesr.data.schema import RawDataset
 from dmesr.data.tables import load_table
-from dmesr.paths import dmesr_home
+from dmesr.paths import dmesr_home, write_atomically
 
 FORMATS = ("table", "amazon", "recbole")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -75,6 +75,9 @@ def load_entry(entry: dict) -> RawDataset:
 def restore_registration(entry: dict, home: Path | str | None = None) -> None:
     """Register a dataset from the entry a run saved, when this data home does not know the name."""
     if registration(entry["name"], home) is None:
-        folder = registrations_folder(home)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{entry['name']}.json").write_text(json.dumps(entry, indent=2))
+        save_registration(entry, home)
+
+
+def save_registration(entry: dict, home: Path | str | None = None) -> None:
+    """Write ``entry`` as ``<data home>/datasets/<name>.json`` (replacing any registration of that name)."""
+    write_atomically(registrations_folder(home) / f"{entry['name']}.json", json.dumps(entry, indent=2))

@@ -9,7 +9,6 @@ a half-extracted dataset behind. Raw data is never part of the repository.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -34,7 +33,7 @@ from dmesr.data.own import (
     load_entry,
     registered_names,
     registration,
-    registrations_folder,
+    save_registration,
 )
 from dmesr.data.schema import RawDataset
 from dmesr.paths import dmesr_home
@@ -216,11 +215,7 @@ def add_dataset(name: str, interactions: str | Path, items: str | Path | None = 
     entry["sha256"] = {str(path): sha256_file(path) for path in entry_files(entry)}
     entry["loaded"] = {"users": int(raw.interactions["user"].nunique()),
                        "items": int(raw.interactions["item"].nunique()), "interactions": len(raw.interactions)}
-    folder = registrations_folder(home)
-    folder.mkdir(parents=True, exist_ok=True)
-    scratch = folder / f".{name}.json.tmp"
-    scratch.write_text(json.dumps(entry, indent=2))
-    scratch.replace(folder / f"{name}.json")
+    save_registration(entry, home)
     return entry
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from dmesr.lock import exclusive
 from dmesr.models import BASELINES, build_model
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.item_encoders import build_item_representation
+from dmesr.paths import write_atomically
 from dmesr.training.distributed import DistContext, init_distributed, shutdown
 from dmesr.training.runtime import load_checkpoint, seed_everything, select_device, set_threads
 from dmesr.training.trainer import Trainer, read_epoch_log
@@ -167,9 +167,8 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
     seed_everything(config.train.seed, config.train.deterministic)
     model = build_run_model(config, split, features)
     trainer = Trainer(model, split, config, run_dir, device, dist_context, show_progress)
-    coverage = describe_training(config, split, trainer.train_windows)
     if show_progress and dist_context.is_main:
-        print(coverage)
+        print(describe_training(config, split, trainer.train_windows))
     state = trainer.fit()
     if not dist_context.is_main:
         return run_dir
@@ -201,9 +200,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     np.savez_compressed(run_dir / "test_per_user.npz", **result.per_user)  # 17x smaller: committed with every run
-    temporary = run_dir / ".final.json.tmp"
-    temporary.write_text(json.dumps(final, indent=2))
-    os.replace(temporary, run_dir / "final.json")
+    write_atomically(run_dir / "final.json", json.dumps(final, indent=2))
     if show_progress:
         print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
         print(f"wrote {run_dir}")

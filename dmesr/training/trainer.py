@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from dmesr.data.schema import SequenceSplit
 from dmesr.evaluation import evaluate
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.losses import loss_terms, total_loss
+from dmesr.paths import write_atomically
 from dmesr.training.distributed import DistContext, barrier
 from dmesr.training.runtime import atomic_save, load_checkpoint
 
@@ -172,11 +172,8 @@ class Trainer:
             writer = csv.DictWriter(table, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        for name, text in (("epochs.jsonl", "".join(json.dumps(row) + "\n" for row in rows)),
-                           ("epochs.csv", table.getvalue())):
-            temporary = self.run_dir / f".{name}.tmp"
-            temporary.write_text(text)
-            os.replace(temporary, self.run_dir / name)
+        write_atomically(self.run_dir / "epochs.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+        write_atomically(self.run_dir / "epochs.csv", table.getvalue())
 
     def _log_epoch(self, row: dict) -> None:
         if not self.dist.is_main:
