@@ -14,7 +14,10 @@ from dmesr.data.schema import SequenceSplit
 
 
 def repeat_share(split: SequenceSplit) -> float:
-    """Share of interactions whose item the same user had earlier in the split (0.0 on MovieLens)."""
+    """Share of interactions whose item the same user had earlier in the split (0.0 on MovieLens);
+    read from the split's statistics, where preprocessing records it, else counted."""
+    if "repeat_consumption" in split.stats:
+        return float(split.stats["repeat_consumption"])
     if not len(split.flat_items):
         return 0.0
     users = np.repeat(np.arange(split.num_users), split.lengths())

@@ -41,9 +41,10 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
         rows, columns = _tile_shape(len(labels), items.shape[0], hidden.device)
         want_hidden, want_items = ctx.needs_input_grad[:2]
         want_grad = want_hidden or want_items
-        target_logits = (hidden * items[labels]).sum(dim=1)
+        label_items = items[labels]
+        target_logits = (hidden * label_items).sum(dim=1)
         total = -target_logits.sum()
-        grad_hidden = -items[labels] if want_hidden else None
+        grad_hidden = -label_items if want_hidden else None
         grad_items = torch.zeros_like(items).index_add_(0, labels, hidden, alpha=-1) if want_items else None
         for start in range(0, len(labels), rows):
             chunk = hidden[start : start + rows]
