@@ -34,6 +34,7 @@ FUSIONS = ("cross_attention", "none")  # items.fusion
 FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
 LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
+CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
 
 
 @dataclass
@@ -80,6 +81,9 @@ class ItemEncoderConfig:
     dropout: float = 0.1
     describer: str = "cascade"
     encoder: str = "all-MiniLM-L6-v2"
+    # none | shuffled | random | text-only: break the semantic inputs on purpose, to test whether the
+    # gain comes from what they say (dmesr.models.controls)
+    control: str = "none"
 
     @property
     def fuses_original_text(self) -> bool:
@@ -280,6 +284,7 @@ def check_config(config: RunConfig) -> None:
     dataset_name(config.data.dataset)
     data, model, items, train, eval_ = config.data, config.model, config.items, config.train, config.eval
     choices = {"model.name": (model.name, (*BACKBONES, *TRIVIAL_BASELINES)), "items.kind": (items.kind, ITEM_KINDS),
+               "items.control": (items.control, CONTROLS),
                "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
                "eval.protocol": (eval_.protocol, PROTOCOLS)}

@@ -34,6 +34,7 @@ from dmesr.evaluation.protocols import excludes_history
 from dmesr.lock import exclusive
 from dmesr.models import BASELINES, build_model
 from dmesr.models.base import SequentialRecommender
+from dmesr.models.controls import apply_control
 from dmesr.models.item_encoders import build_item_representation
 from dmesr.paths import write_atomically
 from dmesr.training.distributed import DistContext, init_distributed, shutdown
@@ -43,12 +44,15 @@ from dmesr.training.trainer import Trainer, read_epoch_log
 # Settings that do not change what is computed, only where or how fast.
 _NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads"),
                ("train", "compile")}
+# Settings hashed only away from their default, so adding one does not rename every existing run folder.
+_HASHED_WHEN_SET = {("items", "control"): "none"}
 
 
 def config_hash(config: RunConfig) -> str:
     def strip(node: dict, path: tuple = ()) -> dict:
         return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
-                for k, v in node.items() if path + (k,) not in _NOT_HASHED}
+                for k, v in node.items() if path + (k,) not in _NOT_HASHED
+                and _HASHED_WHEN_SET.get(path + (k,), object()) != v}
     hashed = config.to_dict()
     # "auto" replaced the default true: hashed as true so that runs on data without repeats keep their
     # folders; on data with repeats the resolved choice is checked against data.json (_check_same_run)
@@ -74,7 +78,8 @@ def load_run_features(config: RunConfig, split: SequenceSplit) -> SemanticFeatur
         return None
     from dmesr.enrich.pipeline import load_dataset_features  # only semantic runs need the caches
 
-    return load_dataset_features(config.data.dataset, config.items).aligned_to(split.item_ids)
+    features = load_dataset_features(config.data.dataset, config.items).aligned_to(split.item_ids)
+    return apply_control(features, config.items.control)
 
 
 def build_run_model(config: RunConfig, split: SequenceSplit, features: SemanticFeatures | None = None
