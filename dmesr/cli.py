@@ -144,6 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--seed", type=int, default=0, help="seed of the probe's folds")
     quality.add_argument("--out", help="also write the scores to this JSON file")
 
+    semantics = experiments_sub.add_parser(
+        "semantics", help="where DMESR's gain comes from: controls beside DMESR, description quality, their figure")
+    semantics.add_argument("--reference", default="main", help="collection holding the backbone and dmesr runs")
+    semantics.add_argument("--controls", default="controls", help="collection holding the controls' runs")
+    semantics.add_argument("--quality", nargs="*", default=[], metavar="JSON",
+                           help="files written by `dmesr experiments quality --out`")
+    semantics.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    semantics.add_argument("--out", default="reports/semantics.md", help="the report (its figure goes to figures/ beside it)")
+
     report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
     report.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a collection of the run store, or a folder of run directories")
@@ -266,6 +275,13 @@ def _dispatch(args) -> int:
 
             torch.set_num_threads(args.threads)
             attention_command(args.runs_roots, args.method, args.out, "dmesr " + shlex.join(args.argv))
+            return 0
+        if args.action == "semantics":
+            from dmesr.experiments.semantics import semantics_report
+
+            path = semantics_report(args.reference, args.controls, args.quality, args.out,
+                                    "dmesr " + shlex.join(args.argv), args.store)
+            print(f"wrote {path}")
             return 0
         if args.action == "quality":
             from dmesr.experiments.quality import quality_command

@@ -289,3 +289,45 @@ def described_pictures(pictures: list, titles: list[str], captions: list[str], w
         axis.set_title(textwrap.shorten(title, wrap), fontsize=9)
         axis.set_xlabel(textwrap.fill(caption, wrap), fontsize=8, loc="left")
     return figure
+
+
+def gain_against_quality(points: pd.DataFrame, title: str = "") -> Figure:
+    """DMESR's gain over the backbone (%) against the genre-probe micro-F1 of its MLLM view, one panel per
+    dataset: small markers per backbone, a large one per method (mean over backbones), and for methods
+    without a score (shuffled or random inputs) their mean gain as a horizontal line."""
+    if points.empty:
+        raise ValueError("cannot plot gain against quality: no method has a gain over its backbone yet")
+    datasets = sorted(points["dataset"].unique())
+    figure, axes = _figure(width=5.0 * len(datasets), height=4.5, columns=len(datasets))
+    methods = sorted(points["method"].unique())
+    colours = dict(zip(methods, _palette(len(methods))))
+    markers = dict(zip(sorted(points["model"].unique()), "os^Dv"))
+    for axis, dataset in zip(axes, datasets):
+        group = points[points["dataset"] == dataset]
+        for method, runs in group.groupby("method"):
+            if runs["probe"].notna().all():
+                for _, row in runs.iterrows():
+                    axis.scatter(row["probe"], row["gain"], color=colours[method], marker=markers[row["model"]],
+                                 s=25, alpha=0.6)
+                axis.scatter(runs["probe"].mean(), runs["gain"].mean(), color=colours[method], s=140,
+                             edgecolor="black", label=method, zorder=3)
+            else:
+                axis.axhline(runs["gain"].mean(), color=colours[method], linestyle="--", label=f"{method} (mean)")
+        prior = group["prior"].dropna()
+        if len(prior):
+            axis.axvline(prior.iloc[0], color="#888888", linestyle=":", label="prior (no information)")
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set_xlabel("genre-probe micro-F1 of the MLLM view")
+        axis.set_ylabel("test NDCG@10 gain over the backbone (%)")
+        axis.set_title(dataset)
+    labelled = {}  # one legend for all panels: each method once, then the backbones' markers
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    labelled.update({model: Line2D([], [], color="#444444", marker=marker, linestyle="")
+                     for model, marker in markers.items()})
+    axes[-1].legend(list(labelled.values()), list(labelled), fontsize=8, frameon=False, loc="upper left",
+                    bbox_to_anchor=(1.0, 1.0))
+    figure.suptitle(_fitted(title or "DMESR's gain against what its MLLM view knows about the item",
+                            figure.get_figwidth()))
+    return figure
