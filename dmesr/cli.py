@@ -78,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
     enrich.add_argument("--dataset", required=True)
-    enrich.add_argument("--describer", default="cascade", help="cascade | hf | precomputed")
+    enrich.add_argument("--describer", default="cascade", help="cascade | gemma3 | hf | precomputed")
     enrich.add_argument("--views", nargs="+", default=["image", "text"])
-    enrich.add_argument("--model", help="hf: a hub name or local folder of a vision-language model or causal LM")
+    enrich.add_argument("--model", help="hf: a hub name or local folder of a vision-language model or causal LM; "
+                        "gemma3: a Gemma 3 checkpoint folder instead of the bundled GGUF")
     enrich.add_argument("--path", help="precomputed: JSONL or parquet file with item, view, description")
     enrich.add_argument("--trust-remote-code", action="store_true", help="hf: allow the model's own code to run")
     enrich.add_argument("--device", help="hf / cascade device (default: cuda when present)")

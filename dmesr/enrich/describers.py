@@ -1,10 +1,11 @@
 """Describers: items in, one description per item and view out.
 
-Three backends share one small interface (``describer_id`` + ``describe(requests)``):
+Four backends share one small interface (``describer_id`` + ``describe(requests)``):
 
 * ``hf``: a real Hugging Face vision-language model (or a causal LM for the text view), see hf.py;
 * ``cascade``: the offline default, in cascade.py: an ImageNet classifier names what a picture
   shows and a small LLM writes the descriptions. It stands in for a real MLLM, it is not one;
+* ``gemma3``: Gemma 3 270M (pretrained, bundled 4-bit GGUF) writing the text view, in gemma.py;
 * ``precomputed``: descriptions read from a JSONL / parquet file (item, view, description).
 
 Models load on the first ``describe`` call, so a resumed run with nothing left to do is instant.

@@ -4,8 +4,10 @@ Any image-text-to-text model that ``AutoProcessor`` + ``AutoModelForImageTextToT
 (Qwen2.5-VL, SmolVLM / Idefics3, LLaVA, ...) describes both views: the image view with the
 picture in the chat turn, the text view through the same model without an image. A plain causal
 LM (``AutoModelForCausalLM`` + ``AutoTokenizer``, also from a GGUF file) can only write the text
-view. Generation is batched with left padding and greedy, so it is deterministic for a given
-batch composition (padding can still change the last digits of the logits, hence rarely a word).
+view. A pretrained (not instruction-tuned) causal LM has no chat template: with ``chat=False`` the
+prompt is plain text the model continues. Generation is batched with left padding and greedy, so it is
+deterministic for a given batch composition (padding can still change the last digits of the logits,
+hence rarely a word).
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ class HFGenerator:
 
     def __init__(self, model: str | Path, *, device: str | None = "auto", dtype: str | None = "auto",
                  max_new_tokens: int = 64, no_repeat_ngram_size: int = 0, trust_remote_code: bool = False,
-                 gguf_file: str | None = None):
+                 gguf_file: str | None = None, chat: bool = True):
         self.model_name = str(model)
+        self.chat = chat  # False: the prompt is continued as plain text (pretrained models)
         self.device = resolve_device(device)
         self.max_new_tokens = int(max_new_tokens)
         self.no_repeat_ngram_size = int(no_repeat_ngram_size)  # > 0 stops small models' word loops
@@ -88,9 +91,12 @@ class HFGenerator:
                 f"model {self.model_name!r} (type {config.model_type!r}) is neither an image-text-to-text "
                 "model nor a causal language model"
             )
+        if not chat and self.sees_images:
+            raise ValueError(f"model {self.model_name!r} sees images; plain prompts (chat=False) are for causal LMs")
         self.templater = self.processor or self.tokenizer  # VLM chat templates live on the processor
-        if getattr(self.templater, "chat_template", None) is None:
-            raise ValueError(f"model {self.model_name!r} has no chat template; use an instruction-tuned model")
+        if chat and getattr(self.templater, "chat_template", None) is None:
+            raise ValueError(f"model {self.model_name!r} has no chat template; use an instruction-tuned model "
+                             "or chat=False")
         self.tokenizer.padding_side = "left"  # decoder-only batches must end where generation starts
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -101,15 +107,18 @@ class HFGenerator:
         """One completion per prompt; ``images`` (one per prompt) only for vision-language models."""
         if images is not None and not self.sees_images:
             raise ValueError(f"model {self.model_name!r} is text-only and cannot describe images")
-        texts = [
-            self.templater.apply_chat_template(
-                [{"role": "user", "content": self._content(prompt, with_image=images is not None)}],
-                add_generation_prompt=True, tokenize=False,
-            )
-            for prompt in prompts
-        ]
-        if self.processor is None:
-            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        if not self.chat:  # a new line after the prompt: the model writes the answer as the next paragraph
+            texts = [f"{prompt}\n" for prompt in prompts]
+        else:
+            texts = [
+                self.templater.apply_chat_template(
+                    [{"role": "user", "content": self._content(prompt, with_image=images is not None)}],
+                    add_generation_prompt=True, tokenize=False,
+                )
+                for prompt in prompts
+            ]
+        if self.processor is None:  # plain prompts get the tokenizer's own start token (a chat template has it)
+            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         else:
             nested = None if images is None else [[image] for image in images]
             inputs = self.processor(text=texts, images=nested, return_tensors="pt", padding=True,

@@ -12,6 +12,7 @@ from dmesr.enrich.describers import Describer
 
 DESCRIBERS = {  # name -> (module, class); the class's keyword arguments are the describer's options
     "cascade": ("dmesr.enrich.cascade", "CascadeDescriber"),
+    "gemma3": ("dmesr.enrich.gemma", "Gemma3Describer"),
     "hf": ("dmesr.enrich.describers", "HFDescriber"),
     "precomputed": ("dmesr.enrich.describers", "PrecomputedDescriber"),
 }
