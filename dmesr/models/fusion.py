@@ -115,12 +115,12 @@ class CrossAttentionFusion(nn.Module):
             scores, attend = self._factored_attention(q, tokens)
         else:
             scores, attend = self._packed_attention(q, tokens, token_mask)
-        real = token_mask[:, None, :, None]
-        scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)  # [N, Q, L, H]
+        real = token_mask[:, None, None, :]
+        scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)  # [N, Q, H, L]
         # The multiply makes padding weights exactly zero, also for rows with no real token,
         # whose softmax over all-masked scores would otherwise be uniform over padding.
-        weights = torch.softmax(scores, dim=2) * real
-        attended = attend(self.attention_dropout(weights)).reshape(n, num_queries, dim)
+        weights = torch.softmax(scores, dim=-1) * real
+        attended = attend(self._drop_attention(weights)).reshape(n, num_queries, dim)
         if self.pre_norm:
             hidden = queries + self.residual_dropout(self.output(attended))
             fused = hidden + self.feed_forward(self.output_norm(hidden))
@@ -129,7 +129,22 @@ class CrossAttentionFusion(nn.Module):
             fused = self.output_norm(hidden + self.feed_forward(hidden))
         if single_query:
             fused = fused.squeeze(1)
-        return (fused, weights.permute(0, 3, 1, 2)) if return_attention else fused  # weights [N, H, Q, L]
+        return (fused, weights.transpose(1, 2)) if return_attention else fused  # weights [N, H, Q, L]
+
+    def _drop_attention(self, weights: torch.Tensor) -> torch.Tensor:
+        """``attention_dropout`` of ``weights [N, Q, H, L]`` with the draws it makes for ``[N, Q, L, H]``.
+
+        Scores and weights are laid out token-last, so the softmax runs over contiguous rows and the
+        products with the token states are plain batched matrix products. Dropout draws one number per
+        element in memory order; drawing the mask in the token-before-head order and transposing it
+        keeps every mask (and hence every training run) what it was in that order.
+        """
+        p = self.attention_dropout.p
+        if not (self.training and 0 < p < 1):
+            return self.attention_dropout(weights)  # identity, or all zero at p = 1: no draws either way
+        n, num_queries, heads, length = weights.shape
+        keep = weights.new_empty(n, num_queries, length, heads).bernoulli_(1 - p).div_(1 - p)
+        return weights * keep.transpose(2, 3)
 
     @staticmethod
     def _check_shapes(queries: torch.Tensor, tokens: torch.Tensor | LinearTokens, token_mask: torch.Tensor) -> None:
@@ -142,7 +157,7 @@ class CrossAttentionFusion(nn.Module):
             )
 
     def _packed_attention(self, q: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
-        """Scores ``[N, Q, L, H]`` and the weights -> attended map, with keys and values of real tokens only.
+        """Scores ``[N, Q, H, L]`` and the weights -> attended map, with keys and values of real tokens only.
 
         Over the padded ``[N, L, ...]`` form the head-width products cost 2-3x more on CPU (strided
         broadcasts, zero-filled copies); only the small score and weight tensors are padded here.
@@ -157,10 +172,10 @@ class CrossAttentionFusion(nn.Module):
         values = self.value(tokens).view(-1, 1, heads, head_dim)
         packed_scores = (q[item_of_token] * keys).sum(-1) / math.sqrt(head_dim)  # [R, Q, H]
         scores = (packed_scores.new_zeros(n * length, num_queries, heads).index_copy(0, positions, packed_scores)
-                  .view(n, length, num_queries, heads).transpose(1, 2))
+                  .view(n, length, num_queries, heads).permute(0, 2, 3, 1))
 
         def attend(weights: torch.Tensor) -> torch.Tensor:
-            packed_weights = weights.transpose(1, 2).reshape(n * length, num_queries, heads)[positions]
+            packed_weights = weights.permute(0, 3, 1, 2).reshape(n * length, num_queries, heads)[positions]
             return q.new_zeros(q.shape).index_add(0, item_of_token, packed_weights[..., None] * values)
 
         return scores, attend
@@ -171,6 +186,10 @@ class CrossAttentionFusion(nn.Module):
         Key of a token: ``W_k (A x + a) + b_k = K x + k0`` with ``K = W_k A``; per head ``h``,
         ``q_h . k_h = (K_h^T q_h) . x + q_h . k0_h``. Value: the weighted sum of ``V x + v0`` is
         ``V (sum_l w_l x_l) + v0 sum_l w_l`` (the weights do not sum to one under dropout).
+
+        Both products with ``base`` put the frozen states second (``[Q*H, p] x [p, L]`` and
+        ``[Q*H, L] x [L, p]`` per item), so their backward passes multiply by ``base`` in the layouts
+        batched products run fastest in; the transposed ``base^T x grad`` took several times longer.
         """
         n, num_queries, heads, head_dim = q.shape
         base, length = tokens.base, tokens.base.shape[1]
@@ -179,14 +198,14 @@ class CrossAttentionFusion(nn.Module):
         value_map = self.value.weight @ tokens.linear.weight
         value_shift = self.value.weight @ tokens.linear.bias + self.value.bias
         folded = torch.einsum("nqhj,hjp->nqhp", q, key_map.view(heads, head_dim, -1))
-        per_token = torch.bmm(base, folded.reshape(n, num_queries * heads, -1).transpose(1, 2))  # [N, L, Q*H]
+        per_token = torch.bmm(folded.reshape(n, num_queries * heads, -1), base.transpose(1, 2))  # [N, Q*H, L]
         shift = (q * key_shift.view(heads, head_dim)).sum(-1)  # [N, Q, H]
-        scores = (per_token.view(n, length, num_queries, heads).transpose(1, 2) + shift[:, :, None]) / math.sqrt(head_dim)
+        scores = (per_token.view(n, num_queries, heads, length) + shift[..., None]) / math.sqrt(head_dim)
 
         def attend(weights: torch.Tensor) -> torch.Tensor:
-            summed = torch.bmm(weights.permute(0, 1, 3, 2).reshape(n, num_queries * heads, length), base)
+            summed = torch.bmm(weights.reshape(n, num_queries * heads, length), base)  # [N, Q*H, p]
             attended = torch.einsum("nqhp,hjp->nqhj", summed.view(n, num_queries, heads, -1),
                                     value_map.view(heads, head_dim, -1))
-            return attended + value_shift.view(heads, head_dim) * weights.sum(2)[..., None]
+            return attended + value_shift.view(heads, head_dim) * weights.sum(-1)[..., None]
 
         return scores, attend
