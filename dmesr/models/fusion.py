@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -141,23 +142,22 @@ class CrossAttentionFusion(nn.Module):
             queries = queries.unsqueeze(1)
         self._check_shapes(queries, tokens, token_mask)
         n, num_queries, dim = queries.shape
-        q = self.query(self.attention_norm(queries) if self.pre_norm else queries)
-        q = q.view(n, num_queries, self.num_heads, self.head_dim)
+        normed = self.attention_norm(queries) if self.pre_norm else queries
         if isinstance(tokens, LinearTokens):
-            scores, attend = self._factored_attention(q, tokens)
+            scores, attend = self._factored_attention(normed, tokens)
         else:
-            scores, attend = self._packed_attention(q, tokens, token_mask)
+            scores, attend = self._packed_attention(normed, tokens, token_mask)
         real = token_mask[:, None, None, :]
         scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)  # [N, Q, H, L]
         # The multiply makes padding weights exactly zero, also for rows with no real token,
         # whose softmax over all-masked scores would otherwise be uniform over padding.
         weights = torch.softmax(scores, dim=-1) * real
-        attended = attend(self._drop_attention(weights)).reshape(n, num_queries, dim)
+        attended = attend(self._drop_attention(weights))  # [N, Q, d], through the output map
         if self.pre_norm:
-            hidden = queries + self.residual_dropout(self.output(attended))
+            hidden = queries + self.residual_dropout(attended)
             fused = hidden + self.feed_forward(self.output_norm(hidden))
         else:
-            hidden = self.attention_norm(queries + self.residual_dropout(self.output(attended)))
+            hidden = self.attention_norm(queries + self.residual_dropout(attended))
             fused = self.output_norm(hidden + self.feed_forward(hidden))
         if single_query:
             fused = fused.squeeze(1)
@@ -188,13 +188,16 @@ class CrossAttentionFusion(nn.Module):
                 f"mask {tuple(token_mask.shape)}"
             )
 
-    def _packed_attention(self, q: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
-        """Scores ``[N, Q, H, L]`` and the weights -> attended map, with keys and values of real tokens only.
+    def _packed_attention(self, normed: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
+        """Scores ``[N, Q, H, L]`` and the weights -> attended map (output map applied), with keys and
+        values of real tokens only, for the (normalised) queries ``normed [N, Q, d]``.
 
         Over the padded ``[N, L, ...]`` form the head-width products cost 2-3x more on CPU (strided
         broadcasts, zero-filled copies); only the small score and weight tensors are padded here.
         """
-        n, num_queries, heads, head_dim = q.shape
+        n, num_queries, dim = normed.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        q = self.query(normed).view(n, num_queries, heads, head_dim)
         length = token_mask.shape[1]
         positions = token_mask.flatten().nonzero().squeeze(1)
         if tokens.dim() == 3:
@@ -208,34 +211,47 @@ class CrossAttentionFusion(nn.Module):
 
         def attend(weights: torch.Tensor) -> torch.Tensor:
             packed_weights = weights.permute(0, 3, 1, 2).reshape(n * length, num_queries, heads)[positions]
-            return q.new_zeros(q.shape).index_add(0, item_of_token, packed_weights[..., None] * values)
+            attended = q.new_zeros(q.shape).index_add(0, item_of_token, packed_weights[..., None] * values)
+            return self.output(attended.reshape(n, num_queries, dim))
 
         return scores, attend
 
-    def _factored_attention(self, q: torch.Tensor, tokens: LinearTokens):
+    def _factored_attention(self, normed: torch.Tensor, tokens: LinearTokens):
         """The same scores and attended map for ``tokens = A base + a``, without forming the tokens.
 
         Key of a token: ``W_k (A x + a) + b_k = K x + k0`` with ``K = W_k A``; per head ``h``,
-        ``q_h . k_h = (K_h^T q_h) . x + q_h . k0_h``. Value: the weighted sum of ``V x + v0`` is
-        ``V (sum_l w_l x_l) + v0 sum_l w_l`` (the weights do not sum to one under dropout).
+        ``q_h . k_h = (K_h^T q_h) . x + q_h . k0_h``, and ``q_h = W_q,h y + b_q,h`` for the normalised
+        query ``y``, so one map of ``y`` gives the folded query ``K_h^T q_h`` (and the shift
+        ``q_h . k0_h``, scaled by ``1 / sqrt(head_dim)`` in the same map) for every head. Value: the
+        weighted sum of ``V x + v0`` is ``V (sum_l w_l x_l) + v0 sum_l w_l`` (the weights do not sum to
+        one under dropout); the output map ``W_o`` is folded into ``V`` and ``v0`` likewise, so the
+        attended vectors leave through one map of ``[sum_l w_l x_l, sum_l w_l]`` per head.
 
         Both products with the frozen states go through :class:`_TokenProduct`, forward and backward.
         """
-        n, num_queries, heads, head_dim = q.shape
+        n, num_queries, dim = normed.shape
+        heads, head_dim = self.num_heads, self.head_dim
         base, length = tokens.base, tokens.base.shape[1]
-        key_map = self.key.weight @ tokens.linear.weight  # [d, p]
-        key_shift = self.key.weight @ tokens.linear.bias + self.key.bias
-        value_map = self.value.weight @ tokens.linear.weight
-        value_shift = self.value.weight @ tokens.linear.bias + self.value.bias
-        folded = torch.einsum("nqhj,hjp->nqhp", q, key_map.view(heads, head_dim, -1))
-        per_token = _TokenProduct.apply(folded.reshape(n, num_queries * heads, -1), base, tokens.base_t, False)
-        shift = (q * key_shift.view(heads, head_dim)).sum(-1)  # [N, Q, H]
-        scores = (per_token.view(n, num_queries, heads, length) + shift[..., None]) / math.sqrt(head_dim)
+        # per head, the key side [p + 1, hd]: K_h^T (the folded query) and k0_h (the shift)
+        key_side = torch.cat([self.key.weight @ tokens.linear.weight,
+                              (self.key.weight @ tokens.linear.bias + self.key.bias)[:, None]], dim=1)
+        key_side = key_side.view(heads, head_dim, -1).transpose(1, 2) / math.sqrt(head_dim)
+        query_weight = self.query.weight.view(heads, head_dim, dim)
+        query_map = (key_side @ query_weight).reshape(-1, dim)  # [H * (p + 1), d]
+        query_bias = (key_side @ self.query.bias.view(heads, head_dim, 1)).reshape(-1)
+        folded = F.linear(normed, query_map, query_bias).view(n, num_queries, heads, -1)  # [N, Q, H, p + 1]
+        per_token = _TokenProduct.apply(folded[..., :-1].reshape(n, num_queries * heads, -1), base,
+                                        tokens.base_t, False)
+        scores = per_token.view(n, num_queries, heads, length) + folded[..., -1:]
+        # per head, the value side [hd, p + 1]: V_h and v0_h, then through the head's columns of W_o
+        value_side = torch.cat([self.value.weight @ tokens.linear.weight,
+                                (self.value.weight @ tokens.linear.bias + self.value.bias)[:, None]], dim=1)
+        output_weight = self.output.weight.view(dim, heads, head_dim).transpose(0, 1)  # [H, d, hd]
+        output_map = (output_weight @ value_side.view(heads, head_dim, -1)).transpose(0, 1).reshape(dim, -1)
 
         def attend(weights: torch.Tensor) -> torch.Tensor:
             summed = _TokenProduct.apply(weights.reshape(n, num_queries * heads, length), base, tokens.base_t, True)
-            attended = torch.einsum("nqhp,hjp->nqhj", summed.view(n, num_queries, heads, -1),
-                                    value_map.view(heads, head_dim, -1))
-            return attended + value_shift.view(heads, head_dim) * weights.sum(-1)[..., None]
+            summed = torch.cat([summed.view(n, num_queries, heads, -1), weights.sum(-1, keepdim=True)], dim=-1)
+            return F.linear(summed.reshape(n, num_queries, -1), output_map, self.output.bias)
 
         return scores, attend
