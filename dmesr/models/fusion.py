@@ -19,10 +19,10 @@ either way keys, values and the products with them are computed for real tokens 
 larger part of the fusion's cost when texts are much shorter than the padded length.
 
 When the tokens are a trainable linear map of frozen states (DMESR after its token PCA, see
-:class:`LinearTokens`), they are never computed: the key map is folded into the queries and the
-value map applied after the weighted sum, so the work per token is a ``[p]``-dot product per query
-and head instead of three ``d x d`` projections (exact algebra; equal to the explicit form up to
-float rounding, as the tests check).
+:class:`LinearTokens`), they are never computed: the query and key maps are folded into one map of
+the queries and the value and output maps into one map after the weighted sum, so the work per
+token is a ``[p]``-dot product per query and head instead of three ``d x d`` projections (exact
+algebra; equal to the explicit form up to float rounding, as the tests check).
 
 Attention is written out rather than taken from ``nn.MultiheadAttention`` for two reasons: the
 notebooks need the per-head weights, and an item whose text has no token at all must get an
