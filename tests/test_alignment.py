@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dmesr.models import alignment
 from dmesr.models.alignment import SHARED_EXP_MIN_TEMPERATURE, SymmetricInfoNCE, _SharedExpInfoNCE, batch_rows
 
 
@@ -69,7 +70,10 @@ def _two_cross_entropies(a: torch.Tensor, b: torch.Tensor, temperature: torch.Te
 
 
 @pytest.mark.parametrize("temperature", [0.01, 0.03, 0.07, 0.5])
-def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared_exp_bound(temperature):
+@pytest.mark.parametrize("tile_elements", [2**18, 150])  # one tile; tiles of 3 rows, the last one short
+def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared_exp_bound(
+        temperature, tile_elements, monkeypatch):
+    monkeypatch.setattr(alignment, "TILE_ELEMENTS", tile_elements)
     torch.manual_seed(0)
     a, b = torch.randn(50, 16, requires_grad=True), torch.randn(50, 16, requires_grad=True)
     loss_fn = SymmetricInfoNCE(temperature, learnable=True, min_temperature=min(temperature, SHARED_EXP_MIN_TEMPERATURE))
@@ -92,12 +96,14 @@ def test_half_precision_views_take_the_cross_entropy_path_and_stay_finite():
     assert torch.isfinite(loss) and loss.item() == pytest.approx(reference.item(), rel=1e-2)
 
 
-def test_shared_exp_backward_passes_gradcheck():
+@pytest.mark.parametrize("tile_elements", [2**18, 14])  # one tile; tiles of 2 rows, the last one short
+def test_shared_exp_backward_passes_gradcheck(tile_elements, monkeypatch):
+    monkeypatch.setattr(alignment, "TILE_ELEMENTS", tile_elements)
     torch.manual_seed(0)
-    a = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()
-    b = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1).requires_grad_()
+    a = F.normalize(torch.randn(7, 4, dtype=torch.float64), dim=-1).requires_grad_()
+    b = F.normalize(torch.randn(7, 4, dtype=torch.float64), dim=-1).requires_grad_()
     scale = torch.tensor(1 / 0.07, dtype=torch.float64, requires_grad=True)
-    present = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    present = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
     assert torch.autograd.gradcheck(_SharedExpInfoNCE.apply, (a, b, scale, present))
     assert torch.autograd.gradcheck(_SharedExpInfoNCE.apply, (a, b, scale, torch.ones_like(present)))
 

@@ -155,3 +155,16 @@ def test_linear_tokens_give_the_explicit_attention_and_gradients(queries, norm):
         for factored, explicit in zip(results["factored"], results[form]):
             torch.testing.assert_close(factored, explicit)
     assert results["factored"][1][3].abs().sum() == 0  # the item without tokens attends to nothing
+
+
+def test_attention_dropout_draws_its_masks_in_token_before_head_order():
+    # Weights are laid out [N, Q, H, L]; the mask is drawn as for [N, Q, L, H] (the layout runs were
+    # trained with), so a seeded training run keeps its dropout masks.
+    fusion = CrossAttentionFusion(dim=8, num_heads=2, dropout=0.4).train()
+    weights = torch.rand(5, 2, 2, 7)
+    torch.manual_seed(3)
+    dropped = fusion._drop_attention(weights)
+    torch.manual_seed(3)
+    expected = torch.nn.functional.dropout(weights.transpose(2, 3).contiguous(), 0.4).transpose(2, 3)
+    assert torch.equal(dropped, expected)
+    assert torch.equal(fusion.eval()._drop_attention(weights), weights)

@@ -31,19 +31,45 @@ from torch.autograd.function import once_differentiable
 SHARED_EXP_MIN_TEMPERATURE = 0.025
 
 
+# Logits visited at once on a CPU: a tile of ~1 MB stays in cache while it is exponentiated, masked
+# and summed (and in the backward pass turned into gradients), instead of the whole N x N matrix
+# passing through memory once per operation. A GPU takes the whole matrix: fewer, larger kernels.
+TILE_ELEMENTS = 2**18
+
+
+def _tile_rows(n: int, device: torch.device) -> int:
+    return max(1, TILE_ELEMENTS // max(n, 1)) if device.type == "cpu" else max(n, 1)
+
+
 class _SharedExpInfoNCE(torch.autograd.Function):
     """``0.5 * (CE(rows) + CE(columns))`` of ``logits = scale * a @ b.T`` with the diagonal as targets,
     over the rows and columns where ``present`` is 1, for unit vectors ``a, b [N, d]`` and
     ``scale = 1 / tau``; equal to the two ``F.cross_entropy`` over the present rows up to float
     rounding. The row and column sums of ``exp(logits - scale)`` give both log-normalisers. Absent
-    rows and columns are zeroed rather than removed, so every shape is fixed by ``N``."""
+    rows and columns are zeroed rather than removed, so every shape is fixed by ``N``.
+
+    Both passes run over row tiles (:data:`TILE_ELEMENTS`): forward, one ``addmm`` per tile with the
+    scale folded into ``a`` and the shift as its bias, then exp, mask and sums while the tile is in
+    cache; backward, each tile's gradient of the logits (scaled by reciprocal sums rather than
+    divided by them) goes straight into both products."""
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        n = a.shape[0]
         count = present.sum().clamp(min=1)
-        shifted_exp = torch.mm(a, b.T).mul_(scale).sub_(scale).exp_().mul_(present[:, None]).mul_(present)
+        scaled_a, shift = a * scale, -scale
+        shifted_exp = a.new_empty(n, n)
+        row_sums, column_sums = a.new_empty(n), a.new_zeros(n)
+        rows = _tile_rows(n, a.device)
+        for start in range(0, n, rows):
+            end = min(start + rows, n)
+            tile = torch.addmm(shift, scaled_a[start:end], b.T, out=shifted_exp[start:end]).exp_()
+            tile.mul_(present[start:end, None]).mul_(present)
+            row_sums[start:end] = tile.sum(dim=1)
+            column_sums += tile.sum(dim=0)
         # an absent row or column sums to 0: adding 1 there makes its log 0 and keeps divisions finite
-        row_sums, column_sums = shifted_exp.sum(dim=1) + (1 - present), shifted_exp.sum(dim=0) + (1 - present)
+        row_sums += 1 - present
+        column_sums += 1 - present
         target_logits = (a * b).sum(dim=1) * scale * present
         loss = (0.5 * (row_sums.log().sum() + column_sums.log().sum()) + scale * present.sum()
                 - target_logits.sum()) / count
@@ -54,14 +80,23 @@ class _SharedExpInfoNCE(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
         a, b, scale, present, count, shifted_exp, row_sums, column_sums = ctx.saved_tensors
-        # d loss / d logits = (row softmax + column softmax) / 2n - identity / n, on present rows only
-        grad_logits = shifted_exp / row_sums[:, None]
-        grad_logits.addcmul_(shifted_exp, column_sums.reciprocal()[None, :])
-        grad_logits.mul_(grad_loss * 0.5 / count)
-        grad_logits.diagonal().sub_(grad_loss * present / count)
-        grad_logits_b = grad_logits @ b
+        # d loss / d logits = (row softmax + column softmax) / 2n - identity / n, on present rows only,
+        # formed and multiplied out tile by tile like the forward pass
+        weight = grad_loss * 0.5 / count
+        row_weights, column_weights = weight / row_sums, weight / column_sums
+        diagonal = grad_loss * present / count
+        n = a.shape[0]
+        grad_logits_b, grad_logits_t_a = torch.empty_like(a), torch.zeros_like(b)
+        rows = _tile_rows(n, a.device)
+        for start in range(0, n, rows):
+            end = min(start + rows, n)
+            tile = shifted_exp[start:end]
+            grad_logits = (tile * row_weights[start:end, None]).addcmul_(tile, column_weights)
+            grad_logits.diagonal(offset=start).sub_(diagonal[start:end])
+            torch.mm(grad_logits, b, out=grad_logits_b[start:end])
+            grad_logits_t_a.addmm_(grad_logits.T, a[start:end])
         grad_a = grad_logits_b * scale
-        grad_b = (grad_logits.T @ a) * scale
+        grad_b = grad_logits_t_a * scale
         # logits = scale * cosines, and sum(grad_logits * cosines) = sum(a * (grad_logits @ b))
         grad_scale = (a * grad_logits_b).sum() if ctx.needs_input_grad[2] else None
         return grad_a, grad_b, grad_scale, None

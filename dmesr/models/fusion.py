@@ -19,10 +19,10 @@ either way keys, values and the products with them are computed for real tokens 
 larger part of the fusion's cost when texts are much shorter than the padded length.
 
 When the tokens are a trainable linear map of frozen states (DMESR after its token PCA, see
-:class:`LinearTokens`), they are never computed: the key map is folded into the queries and the
-value map applied after the weighted sum, so the work per token is a ``[p]``-dot product per query
-and head instead of three ``d x d`` projections (exact algebra; equal to the explicit form up to
-float rounding, as the tests check).
+:class:`LinearTokens`), they are never computed: the query and key maps are folded into one map of
+the queries and the value and output maps into one map after the weighted sum, so the work per
+token is a ``[p]``-dot product per query and head instead of three ``d x d`` projections (exact
+algebra; equal to the explicit form up to float rounding, as the tests check).
 
 Attention is written out rather than taken from ``nn.MultiheadAttention`` for two reasons: the
 notebooks need the per-head weights, and an item whose text has no token at all must get an
@@ -35,7 +35,9 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from dmesr.config import FUSION_NORMS
 
@@ -43,14 +45,45 @@ from dmesr.config import FUSION_NORMS
 @dataclass
 class LinearTokens:
     """Token states given as ``linear(base)``: ``base [N, L, p]`` frozen (zeros at padding), ``linear``
-    a trainable ``nn.Linear(p, d)``. The fusion uses the pair without forming the ``[N, L, d]`` states."""
+    a trainable ``nn.Linear(p, d)``. The fusion uses the pair without forming the ``[N, L, d]`` states.
+
+    ``base_t`` holds the same states as ``[N, p, L]`` (derived from ``base`` when not given): each of
+    the fusion's products with the states runs fastest with one of the two layouts (:class:`_TokenProduct`).
+    """
 
     base: torch.Tensor
     linear: nn.Linear
+    base_t: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.base_t is None:
+            self.base_t = self.base.transpose(1, 2).contiguous()
 
     def materialise(self) -> torch.Tensor:
         """The explicit ``[N, L, d]`` token states (what the factored attention is equal to)."""
         return self.linear(self.base)
+
+
+class _TokenProduct(torch.autograd.Function):
+    """Per item, ``x @ base^T`` (``x [N, C, p]`` -> ``[N, C, L]``) or, ``over_tokens``, ``x @ base``
+    (``x [N, C, L]`` -> ``[N, C, p]``), for frozen states ``base [N, L, p]`` = ``base_t [N, p, L]``^T.
+
+    Each is computed as the tall ``[L, p]`` or ``[p, L]`` states times the few (``C = Q*H``) columns of
+    ``x``, then transposed: batched products of that shape ran about twice as fast on the CPU as
+    ``[C, p] x [p, L]``. The backward pass of one product is the other one, so it is as fast."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, base: torch.Tensor, base_t: torch.Tensor, over_tokens: bool) -> torch.Tensor:
+        ctx.save_for_backward(base, base_t)
+        ctx.over_tokens = over_tokens
+        return torch.bmm(base_t if over_tokens else base, x.transpose(1, 2)).transpose(1, 2)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        base, base_t = ctx.saved_tensors
+        over_tokens = not ctx.over_tokens
+        return torch.bmm(base_t if over_tokens else base, grad.transpose(1, 2)).transpose(1, 2), None, None, None
 
 
 class CrossAttentionFusion(nn.Module):
@@ -109,27 +142,41 @@ class CrossAttentionFusion(nn.Module):
             queries = queries.unsqueeze(1)
         self._check_shapes(queries, tokens, token_mask)
         n, num_queries, dim = queries.shape
-        q = self.query(self.attention_norm(queries) if self.pre_norm else queries)
-        q = q.view(n, num_queries, self.num_heads, self.head_dim)
+        normed = self.attention_norm(queries) if self.pre_norm else queries
         if isinstance(tokens, LinearTokens):
-            scores, attend = self._factored_attention(q, tokens)
+            scores, attend = self._factored_attention(normed, tokens)
         else:
-            scores, attend = self._packed_attention(q, tokens, token_mask)
-        real = token_mask[:, None, :, None]
-        scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)  # [N, Q, L, H]
+            scores, attend = self._packed_attention(normed, tokens, token_mask)
+        real = token_mask[:, None, None, :]
+        scores = scores.masked_fill(~real, torch.finfo(scores.dtype).min)  # [N, Q, H, L]
         # The multiply makes padding weights exactly zero, also for rows with no real token,
         # whose softmax over all-masked scores would otherwise be uniform over padding.
-        weights = torch.softmax(scores, dim=2) * real
-        attended = attend(self.attention_dropout(weights)).reshape(n, num_queries, dim)
+        weights = torch.softmax(scores, dim=-1) * real
+        attended = attend(self._drop_attention(weights))  # [N, Q, d], through the output map
         if self.pre_norm:
-            hidden = queries + self.residual_dropout(self.output(attended))
+            hidden = queries + self.residual_dropout(attended)
             fused = hidden + self.feed_forward(self.output_norm(hidden))
         else:
-            hidden = self.attention_norm(queries + self.residual_dropout(self.output(attended)))
+            hidden = self.attention_norm(queries + self.residual_dropout(attended))
             fused = self.output_norm(hidden + self.feed_forward(hidden))
         if single_query:
             fused = fused.squeeze(1)
-        return (fused, weights.permute(0, 3, 1, 2)) if return_attention else fused  # weights [N, H, Q, L]
+        return (fused, weights.transpose(1, 2)) if return_attention else fused  # weights [N, H, Q, L]
+
+    def _drop_attention(self, weights: torch.Tensor) -> torch.Tensor:
+        """``attention_dropout`` of ``weights [N, Q, H, L]`` with the draws it makes for ``[N, Q, L, H]``.
+
+        Scores and weights are laid out token-last, so the softmax runs over contiguous rows and the
+        products with the token states are plain batched matrix products. Dropout draws one number per
+        element in memory order; drawing the mask in the token-before-head order and transposing it
+        keeps every mask (and hence every training run) what it was in that order.
+        """
+        p = self.attention_dropout.p
+        if not (self.training and 0 < p < 1):
+            return self.attention_dropout(weights)  # identity, or all zero at p = 1: no draws either way
+        n, num_queries, heads, length = weights.shape
+        keep = weights.new_empty(n, num_queries, length, heads).bernoulli_(1 - p).div_(1 - p)
+        return weights * keep.transpose(2, 3)
 
     @staticmethod
     def _check_shapes(queries: torch.Tensor, tokens: torch.Tensor | LinearTokens, token_mask: torch.Tensor) -> None:
@@ -141,13 +188,16 @@ class CrossAttentionFusion(nn.Module):
                 f"mask {tuple(token_mask.shape)}"
             )
 
-    def _packed_attention(self, q: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
-        """Scores ``[N, Q, L, H]`` and the weights -> attended map, with keys and values of real tokens only.
+    def _packed_attention(self, normed: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor):
+        """Scores ``[N, Q, H, L]`` and the weights -> attended map (output map applied), with keys and
+        values of real tokens only, for the (normalised) queries ``normed [N, Q, d]``.
 
         Over the padded ``[N, L, ...]`` form the head-width products cost 2-3x more on CPU (strided
         broadcasts, zero-filled copies); only the small score and weight tensors are padded here.
         """
-        n, num_queries, heads, head_dim = q.shape
+        n, num_queries, dim = normed.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        q = self.query(normed).view(n, num_queries, heads, head_dim)
         length = token_mask.shape[1]
         positions = token_mask.flatten().nonzero().squeeze(1)
         if tokens.dim() == 3:
@@ -157,36 +207,51 @@ class CrossAttentionFusion(nn.Module):
         values = self.value(tokens).view(-1, 1, heads, head_dim)
         packed_scores = (q[item_of_token] * keys).sum(-1) / math.sqrt(head_dim)  # [R, Q, H]
         scores = (packed_scores.new_zeros(n * length, num_queries, heads).index_copy(0, positions, packed_scores)
-                  .view(n, length, num_queries, heads).transpose(1, 2))
+                  .view(n, length, num_queries, heads).permute(0, 2, 3, 1))
 
         def attend(weights: torch.Tensor) -> torch.Tensor:
-            packed_weights = weights.transpose(1, 2).reshape(n * length, num_queries, heads)[positions]
-            return q.new_zeros(q.shape).index_add(0, item_of_token, packed_weights[..., None] * values)
+            packed_weights = weights.permute(0, 3, 1, 2).reshape(n * length, num_queries, heads)[positions]
+            attended = q.new_zeros(q.shape).index_add(0, item_of_token, packed_weights[..., None] * values)
+            return self.output(attended.reshape(n, num_queries, dim))
 
         return scores, attend
 
-    def _factored_attention(self, q: torch.Tensor, tokens: LinearTokens):
+    def _factored_attention(self, normed: torch.Tensor, tokens: LinearTokens):
         """The same scores and attended map for ``tokens = A base + a``, without forming the tokens.
 
         Key of a token: ``W_k (A x + a) + b_k = K x + k0`` with ``K = W_k A``; per head ``h``,
-        ``q_h . k_h = (K_h^T q_h) . x + q_h . k0_h``. Value: the weighted sum of ``V x + v0`` is
-        ``V (sum_l w_l x_l) + v0 sum_l w_l`` (the weights do not sum to one under dropout).
+        ``q_h . k_h = (K_h^T q_h) . x + q_h . k0_h``, and ``q_h = W_q,h y + b_q,h`` for the normalised
+        query ``y``, so one map of ``y`` gives the folded query ``K_h^T q_h`` (and the shift
+        ``q_h . k0_h``, scaled by ``1 / sqrt(head_dim)`` in the same map) for every head. Value: the
+        weighted sum of ``V x + v0`` is ``V (sum_l w_l x_l) + v0 sum_l w_l`` (the weights do not sum to
+        one under dropout); the output map ``W_o`` is folded into ``V`` and ``v0`` likewise, so the
+        attended vectors leave through one map of ``[sum_l w_l x_l, sum_l w_l]`` per head.
+
+        Both products with the frozen states go through :class:`_TokenProduct`, forward and backward.
         """
-        n, num_queries, heads, head_dim = q.shape
+        n, num_queries, dim = normed.shape
+        heads, head_dim = self.num_heads, self.head_dim
         base, length = tokens.base, tokens.base.shape[1]
-        key_map = self.key.weight @ tokens.linear.weight  # [d, p]
-        key_shift = self.key.weight @ tokens.linear.bias + self.key.bias
-        value_map = self.value.weight @ tokens.linear.weight
-        value_shift = self.value.weight @ tokens.linear.bias + self.value.bias
-        folded = torch.einsum("nqhj,hjp->nqhp", q, key_map.view(heads, head_dim, -1))
-        per_token = torch.bmm(base, folded.reshape(n, num_queries * heads, -1).transpose(1, 2))  # [N, L, Q*H]
-        shift = (q * key_shift.view(heads, head_dim)).sum(-1)  # [N, Q, H]
-        scores = (per_token.view(n, length, num_queries, heads).transpose(1, 2) + shift[:, :, None]) / math.sqrt(head_dim)
+        # per head, the key side [p + 1, hd]: K_h^T (the folded query) and k0_h (the shift)
+        key_side = torch.cat([self.key.weight @ tokens.linear.weight,
+                              (self.key.weight @ tokens.linear.bias + self.key.bias)[:, None]], dim=1)
+        key_side = key_side.view(heads, head_dim, -1).transpose(1, 2) / math.sqrt(head_dim)
+        query_weight = self.query.weight.view(heads, head_dim, dim)
+        query_map = (key_side @ query_weight).reshape(-1, dim)  # [H * (p + 1), d]
+        query_bias = (key_side @ self.query.bias.view(heads, head_dim, 1)).reshape(-1)
+        folded = F.linear(normed, query_map, query_bias).view(n, num_queries, heads, -1)  # [N, Q, H, p + 1]
+        per_token = _TokenProduct.apply(folded[..., :-1].reshape(n, num_queries * heads, -1), base,
+                                        tokens.base_t, False)
+        scores = per_token.view(n, num_queries, heads, length) + folded[..., -1:]
+        # per head, the value side [hd, p + 1]: V_h and v0_h, then through the head's columns of W_o
+        value_side = torch.cat([self.value.weight @ tokens.linear.weight,
+                                (self.value.weight @ tokens.linear.bias + self.value.bias)[:, None]], dim=1)
+        output_weight = self.output.weight.view(dim, heads, head_dim).transpose(0, 1)  # [H, d, hd]
+        output_map = (output_weight @ value_side.view(heads, head_dim, -1)).transpose(0, 1).reshape(dim, -1)
 
         def attend(weights: torch.Tensor) -> torch.Tensor:
-            summed = torch.bmm(weights.permute(0, 1, 3, 2).reshape(n, num_queries * heads, length), base)
-            attended = torch.einsum("nqhp,hjp->nqhj", summed.view(n, num_queries, heads, -1),
-                                    value_map.view(heads, head_dim, -1))
-            return attended + value_shift.view(heads, head_dim) * weights.sum(2)[..., None]
+            summed = _TokenProduct.apply(weights.reshape(n, num_queries * heads, length), base, tokens.base_t, True)
+            summed = torch.cat([summed.view(n, num_queries, heads, -1), weights.sum(-1, keepdim=True)], dim=-1)
+            return F.linear(summed.reshape(n, num_queries, -1), output_map, self.output.bias)
 
         return scores, attend

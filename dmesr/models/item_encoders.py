@@ -145,7 +145,8 @@ class DMESRItems(ItemRepresentation):
 
     def _register_presence(self) -> None:
         """What the frozen presence flags fix, computed once: which parts each item has
-        (``part_present [N, 1 + K]``), the items without a view, the items the alignment can use."""
+        (``part_present [N, 1 + K]``), which parts a sum must mask (``sum_masks``), the items without a
+        view, the items the alignment can use."""
         present = [self.semantics.present(v) for v in self.views]
         has_view = torch.stack(present, dim=1).any(dim=1)
         if self.use_original_text:
@@ -153,6 +154,10 @@ class DMESRItems(ItemRepresentation):
             present.append(~has_view if self.fuse else torch.ones_like(has_view))
         part_present = torch.stack([torch.ones_like(has_view)] + present, dim=1)  # the ID always present
         self.register_buffer("part_present", part_present, persistent=False)
+        # Only a view that some items lack needs masking in a sum: the ID is always there, and the direct
+        # text term is already zero wherever it does not serve (with fusion) or serves every item.
+        self.sum_masks = [False] + [not bool(flags.all()) for flags in present[:len(self.views)]]
+        self.sum_masks += [False] * int(self.use_original_text)
         self.register_buffer("without_view", (~has_view).nonzero().squeeze(1), persistent=False)
         if self.alignment_pair is not None:
             first, second = self.alignment_pair
@@ -196,10 +201,12 @@ class DMESRItems(ItemRepresentation):
                 direct = self.adapt(ORIGINAL_TEXT)
             parts.append(direct)
         present = self.part_present
+        if self.integration == "sum":  # part by part: no [N, 1 + K, d] stack, no multiply by flags that are all on
+            total = parts[0]
+            for part, flags, masked in zip(parts[1:], present.unbind(dim=1)[1:], self.sum_masks[1:]):
+                total = total + (part * flags[:, None] if masked else part)
+            return [with_padding_row(total)]
         stacked = torch.stack(parts, dim=1) * present[:, :, None]  # [N, 1 + K, d], absent parts zero
-
-        if self.integration == "sum":
-            return [with_padding_row(stacked.sum(dim=1))]
         if self.integration == "concat":
             return [with_padding_row(self.project(stacked.flatten(1)))]
         if self.integration == "gate":

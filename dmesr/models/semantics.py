@@ -53,8 +53,11 @@ class FrozenSemantics(nn.Module):
             if token_pca_dim > 0:
                 # padded again: the fusion multiplies these frozen states item by item (LinearTokens)
                 reduced = pca_reduce(real_tokens.float(), token_pca_dim)
-                self.register_buffer("token_base", reduced.new_zeros(*mask.shape, reduced.shape[1]).index_put(
-                    torch.nonzero(mask, as_tuple=True), reduced), persistent=False)
+                token_base = reduced.new_zeros(*mask.shape, reduced.shape[1]).index_put(
+                    torch.nonzero(mask, as_tuple=True), reduced)
+                self.register_buffer("token_base", token_base, persistent=False)
+                # also as [N, p, L]: the fusion's products with the states need both layouts (LinearTokens)
+                self.register_buffer("token_base_t", token_base.transpose(1, 2).contiguous(), persistent=False)
                 self.token_dim = reduced.shape[1]
             else:
                 self.register_buffer("real_tokens", real_tokens, persistent=False)
@@ -72,7 +75,7 @@ class FrozenSemantics(nn.Module):
         the real tokens through ``adapter``, packed ``[num_real_tokens, d]``."""
         dtype = next(adapter.parameters()).dtype
         if hasattr(self, "token_base"):
-            return LinearTokens(self.token_base.to(dtype), adapter)
+            return LinearTokens(self.token_base.to(dtype), adapter, self.token_base_t.to(dtype))
         return adapter(self.real_tokens.to(dtype))  # float16 cast on the fly
 
 
