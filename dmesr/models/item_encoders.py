@@ -75,17 +75,16 @@ class LLMESRItems(ItemRepresentation):
         self.adapter = Adapter(semantics.input_dim, config.adapter_hidden, dim, config.dropout)
         if config.freeze_adapters:
             freeze([self.adapter])
+        total = sum(semantics.vector(s) * semantics.present(s)[:, None] for s in sources)
+        count = sum(semantics.present(s).float() for s in sources).clamp(min=1)
+        # fixed by the frozen features: averaged once, not every step
+        self.register_buffer("frozen_semantic", total / count[:, None], persistent=False)
         self.collaborative = IDEmbedding(num_items, dim)
         with torch.no_grad():
-            self.collaborative.embedding.weight[1:] = pca_init(self.frozen_semantic(), dim, ID_INIT_STD)
-
-    def frozen_semantic(self) -> torch.Tensor:
-        total = sum(self.semantics.vector(s) * self.semantics.present(s)[:, None] for s in self.sources)
-        count = sum(self.semantics.present(s).float() for s in self.sources).clamp(min=1)
-        return total / count[:, None]
+            self.collaborative.embedding.weight[1:] = pca_init(self.frozen_semantic, dim, ID_INIT_STD)
 
     def tables(self) -> list[torch.Tensor]:
-        semantic = with_padding_row(self.adapter(self.frozen_semantic()))
+        semantic = with_padding_row(self.adapter(self.frozen_semantic))
         return [semantic, self.collaborative.tables()[0]]
 
 

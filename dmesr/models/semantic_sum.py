@@ -57,10 +57,12 @@ class ConcatMLPItems(_IDPlusSemantics):
         self.adapter = Adapter(in_dim, config.adapter_hidden, dim, config.dropout)
         if config.freeze_adapters:
             freeze([self.adapter])
-
-    def tables(self) -> list[torch.Tensor]:
         parts = []
         for source in self.sources:
             present = self.semantics.present(source)[:, None].to(self.semantics.vector(source).dtype)
             parts += [self.semantics.vector(source) * present, present]
-        return [self.ids.tables()[0] + with_padding_row(self.adapter(torch.cat(parts, dim=1)))]
+        # the MLP's input is fixed by the frozen features: built once, not every step
+        self.register_buffer("inputs", torch.cat(parts, dim=1), persistent=False)
+
+    def tables(self) -> list[torch.Tensor]:
+        return [self.ids.tables()[0] + with_padding_row(self.adapter(self.inputs))]
