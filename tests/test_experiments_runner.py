@@ -91,6 +91,7 @@ def test_grid_runs_then_second_run_does_nothing(tmp_path, tiny_data, monkeypatch
     assert "Command: `dmesr report runs`" in text
     # the same report from the store alone, with the run folders gone
     shutil.rmtree(tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)  # "runs" names a collection here, not the working directory's runs/ folder
     from_store = report(["runs"], tmp_path / "again.md", command="dmesr report runs", store=tmp_path / "store")
     assert from_store.read_text() == text
 

@@ -178,7 +178,9 @@ def add_to_store(root: str | Path, store: str | Path = DEFAULT_STORE, collection
     new = collect_tables(root, collection, run_dirs)
     new["runs"] = new["runs"].drop(columns="run_dir")
     with exclusive(store / ".lock", str(store), wait=True):  # grid shards finishing together queue here
-        for name in TABLES:
+        # the runs table last: a reader (who takes no lock) never meets a run whose epochs and per-user
+        # vectors are not written yet
+        for name in sorted(TABLES, key=lambda name: name == "runs"):
             table = new[name]
             path = store / f"{name}.parquet"
             if path.exists():
