@@ -43,7 +43,8 @@ def semantic_runs(reference: str, controls: str, store: str | Path) -> pd.DataFr
     datasets the controls cover, with ``describer`` and ``control`` columns."""
     control_runs = load_runs(controls, store)
     runs = load_runs(reference, store)
-    runs = runs[runs["method"].isin([BACKBONE, PROPOSED]) & runs["dataset"].isin(control_runs["dataset"])]
+    runs = runs[runs["method"].isin([BACKBONE, PROPOSED]) & runs["dataset"].isin(control_runs["dataset"])
+                & runs["model"].isin(control_runs["model"])]  # the backbones the controls ran with (no pop)
     runs = pd.concat([runs, control_runs], ignore_index=True)
     runs["describer"] = [_setting(text, "describer") if kind != "id" else ""
                          for text, kind in zip(runs["config_yaml"], runs["items"])]
@@ -118,9 +119,9 @@ def read_quality(paths: list[str | Path]) -> list[dict]:
         result = json.loads(Path(path).read_text())
         for source in result["sources"]:
             name = Path(source["source"]).name
-            rows[(result["dataset"], name)] = {"dataset": result["dataset"], "source": name, "command": result["command"],
-                                               **source}
-    return list(rows.values())
+            rows[(result["dataset"], name)] = {**source, "dataset": result["dataset"], "source": name,
+                                               "command": result["command"]}
+    return sorted(rows.values(), key=lambda row: (row["dataset"], row["source"] != "original text", row["source"]))
 
 
 def quality_of(quality: list[dict], dataset: str, describer: str, control: str) -> dict | None:
@@ -185,9 +186,11 @@ def _quality_sentences(points: pd.DataFrame) -> list[str]:
     for dataset, group in points.dropna(subset=["probe"]).groupby("dataset", sort=True):
         means = group.groupby("method").agg(probe=("probe", "first"), gain=("gain", "mean")).sort_values("probe")
         pairs = "; ".join(f"`{method}` probe {row.probe:.3f}, gain {row.gain:+.1f}%" for method, row in means.iterrows())
-        order = "rises with" if means["gain"].is_monotonic_increasing else "does not rise steadily with"
-        lines.append(f"- {dataset}: {pairs} (mean gain over the backbones; the gain {order} the probe score "
-                     f"over these {len(means)} points).")
+        trend = ""
+        if len(means) > 1:
+            order = "rises with" if means["gain"].is_monotonic_increasing else "does not rise steadily with"
+            trend = f"; the gain {order} the probe score over these {len(means)} points"
+        lines.append(f"- {dataset}: {pairs} (mean gain over the backbones{trend}).")
     return lines
 
 
