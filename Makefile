@@ -61,3 +61,4 @@ reports: $(STAMP)
 	$(VENV)/bin/dmesr report ml-1m-backbones-h100 ml-1m-backbones-full --out reports/backbones.md \
 		--bench reports/bench/backbones-cpu-*.json --notes reports/backbones-notes.md
 	$(VENV)/bin/dmesr report image-toy --out reports/image-toy.md
+	$(VENV)/bin/dmesr experiments semantics --quality reports/bench/description-quality-*.json --out reports/semantics.md
