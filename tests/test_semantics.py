@@ -50,7 +50,14 @@ def test_controls_as_good_as_dmesr_are_said_first():
                                   "dmesr-text-only": 0.13}))
     lines = verdict(rows)
     assert any("random features" in line and "in 2 of 2 cells" in line for line in lines)
+    assert "cannot be credited to the semantics at all" in lines[-1]
+
+
+def test_shuffled_and_text_alone_matching_while_random_falls_points_to_the_original_text():
+    lines = verdict(comparison_rows(_runs({"backbone": 0.10, "dmesr": 0.13, "dmesr-shuffled": 0.13,
+                                           "dmesr-random": 0.10, "dmesr-text-only": 0.13})))
     assert "cannot be credited to what the descriptions say" in lines[-1]
+    assert "comes from the item's own text" in lines[-1]
 
 
 def test_gain_points_score_what_the_view_held_and_the_figure_draws_them():
