@@ -227,7 +227,9 @@ def semantics_report(reference: str, controls: str, quality_paths: list[str], ou
              "## The controls", "",
              "Each control is `dmesr` with one change to its frozen inputs (`items.control`, dmesr/models/controls.py); "
              "model, training and every other setting are main.yaml's, so each pairs with the `dmesr` and backbone runs "
-             f"of `{reference}` seed by seed. Test {METRIC}, full ranking, mean ± std over seeds; changes are relative to "
+             f"of `{reference}` seed by seed. Shuffled descriptions leave each item its own original text (the fusion's keys "
+             "and values); random features replace that too; `text-only` reads no description at all. "
+             f"Test {METRIC}, full ranking, mean ± std over seeds; changes are relative to "
              "the mean; p-values: paired t-tests over seeds and over users (seeds averaged per user).", ""]
     for dataset in sorted(runs["dataset"].unique()):
         lines += [f"### {dataset}", "", _control_table(rows, dataset), ""]
