@@ -73,17 +73,20 @@ class _TokenProduct(torch.autograd.Function):
     ``[C, p] x [p, L]``. The backward pass of one product is the other one, so it is as fast."""
 
     @staticmethod
+    def multiply(x: torch.Tensor, base: torch.Tensor, base_t: torch.Tensor, over_tokens: bool) -> torch.Tensor:
+        return torch.bmm(base_t if over_tokens else base, x.transpose(1, 2)).transpose(1, 2)
+
+    @staticmethod
     def forward(ctx, x: torch.Tensor, base: torch.Tensor, base_t: torch.Tensor, over_tokens: bool) -> torch.Tensor:
         ctx.save_for_backward(base, base_t)
         ctx.over_tokens = over_tokens
-        return torch.bmm(base_t if over_tokens else base, x.transpose(1, 2)).transpose(1, 2)
+        return _TokenProduct.multiply(x, base, base_t, over_tokens)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         base, base_t = ctx.saved_tensors
-        over_tokens = not ctx.over_tokens
-        return torch.bmm(base_t if over_tokens else base, grad.transpose(1, 2)).transpose(1, 2), None, None, None
+        return _TokenProduct.multiply(grad, base, base_t, not ctx.over_tokens), None, None, None
 
 
 class CrossAttentionFusion(nn.Module):
@@ -233,9 +236,7 @@ class CrossAttentionFusion(nn.Module):
         heads, head_dim = self.num_heads, self.head_dim
         base, length = tokens.base, tokens.base.shape[1]
         # per head, the key side [p + 1, hd]: K_h^T (the folded query) and k0_h (the shift)
-        key_side = torch.cat([self.key.weight @ tokens.linear.weight,
-                              (self.key.weight @ tokens.linear.bias + self.key.bias)[:, None]], dim=1)
-        key_side = key_side.view(heads, head_dim, -1).transpose(1, 2) / math.sqrt(head_dim)
+        key_side = _composed(self.key, tokens.linear).view(heads, head_dim, -1).transpose(1, 2) / math.sqrt(head_dim)
         query_weight = self.query.weight.view(heads, head_dim, dim)
         query_map = (key_side @ query_weight).reshape(-1, dim)  # [H * (p + 1), d]
         query_bias = (key_side @ self.query.bias.view(heads, head_dim, 1)).reshape(-1)
@@ -244,8 +245,7 @@ class CrossAttentionFusion(nn.Module):
                                         tokens.base_t, False)
         scores = per_token.view(n, num_queries, heads, length) + folded[..., -1:]
         # per head, the value side [hd, p + 1]: V_h and v0_h, then through the head's columns of W_o
-        value_side = torch.cat([self.value.weight @ tokens.linear.weight,
-                                (self.value.weight @ tokens.linear.bias + self.value.bias)[:, None]], dim=1)
+        value_side = _composed(self.value, tokens.linear)
         output_weight = self.output.weight.view(dim, heads, head_dim).transpose(0, 1)  # [H, d, hd]
         output_map = (output_weight @ value_side.view(heads, head_dim, -1)).transpose(0, 1).reshape(dim, -1)
 
@@ -255,3 +255,8 @@ class CrossAttentionFusion(nn.Module):
             return F.linear(summed.reshape(n, num_queries, -1), output_map, self.output.bias)
 
         return scores, attend
+
+
+def _composed(outer: nn.Linear, inner: nn.Linear) -> torch.Tensor:
+    """``outer(inner(x))`` as one ``[out, in + 1]`` map of ``[x; 1]``: the weights' product, then the bias."""
+    return torch.cat([outer.weight @ inner.weight, (outer.weight @ inner.bias + outer.bias)[:, None]], dim=1)
