@@ -34,8 +34,8 @@ CONTROL_WORDS = {"shuffled": "shuffled descriptions", "random": "random features
                  "text-only": "the original text alone through the fusion"}
 
 
-def _setting(config_yaml: str, key: str) -> str:
-    return str((yaml.safe_load(config_yaml) or {}).get("items", {}).get(key, ""))
+def _items_settings(config_yaml: str) -> dict:
+    return (yaml.safe_load(config_yaml) or {}).get("items", {})
 
 
 def semantic_runs(reference: str, controls: str, store: str | Path) -> pd.DataFrame:
@@ -46,9 +46,10 @@ def semantic_runs(reference: str, controls: str, store: str | Path) -> pd.DataFr
     runs = runs[runs["method"].isin([BACKBONE, PROPOSED]) & runs["dataset"].isin(control_runs["dataset"])
                 & runs["model"].isin(control_runs["model"])]  # the backbones the controls ran with (no pop)
     runs = pd.concat([runs, control_runs], ignore_index=True)
-    runs["describer"] = [_setting(text, "describer") if kind != "id" else ""
-                         for text, kind in zip(runs["config_yaml"], runs["items"])]
-    runs["control"] = [_setting(text, "control") or "none" for text in runs["config_yaml"]]
+    items = [_items_settings(text) for text in runs["config_yaml"]]
+    runs["describer"] = [str(settings.get("describer", "")) if kind != "id" else ""
+                         for settings, kind in zip(items, runs["items"])]
+    runs["control"] = [str(settings.get("control") or "none") for settings in items]
     return runs
 
 
@@ -96,8 +97,8 @@ def verdict(rows: list[dict]) -> list[str]:
             continue
         matched = sum(matches_dmesr(row) for row in same)
         gain = np.mean([row["vs_backbone"]["rel_pct"] for row in same])
-        reference = np.mean([r["vs_backbone"]["rel_pct"] for r in proposed
-                             if (r["dataset"], r["model"]) in {(s["dataset"], s["model"]) for s in same}])
+        same_cells = {(row["dataset"], row["model"]) for row in same}
+        reference = np.mean([r["vs_backbone"]["rel_pct"] for r in proposed if (r["dataset"], r["model"]) in same_cells])
         lines.append(f"With {words}: {gain:+.1f}% over the backbone (DMESR {reference:+.1f}% in the same cells); "
                      f"as good as DMESR (not significantly below it, per-user paired t-test, p >= {ALPHA}) in "
                      f"{matched} of {len(same)} cells.")
