@@ -31,8 +31,9 @@ import torch
 from dmesr.config import load_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import TrainWindows
-from dmesr.models.losses import sequence_loss
+from dmesr.models.losses import total_loss
 from dmesr.training.run import build_run_model
+from dmesr.training.trainer import LossModule, compile_loss
 from dmesr.training.runtime import select_device
 
 
@@ -44,6 +45,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="*", default=[], help="config overrides for both models (e.g. train.batch_size=256)")
+    parser.add_argument("--compile", nargs="?", const="default", metavar="MODE",
+                        help="compile both training losses as train.compile does (torch.compile MODE: default, "
+                             "reduce-overhead for CUDA graphs, max-autotune)")
     parser.add_argument("--out", help="also write the result to this JSON file")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="also profile this many steps of each model (kernels, device time, waits for the device per step)")
@@ -55,16 +59,19 @@ def main() -> None:
     split = prepare_split(configs["id"].data)
     windows = TrainWindows(split, configs["id"].data.max_len).windows
     batch = configs["id"].train.batch_size
-    models, optimisers = {}, {}
+    models, optimisers, losses = {}, {}, {}
     for kind, config in configs.items():
         torch.manual_seed(0)
         models[kind] = build_run_model(config, split).to(device).train()
         optimisers[kind] = torch.optim.Adam(models[kind].parameters(), lr=config.train.lr)
+        losses[kind] = LossModule(models[kind], config.train)  # the trainer's loss module
+        if args.compile:
+            losses[kind] = compile_loss(losses[kind], None if args.compile == "default" else args.compile)
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
 
     def train_step(kind: str, step: int) -> None:
         rows = order[(step * batch) % len(windows):][:batch]
-        loss = sequence_loss(models[kind], windows[rows].to(device), configs[kind].train)
+        loss = total_loss(models[kind], losses[kind](windows[rows].to(device)))
         optimisers[kind].zero_grad(set_to_none=True)
         loss.backward()
         optimisers[kind].step()
@@ -72,21 +79,23 @@ def main() -> None:
             torch.cuda.synchronize()
 
     seconds = {kind: [] for kind in models}
-    for step in range(args.steps + 2):  # the first two steps warm up and are not counted
+    warmup = 5 if args.compile else 2  # compiling (and recording CUDA graphs) takes a few steps
+    for step in range(args.steps + warmup):  # the warm-up steps are not counted
         for kind in models:
             started = time.perf_counter()
             train_step(kind, step)
-            if step >= 2:
+            if step >= warmup:
                 seconds[kind].append(time.perf_counter() - started)
     medians = {kind: statistics.median(values) for kind, values in seconds.items()}
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
               "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps,
+              "compile": args.compile,
               "backbone_s_per_step": medians["id"],
               "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"],
               "command": shlex.join(["python", *sys.argv])}
     if args.profile:
         result["profile_per_step"] = {
-            kind: profile_steps(lambda step, kind=kind: train_step(kind, args.steps + 2 + step), args.profile, device)
+            kind: profile_steps(lambda step, kind=kind: train_step(kind, args.steps + warmup + step), args.profile, device)
             for kind in models
         }
     print(json.dumps(result, indent=2))

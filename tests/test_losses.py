@@ -123,6 +123,25 @@ class CountingIDs(IDEmbedding):
         return torch.tensor(0.5)
 
 
+@pytest.mark.parametrize("tile_bytes", [4 * 2000 * 70, 4 * 300 * 64])  # whole rows; tiles
+def test_weighted_cross_entropy_is_the_cross_entropy_of_the_rows_weighted_one(monkeypatch, tile_bytes):
+    """The fixed-shape form a compiled step uses: rows weighted 0 (target 0 allowed) change neither the
+    loss nor any gradient, and the mean is over the rows weighted 1."""
+    monkeypatch.setitem(losses.TILE_BYTES, "cpu", tile_bytes)
+    monkeypatch.setattr(losses, "TILE_ROWS", 64)
+    hidden, table, targets = random_problem(300, 2000, dim=8, seed=2)
+    keep = torch.rand(300, generator=torch.Generator().manual_seed(3)) < 0.6
+    padded_targets = targets.masked_fill(~keep, 0)
+    hidden.requires_grad_(True), table.requires_grad_(True)
+    expected = full_cross_entropy(hidden[keep], table, targets[keep])
+    expected_grads = torch.autograd.grad(expected * 3, (hidden, table))
+    loss = full_cross_entropy(hidden, table, padded_targets, keep.float())
+    torch.testing.assert_close(loss, expected)
+    for grad, expected_grad in zip(torch.autograd.grad(loss * 3, (hidden, table)), expected_grads):
+        torch.testing.assert_close(grad, expected_grad)
+    assert expected_grads[0][~keep].abs().sum() == 0
+
+
 def small_model(name="sasrec", items=None):
     torch.manual_seed(0)
     config = ModelConfig(name=name, hidden_size=8, num_layers=1, num_heads=1, dropout=0.0)

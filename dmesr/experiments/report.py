@@ -235,11 +235,12 @@ def overhead_table(paths: list[str | Path]) -> str:
         bench = json.loads(Path(path).read_text())
         # host threads matter on a CPU only; on a GPU the device does the work
         device = f"cpu, {bench['threads']} thread(s)" if bench["device"] == "cpu" else bench["device"]
+        compiled = bench.get("compile") or "no"  # torch.compile mode of both losses, if any
         rows.append([bench["dataset"], bench["model"], bench["batch_size"], bench.get("max_len", "n/a"), device,
-                     f"{bench['backbone_s_per_step'] * 1000:.1f}", f"{bench['dmesr_s_per_step'] * 1000:.1f}",
+                     compiled, f"{bench['backbone_s_per_step'] * 1000:.1f}", f"{bench['dmesr_s_per_step'] * 1000:.1f}",
                      f"**{bench['ratio']:.2f}x**",
                      f"`{bench['command']}`" if "command" in bench else f"`{Path(path).name}`"])
-    return markdown_table(["dataset", "model", "batch", "max len", "device", "backbone ms/step", "DMESR ms/step",
+    return markdown_table(["dataset", "model", "batch", "max len", "device", "compiled", "backbone ms/step", "DMESR ms/step",
                            "ratio", "command (or file)"], rows)
 
 

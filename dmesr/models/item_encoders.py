@@ -219,8 +219,10 @@ class DMESRItems(ItemRepresentation):
         if self.alignment_pair is None:
             return None
         item_ids = item_ids.to(self.ids.embedding.weight.device)
-        # gathering the distinct items waits for the device: only where there is none to wait for
-        rows, present = batch_rows(item_ids, self.aligned_present, gather=item_ids.device.type == "cpu")
+        # gathering the distinct items waits for the device, and its shape breaks a compiled graph:
+        # only where there is no device to wait for and nothing is compiled
+        rows, present = batch_rows(item_ids, self.aligned_present,
+                                   gather=item_ids.device.type == "cpu" and not torch.compiler.is_compiling())
         first, second = self.alignment_pair
         adapted = self.__dict__.pop("_adapted_this_step", {})  # one use: the next step adapts afresh
         first_rows, second_rows = (adapted[s][rows] if s in adapted else self.adapt(s, rows) for s in (first, second))

@@ -37,30 +37,36 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, items, labels):
+    def forward(ctx, hidden, items, labels, weights):
         rows, columns = _tile_shape(len(labels), items.shape[0], hidden.device)
         want_hidden, want_items = ctx.needs_input_grad[:2]
         want_grad = want_hidden or want_items
         label_items = items[labels]
+        if weights is not None:  # rows weighted 0 add nothing: scale them where they enter a sum
+            label_items = label_items * weights[:, None]
         target_logits = (hidden * label_items).sum(dim=1)
         total = -target_logits.sum()
         grad_hidden = -label_items if want_hidden else None
-        grad_items = torch.zeros_like(items).index_add_(0, labels, hidden, alpha=-1) if want_items else None
+        weighted_hidden = hidden if weights is None else hidden * weights[:, None]
+        grad_items = torch.zeros_like(items).index_add_(0, labels, weighted_hidden, alpha=-1) if want_items else None
         for start in range(0, len(labels), rows):
             chunk = hidden[start : start + rows]
             log_normalizer, logits = _log_normalizer(chunk, items, columns)
-            total += log_normalizer.sum()
+            chunk_weights = None if weights is None else weights[start : start + rows]
+            total += log_normalizer.sum() if weights is None else (log_normalizer * chunk_weights).sum()
             if not want_grad:
                 continue
             for column in range(0, items.shape[0], columns):
                 block = items[column : column + columns]
                 tile = logits if logits is not None else chunk @ block.T
                 softmax = tile.sub_(log_normalizer[:, None]).exp_()
+                if chunk_weights is not None:
+                    softmax.mul_(chunk_weights[:, None])
                 if want_hidden:
                     grad_hidden[start : start + rows].addmm_(softmax, block)
                 if want_items:
                     grad_items[column : column + columns].addmm_(softmax.T, chunk)
-        count = len(labels)
+        count = len(labels) if weights is None else weights.sum().clamp(min=1)
         ctx.save_for_backward(*(None if grad is None else grad / count for grad in (grad_hidden, grad_items)))
         return total / count
 
@@ -70,6 +76,7 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
         return (
             None if grad_hidden is None else grad_output * grad_hidden,
             None if grad_items is None else grad_output * grad_items,
+            None,
             None,
         )
 
@@ -103,9 +110,12 @@ def _log_normalizer(chunk: torch.Tensor, items: torch.Tensor, columns: int) -> t
     return log_normalizer, None
 
 
-def full_cross_entropy(hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``hidden [N, d]``, ``table [n + 1, d]``, ``targets [N]`` in 1..n -> mean softmax cross-entropy."""
-    return _ChunkedSoftmaxCrossEntropy.apply(hidden, table[1:], targets - 1)
+def full_cross_entropy(hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor,
+                       weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``hidden [N, d]``, ``table [n + 1, d]``, ``targets [N]`` in 1..n -> mean softmax cross-entropy.
+    ``weights [N]`` (0 or 1): the mean over the rows weighted 1; a row weighted 0 may have target 0."""
+    labels = targets - 1 if weights is None else (targets - 1).clamp(min=0)
+    return _ChunkedSoftmaxCrossEntropy.apply(hidden, table[1:], labels, weights)
 
 
 def _sampled_logits(
@@ -163,6 +173,11 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
     inputs, targets = model.training_inputs(windows)
     hidden, table = model.hidden_and_table(inputs)
     has_target = targets > 0
+    if train_config.loss == "ce" and torch.compiler.is_compiling():
+        # fixed shapes for a compiled graph (train.compile): every position, those without a target
+        # weighted 0, instead of selecting the positions with one (a shape only the data decides)
+        return _with_auxiliary(model, windows, full_cross_entropy(
+            hidden.flatten(0, -2), table, targets.flatten(), has_target.flatten().to(hidden.dtype)))
     hidden, targets = hidden[has_target], targets[has_target]
     if targets.numel() == 0:
         raise ValueError("training batch has no target item: every window is empty or a single item")
@@ -172,6 +187,10 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
         loss = bce_sampled(hidden, table, targets, train_config.num_negatives)
     else:
         loss = sampled_softmax(hidden, table, targets, train_config.num_negatives)
+    return _with_auxiliary(model, windows, loss)
+
+
+def _with_auxiliary(model: SequentialRecommender, windows: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
     auxiliary = model.items.auxiliary_loss(windows)
     return {"rec": loss} if auxiliary is None else {"rec": loss, "align": auxiliary}
 

@@ -75,6 +75,12 @@ class LossModule(nn.Module):
         return loss_terms(self.model, windows, self.train_config)
 
 
+def compile_loss(loss_module: nn.Module, mode: str | None = None) -> nn.Module:
+    """``train.compile``: the same values, fewer and fused kernels once compiled (the first steps compile).
+    ``mode``: torch.compile's (the overhead benchmark also tries ``reduce-overhead``, CUDA graphs)."""
+    return torch.compile(loss_module, mode=mode)
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # last finished epoch
@@ -117,8 +123,7 @@ class Trainer:
         if self.dist.enabled and trainable:
             device_ids = [self.dist.local_rank] if device.type == "cuda" else None
             loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=device_ids)
-        # torch.compile: the same values, fewer and fused kernels once compiled (the first steps compile)
-        self.loss_module = torch.compile(loss_module) if config.train.compile else loss_module
+        self.loss_module = compile_loss(loss_module) if config.train.compile else loss_module
         self.state = TrainState()
 
     # ----------------------------------------------------------------------------- files
