@@ -33,8 +33,8 @@ from dmesr.data import prepare_split
 from dmesr.data.batches import TrainWindows
 from dmesr.models.losses import total_loss
 from dmesr.training.run import build_run_model
-from dmesr.training.trainer import LossModule, compile_loss
 from dmesr.training.runtime import select_device
+from dmesr.training.trainer import LossModule, compile_loss
 
 
 def main() -> None:

@@ -153,7 +153,8 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
                                  "command": "python bench.py --out overhead.json"}))
     gpu_bench = tmp_path / "overhead-gpu.json"  # no command: the file names the row; threads do not show on a GPU
     gpu_bench.write_text(json.dumps({"dataset": "toy", "model": "gru4rec", "device": "cuda", "threads": 1, "batch_size": 128,
-                                     "max_len": 50, "backbone_s_per_step": 0.0047, "dmesr_s_per_step": 0.0125, "ratio": 2.66}))
+                                     "max_len": 50, "backbone_s_per_step": 0.0047, "dmesr_s_per_step": 0.0125, "ratio": 2.66,
+                                     "compile": "reduce-overhead"}))
     notes = tmp_path / "notes.md"
     notes.write_text("## Notes\n\nWritten by hand.\n")
     text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief", [bench, gpu_bench], notes).read_text()
@@ -162,9 +163,9 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     header = next(line for line in section(text, "### Test metrics").splitlines() if line.startswith("| model"))
     assert header == "| model | method | seeds | HR@10 | NDCG@10 |"  # the toy store has no validation metrics
     assert "### Head/tail" not in text and "### Sampled protocol" not in text
-    assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | 200.0 | 300.0 | **1.50x** "
+    assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | no | 200.0 | 300.0 | **1.50x** "
             "| `python bench.py --out overhead.json` |") in text
-    assert "| toy | gru4rec | 128 | 50 | cuda | 4.7 | 12.5 | **2.66x** | `overhead-gpu.json` |" in text
+    assert "| toy | gru4rec | 128 | 50 | cuda | reduce-overhead | 4.7 | 12.5 | **2.66x** | `overhead-gpu.json` |" in text
     assert text.endswith("## Notes\n\nWritten by hand.\n")
 
 
