@@ -83,10 +83,11 @@ def test_compiled_step_gives_the_eager_values():
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
 
 
-def test_train_compile_compiles_the_training_loss(tiny_split, tmp_path):
+def test_train_compile_compiles_the_training_loss(tiny_split, tmp_path, caplog):
     config = load_config(overrides=["train.compile=true", "train.device=cpu", "model.hidden_size=16"])
     model = build_model(config.model, IDEmbedding(tiny_split.num_items, 16), config.data.max_len)
     trainer = Trainer(model, tiny_split, config, tmp_path, torch.device("cpu"), show_progress=False)
+    assert "train.compile on a CPU makes a training step slower" in caplog.text  # said once, at the start
     assert isinstance(trainer.loss_module, torch._dynamo.eval_frame.OptimizedModule)
     assert trainer.loss_module._orig_mod.model is model
     assert config_hash(config) == config_hash(load_config(overrides=["train.device=cpu", "model.hidden_size=16"]))

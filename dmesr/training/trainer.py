@@ -124,6 +124,9 @@ class Trainer:
             device_ids = [self.dist.local_rank] if device.type == "cuda" else None
             loss_module = nn.parallel.DistributedDataParallel(loss_module, device_ids=device_ids)
         self.loss_module = compile_loss(loss_module) if config.train.compile else loss_module
+        if config.train.compile and device.type == "cpu":
+            log.warning("train.compile on a CPU makes a training step slower, several times with DMESR "
+                        "(reports/dmesr.md); it is meant for GPUs")
         self.state = TrainState()
 
     # ----------------------------------------------------------------------------- files
