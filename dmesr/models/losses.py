@@ -34,6 +34,8 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
     ``softmax`` gradients. When one item block spans the catalogue the first sweep's logits are
     reused. The ``- one_hot`` part of ``d loss / d logits`` is applied once, outside the tiles,
     as ``- items[labels]`` and ``- hidden`` scattered to the labels: no data-dependent indexing.
+    ``weights`` (``None`` or 0/1 per row) leave rows out of the mean without removing them, so that a
+    compiled step keeps one shape whatever the number of targets.
     """
 
     @staticmethod
