@@ -13,6 +13,9 @@ host behind ``.item()``, ``nonzero`` or ``unique`` stops it until every queued k
     .venv/bin/python benchmarks/bench_dmesr_overhead.py --dataset ml-100k --model sasrec --steps 20 \
         --out reports/bench/dmesr-overhead-ml-100k-sasrec.json
 
+``--compile MODE`` compiles both training losses as ``train.compile`` does, in torch.compile's ``MODE``
+(``default``; ``reduce-overhead`` also replays them as CUDA graphs); the warm-up then takes five steps.
+
 The JSON it writes (``--out``) holds the command; ``dmesr report --overhead`` tabulates such files.
 """
 

@@ -109,7 +109,7 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | mps
     num_threads: int = 0  # torch intra-op threads; 0 = torch default
-    compile: bool = False  # torch.compile the training step (same values; pays off on long runs)
+    compile: bool = False  # torch.compile the training loss (same values; for GPUs: a CPU step gets slower)
 
 
 @dataclass
