@@ -69,7 +69,7 @@ def main() -> None:
         optimisers[kind] = torch.optim.Adam(models[kind].parameters(), lr=config.train.lr)
         losses[kind] = LossModule(models[kind], config.train)  # the trainer's loss module
         if args.compile:
-            losses[kind] = compile_loss(losses[kind], None if args.compile == "default" else args.compile)
+            losses[kind] = compile_loss(losses[kind], args.compile)
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
 
     def train_step(kind: str, step: int) -> None:

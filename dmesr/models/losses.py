@@ -49,7 +49,8 @@ class _ChunkedSoftmaxCrossEntropy(torch.autograd.Function):
         target_logits = (hidden * label_items).sum(dim=1)
         total = -target_logits.sum()
         grad_hidden = -label_items if want_hidden else None
-        weighted_hidden = hidden if weights is None else hidden * weights[:, None]
+        if want_items:
+            weighted_hidden = hidden if weights is None else hidden * weights[:, None]
         grad_items = torch.zeros_like(items).index_add_(0, labels, weighted_hidden, alpha=-1) if want_items else None
         for start in range(0, len(labels), rows):
             chunk = hidden[start : start + rows]

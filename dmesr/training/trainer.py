@@ -75,7 +75,7 @@ class LossModule(nn.Module):
         return loss_terms(self.model, windows, self.train_config)
 
 
-def compile_loss(loss_module: nn.Module, mode: str | None = None) -> nn.Module:
+def compile_loss(loss_module: nn.Module, mode: str = "default") -> nn.Module:
     """``train.compile``: the same values, fewer and fused kernels once compiled (the first steps compile).
     ``mode``: torch.compile's (the overhead benchmark also tries ``reduce-overhead``, CUDA graphs)."""
     return torch.compile(loss_module, mode=mode)
