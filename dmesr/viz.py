@@ -73,6 +73,21 @@ def sequence_length_histogram(lengths, title: str = "", bins: int = 40) -> Figur
     return figure
 
 
+def top_k_overlap_bars(shared, k: int = 10, title: str = "") -> Figure:
+    """Users by how many items two models' top-``k`` lists share (0..k), with the mean: how differently
+    the two rank, which a pair of hit rates cannot show."""
+    shared = _finite(shared, "shared items")
+    if shared.min() < 0 or shared.max() > k or not np.array_equal(shared, np.round(shared)):
+        raise ValueError(f"shared items must be whole numbers in 0..{k}")
+    figure, (axis,) = _figure()
+    axis.bar(np.arange(k + 1), np.bincount(shared.astype(int), minlength=k + 1), color="#3182bd")
+    axis.axvline(shared.mean(), color="black", linestyle="--", label=f"mean {shared.mean():.1f}")
+    axis.set(xlabel=f"items both top-{k} lists hold", ylabel="users", xticks=np.arange(k + 1),
+             title=_fitted(title or f"Overlap of two models' top-{k} lists", 6.0))
+    axis.legend()
+    return figure
+
+
 def popularity_curve(counts, head_fraction: float = 0.2, title: str = "") -> Figure:
     """Items ranked by interaction count (log y), the head (top ``head_fraction`` of items) shaded.
 

@@ -24,6 +24,17 @@ def test_sequence_length_histogram_counts_every_user():
     assert axis.lines[0].get_xdata()[0] == pytest.approx(np.median(lengths))
 
 
+def test_top_k_overlap_bars_count_users_per_number_of_shared_items():
+    shared = np.array([0, 3, 3, 10, 7])
+    figure = viz.top_k_overlap_bars(shared, k=10, title="t")
+    axis = figure.axes[0]
+    assert [patch.get_height() for patch in axis.patches] == [1, 0, 0, 2, 0, 0, 0, 1, 0, 0, 1]
+    assert axis.lines[0].get_xdata()[0] == pytest.approx(4.6) and axis.get_title() == "t"
+    for bad in ([11], [-1], [2.5]):
+        with pytest.raises(ValueError, match="whole numbers in 0..10"):
+            viz.top_k_overlap_bars(bad)
+
+
 def test_sequence_length_histogram_rejects_bad_lengths():
     with pytest.raises(ValueError, match="no values"):
         viz.sequence_length_histogram([])
