@@ -37,7 +37,7 @@ from dmesr.models.base import SequentialRecommender
 from dmesr.models.controls import apply_control
 from dmesr.models.item_encoders import build_item_representation
 from dmesr.paths import write_atomically
-from dmesr.training.distributed import DistContext, init_distributed, shutdown
+from dmesr.training.distributed import DistContext, barrier, init_distributed, shutdown
 from dmesr.training.runtime import load_checkpoint, seed_everything, select_device, set_threads
 from dmesr.training.trainer import Trainer, read_epoch_log
 
@@ -130,7 +130,11 @@ def train_run(config: RunConfig, show_progress: bool = True, split: SequenceSpli
     if dist_context.enabled and device.type == "cuda":
         device = torch.device("cuda", dist_context.local_rank)
     try:
-        return _train_run(config, device, dist_context, show_progress, split)
+        run_dir = _train_run(config, device, dist_context, show_progress, split)
+        # The other ranks finish before rank 0 has tested: they wait here, so that no rank tears its
+        # connections down while another still holds them (gloo can abort the process then).
+        barrier(dist_context)
+        return run_dir
     finally:
         shutdown(dist_context)
 
