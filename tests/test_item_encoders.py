@@ -160,6 +160,23 @@ def test_frozen_adapters_get_no_gradient_but_the_rest_does():
             assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+def test_frozen_adapters_compute_their_first_stage_once_and_after_each_checkpoint_load():
+    items = build(freeze_adapters=True)
+    batch = torch.tensor([[0, 1, 2, 3], [4, 5, 9, 10]])
+    outputs = []
+    for cached in (True, False):  # the cached first stage, then the adapters run whole on the features
+        items.frozen_adapters = cached
+        torch.manual_seed(7)  # the same dropout draws
+        outputs.append((items.tables()[0], items.auxiliary_loss(batch)))
+    for cached, explicit in zip(*outputs):
+        torch.testing.assert_close(cached, explicit)
+    items.frozen_adapters = True
+    other = build(seed=1, freeze_adapters=True).eval()
+    assert not torch.allclose(other.tables()[0], items.eval().tables()[0])
+    other.load_state_dict(items.state_dict())  # the other seed's frozen adapters are replaced
+    torch.testing.assert_close(other.tables()[0], items.tables()[0])
+
+
 @pytest.mark.parametrize("overrides", [dict(), dict(integration="gate"), dict(fusion_norm="post"), dict(kind="concat"),
                                        dict(kind="mllm")])
 def test_an_absent_view_never_reaches_the_item_vector(overrides):

@@ -124,8 +124,14 @@ class DMESRItems(ItemRepresentation):
         if config.use_original_text:
             self.text_adapter = Adapter(width, hidden, dim, config.dropout)
             adapters.append(self.text_adapter)
+        self.frozen_adapters = config.freeze_adapters
         if config.freeze_adapters:
             freeze(adapters)
+            # Frozen weights on frozen inputs: an adapter's first stage is the same at every step. It is
+            # computed once, and again whenever a checkpoint loads, so a step runs only the dropout and
+            # the second linear map (the dropout draws, and hence the outputs, stay what they were).
+            self._cache_first_stages()
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._cache_first_stages())
 
         # with one MLLM view, ``align_fallback`` aligns it with the original text
         self.alignment_pair = (alignment_sources(self.views, config.use_original_text and align_fallback)
@@ -163,9 +169,23 @@ class DMESRItems(ItemRepresentation):
             both = self.semantics.present(first) & self.semantics.present(second)
             self.register_buffer("aligned_present", both, persistent=False)
 
+    def _adapter(self, source: str) -> Adapter:
+        return self.text_adapter if source == ORIGINAL_TEXT else self.view_adapters[source]
+
+    def _cache_first_stages(self) -> None:
+        """``first_stage_<source> [N, hidden]``: each frozen adapter's first stage over every item."""
+        sources = self.views + ([ORIGINAL_TEXT] if self.use_original_text else [])
+        with torch.no_grad():
+            for source in sources:
+                self.register_buffer(f"first_stage_{source}",
+                                     self._adapter(source).first_stage(self.semantics.vector(source)),
+                                     persistent=False)
+
     def adapt(self, source: str, rows: torch.Tensor | slice = slice(None)) -> torch.Tensor:
         """The adapted vectors of one source (an MLLM view or ``ORIGINAL_TEXT``) for ``rows`` of the items."""
-        adapter = self.text_adapter if source == ORIGINAL_TEXT else self.view_adapters[source]
+        adapter = self._adapter(source)
+        if self.frozen_adapters:
+            return adapter.second_stage(getattr(self, f"first_stage_{source}")[rows])
         return adapter(self.semantics.vector(source)[rows])
 
     def fused_views(self, return_attention: bool = False):
