@@ -92,7 +92,7 @@ def main() -> None:
     medians = {kind: statistics.median(values) for kind, values in seconds.items()}
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
               "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps,
-              "compile": args.compile,
+              "compile": args.compile, "set": args.set,
               "backbone_s_per_step": medians["id"],
               "dmesr_s_per_step": medians["dmesr"], "ratio": medians["dmesr"] / medians["id"],
               "command": shlex.join(["python", *sys.argv])}

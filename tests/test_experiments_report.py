@@ -155,9 +155,14 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     gpu_bench.write_text(json.dumps({"dataset": "toy", "model": "gru4rec", "device": "cuda", "threads": 1, "batch_size": 128,
                                      "max_len": 50, "backbone_s_per_step": 0.0047, "dmesr_s_per_step": 0.0125, "ratio": 2.66,
                                      "compile": "reduce-overhead"}))
+    variant = tmp_path / "overhead-frozen.json"  # an item-encoder override: a variant, in a table of its own
+    variant.write_text(json.dumps({"dataset": "toy", "model": "sasrec", "device": "cpu", "threads": 1, "batch_size": 128,
+                                   "max_len": 50, "backbone_s_per_step": 0.2, "dmesr_s_per_step": 0.25, "ratio": 1.25,
+                                   "set": ["train.batch_size=128", "items.freeze_adapters=true"]}))
     notes = tmp_path / "notes.md"
     notes.write_text("## Notes\n\nWritten by hand.\n")
-    text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief", [bench, gpu_bench], notes).read_text()
+    text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief", [variant, bench, gpu_bench],
+                              notes).read_text()
     assert text.startswith("# `dmesr` against its backbones, baselines and ablations\n\nCommand: `dmesr report runs --brief`")
     assert "## `dmesr` at a glance" in text and "beats its backbone in 1 of 1" in text
     header = next(line for line in section(text, "### Test metrics").splitlines() if line.startswith("| model"))
@@ -166,6 +171,10 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | no | 200.0 | 300.0 | **1.50x** "
             "| `python bench.py --out overhead.json` |") in text
     assert "| toy | gru4rec | 128 | 50 | cuda | reduce-overhead | 4.7 | 12.5 | **2.66x** | `overhead-gpu.json` |" in text
+    default_rows, variant_rows = section(text, "## Training-time overhead").split("Variants of the method")
+    assert "1.25x" not in default_rows and "1.50x" not in variant_rows
+    assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | no | items.freeze_adapters=true | 200.0 | 250.0 | **1.25x** "
+            "| `overhead-frozen.json` |") in variant_rows
     assert text.endswith("## Notes\n\nWritten by hand.\n")
 
 

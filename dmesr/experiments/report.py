@@ -228,20 +228,37 @@ def _write(out_path: str | Path, parts: list[str]) -> Path:
     return out_path
 
 
+def method_changes(bench: dict) -> list[str]:
+    """The item-encoder overrides (``items.*``) a benchmark ran with: a variant of the method, not DMESR."""
+    return [override for override in bench.get("set", []) if override.startswith("items.")]
+
+
 def overhead_table(paths: list[str | Path]) -> str:
-    """The step-time ratios written by ``benchmarks/bench_dmesr_overhead.py --out``, one row per file."""
-    rows = []
-    for path in sorted(paths, key=str):
-        bench = json.loads(Path(path).read_text())
-        # host threads matter on a CPU only; on a GPU the device does the work
-        device = f"cpu, {bench['threads']} thread(s)" if bench["device"] == "cpu" else bench["device"]
-        compiled = bench.get("compile") or "no"  # torch.compile mode of both losses, if any
-        rows.append([bench["dataset"], bench["model"], bench["batch_size"], bench.get("max_len", "n/a"), device,
-                     compiled, f"{bench['backbone_s_per_step'] * 1000:.1f}", f"{bench['dmesr_s_per_step'] * 1000:.1f}",
-                     f"**{bench['ratio']:.2f}x**",
-                     f"`{bench['command']}`" if "command" in bench else f"`{Path(path).name}`"])
-    return markdown_table(["dataset", "model", "batch", "max len", "device", "compiled", "backbone ms/step", "DMESR ms/step",
-                           "ratio", "command (or file)"], rows)
+    """The step-time ratios written by ``benchmarks/bench_dmesr_overhead.py --out``, one row per file: DMESR as
+    configured first, then the variants with a changed item encoder (their changes in a column of their own)."""
+    benches = [(Path(path), json.loads(Path(path).read_text())) for path in sorted(paths, key=str)]
+    sections = []
+    for variants in (False, True):
+        rows = []
+        for path, bench in benches:
+            if bool(method_changes(bench)) != variants:
+                continue
+            # host threads matter on a CPU only; on a GPU the device does the work
+            device = f"cpu, {bench['threads']} thread(s)" if bench["device"] == "cpu" else bench["device"]
+            compiled = bench.get("compile") or "no"  # torch.compile mode of both losses, if any
+            rows.append([bench["dataset"], bench["model"], bench["batch_size"], bench.get("max_len", "n/a"), device,
+                         compiled, *([", ".join(method_changes(bench))] if variants else []),
+                         f"{bench['backbone_s_per_step'] * 1000:.1f}", f"{bench['dmesr_s_per_step'] * 1000:.1f}",
+                         f"**{bench['ratio']:.2f}x**",
+                         f"`{bench['command']}`" if "command" in bench else f"`{path.name}`"])
+        if not rows:
+            continue
+        header = ["dataset", "model", "batch", "max len", "device", "compiled", *(["changed"] if variants else []),
+                  "backbone ms/step", "DMESR ms/step", "ratio", "command (or file)"]
+        if variants:
+            sections.append("Variants of the method (item encoder changed, results change with it; not the default):")
+        sections.append(markdown_table(header, rows))
+    return "\n\n".join(sections)
 
 
 def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, overhead: list[str | Path] = (),

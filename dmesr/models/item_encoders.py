@@ -138,6 +138,9 @@ class DMESRItems(ItemRepresentation):
                                if self.auxiliary_weight > 0 else None)
         if self.alignment_pair is not None:
             self.alignment = SymmetricInfoNCE(config.temperature, config.learnable_temperature)
+            if config.freeze_adapters:
+                logger.warning("items.freeze_adapters: both aligned vectors come from frozen adapters, so the "
+                               "alignment loss trains nothing (items.align_weight has no effect)")
 
         self._register_presence()
 
