@@ -77,6 +77,8 @@ class ItemEncoderConfig:
     # linear map adapts them (the adapter over every token of every item dominates a CPU step
     # otherwise); 0 = the full-width MLP adapter.
     token_pca_dim: int = 64
+    # Keep every adapter at its random initialisation (each one's first stage is then computed once, not
+    # every step). The alignment then trains nothing: both vectors it compares come out of frozen adapters.
     freeze_adapters: bool = False
     dropout: float = 0.1
     describer: str = "cascade"
