@@ -57,7 +57,7 @@ bench: $(STAMP)
 reports: $(STAMP)
 	$(VENV)/bin/dmesr report main --out reports/results.md
 	$(VENV)/bin/dmesr report main --brief --out reports/dmesr.md --overhead reports/bench/dmesr-overhead-*.json \
-		--notes reports/dmesr-notes.md
+		--beside overhead-variants --notes reports/dmesr-notes.md
 	$(VENV)/bin/dmesr report ml-1m-backbones-h100 ml-1m-backbones-full --out reports/backbones.md \
 		--bench reports/bench/backbones-cpu-*.json --notes reports/backbones-notes.md
 	$(VENV)/bin/dmesr report image-toy --out reports/image-toy.md

@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the method's report: summary, HR@10/NDCG@10 with tests, overhead, notes")
     report.add_argument("--overhead", nargs="*", default=[], metavar="JSON",
                         help="(--brief) files written by benchmarks/bench_dmesr_overhead.py --out")
+    report.add_argument("--beside", nargs="*", default=[], metavar="COLLECTION",
+                        help="(--brief) collections of variants, each set beside the proposed method seed by seed")
     report.add_argument("--notes", help="(--brief, --bench) a markdown file appended verbatim")
     report.add_argument("--bench", nargs="*", default=[], metavar="JSON",
                         help="the backbones report: one ml-1m section per SOURCE, then these files written by "
@@ -302,7 +304,7 @@ def _dispatch(args) -> int:
         from dmesr.experiments import report
 
         report(args.sources, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes, bench=args.bench,
-               store=args.store)
+               store=args.store, beside=args.beside)
         return 0
     if args.command == "export":
         from dmesr.experiments import export

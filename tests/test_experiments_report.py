@@ -178,6 +178,27 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     assert text.endswith("## Notes\n\nWritten by hand.\n")
 
 
+def test_a_variant_collection_is_set_beside_the_proposed_method_seed_by_seed(store, tmp_path):
+    rng = np.random.default_rng(1)
+    for seed in (1, 2, 3):
+        write_run(tmp_path / "variants", "sasrec", "dmesr-lean", seed, per_user_metrics(rng, 0.45))
+    variants = collect_runs(tmp_path / "variants")
+    text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief",
+                              beside={"lean": variants}).read_text()
+    table = section(text, "## Collection `lean` beside `dmesr`")
+    dmesr = store[(store["model"] == "sasrec") & (store["method"] == "dmesr")].sort_values("seed")
+    lean = variants.sort_values("seed")
+    change = 100 * (lean["test_NDCG@10"].mean() - dmesr["test_NDCG@10"].mean()) / dmesr["test_NDCG@10"].mean()
+    seed_p = paired_test(lean["test_NDCG@10"].to_numpy(), dmesr["test_NDCG@10"].to_numpy())["p_value"]
+    assert change < 0  # a hit rate of 0.45 against dmesr's 0.6
+    lean_test, dmesr_test = (mean_std(runs["test_NDCG@10"].mean(), runs["test_NDCG@10"].std()) for runs in (lean, dmesr))
+    row = f"| toy | sasrec | `dmesr-lean` | 3 | n/a | n/a | {lean_test} | {dmesr_test} | {change:+.1f}% | {seed_p:.3g} |"
+    assert row in table
+    lonely = variants.assign(model="bert4rec")  # no dmesr runs of that model to pair with
+    with pytest.raises(ValueError, match="no 'dmesr' runs for toy/bert4rec"):
+        write_brief_report(store, tmp_path / "dmesr.md", "command", beside={"lean": lonely})
+
+
 def test_a_dataset_whose_runs_mix_settings_is_flagged(tmp_path):
     rng = np.random.default_rng(0)
     for seed, patience in ((1, 10), (2, 20), (3, 20)):

@@ -261,11 +261,34 @@ def overhead_table(paths: list[str | Path]) -> str:
     return "\n\n".join(sections)
 
 
+def beside_proposed_table(runs: pd.DataFrame, variants: pd.DataFrame, metric: str = SELECTION_METRIC,
+                          per_user_test: str = "ttest") -> str:
+    """Each method of ``variants`` beside the proposed method of ``runs`` with the same dataset and model, paired
+    by seed: validation and test ``metric`` of both, and the variant's test change with its paired tests."""
+    proposed = runs_roles(runs).proposed
+    rows = []
+    for (dataset, model, method), cell in variants.groupby(["dataset", "model", "method"], sort=True):
+        reference = runs[(runs["dataset"] == dataset) & (runs["model"] == model) & (runs["method"] == proposed)]
+        if reference.empty:
+            raise ValueError(f"no {proposed!r} runs for {dataset}/{model} to set {method!r} beside")
+        result, seeds = compare_with_backbone(cell, reference, [metric], per_user_test)
+        change = result[metric]
+        valid = f"valid_{metric}"
+        rows.append([dataset, model, f"`{method}`", len(seeds),
+                     *(f"{group[valid].mean():.4f}" if valid in group else "n/a" for group in (cell, reference)),
+                     *(mean_std(group[f"test_{metric}"].mean(), group[f"test_{metric}"].std()) for group in (cell, reference)),
+                     f"{change['rel_pct']:+.1f}%", p_text(change["p_seeds"]), p_text(change["p_users"])])
+    return markdown_table(["dataset", "model", "method", "paired seeds", f"valid {metric}", f"valid {metric} `{proposed}`",
+                           f"test {metric}", f"test {metric} `{proposed}`", f"test vs `{proposed}`", "p (seeds)",
+                           "p (users)"], rows)
+
+
 def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, overhead: list[str | Path] = (),
                        notes: str | Path | None = None, metrics=("HR@10", "NDCG@10"), alpha: float = 0.05,
-                       per_user_test: str = "ttest") -> Path:
+                       per_user_test: str = "ttest", beside: dict[str, pd.DataFrame] | None = None) -> Path:
     """The method's report: the summary, HR@10 / NDCG@10 with paired tests per dataset, the training
-    overhead benchmarks, then hand-written notes (``notes``, included verbatim)."""
+    overhead benchmarks, the runs of other collections (``beside``: name -> runs) set beside the proposed
+    method, then hand-written notes (``notes``, included verbatim)."""
     _check_store(store, metrics, per_user_test)
     parts = [f"# `{runs_roles(store).proposed}` against its backbones, baselines and ablations", f"Command: `{command}`",
              _legend(store, alpha, per_user_test), *proposed_summary(store)]
@@ -274,6 +297,11 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
                                                    per_user_test, (), details=False)]
     if overhead:
         parts += ["## Training-time overhead (one optimiser step, DMESR over its backbone)", overhead_table(overhead)]
+    for name, variants in (beside or {}).items():
+        parts += [f"## Collection `{name}` beside `{runs_roles(store).proposed}`",
+                  f"Paired by seed; the change is relative to the proposed method's mean; p-values: paired t-test over "
+                  f"seeds, paired {TEST_NAMES[per_user_test]} over users.",
+                  beside_proposed_table(store, variants, per_user_test=per_user_test)]
     if notes:
         parts.append(Path(notes).read_text().strip())
     return _write(out_path, parts)
@@ -309,11 +337,11 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
 
 def report(sources: list[str], out_path: str | Path | None = None, command: str | None = None,
            brief: bool = False, overhead: list[str] = (), notes: str | None = None, bench: list[str] = (),
-           store: str | Path = DEFAULT_STORE) -> Path:
+           store: str | Path = DEFAULT_STORE, beside: list[str] = ()) -> Path:
     """CLI entry: the report of the runs of ``sources``, each a collection of the run ``store`` or a folder
     of run directories (default out: ``<folder>/results.md``). ``brief``: the method's report
-    (:func:`write_brief_report`) with ``overhead`` files and ``notes``; ``bench``: the backbones report
-    (:func:`dmesr.experiments.backbones.write_backbones_report`), one section per source."""
+    (:func:`write_brief_report`) with ``overhead`` files, the collections ``beside`` and ``notes``; ``bench``: the
+    backbones report (:func:`dmesr.experiments.backbones.write_backbones_report`), one section per source."""
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     if bench:
         from dmesr.experiments.backbones import write_backbones_report
@@ -334,10 +362,11 @@ def report(sources: list[str], out_path: str | Path | None = None, command: str 
         out_path = Path(source) / "results.md"
     runs = runs_from(source, store)
     if brief:
-        written = write_brief_report(runs, out_path, command, overhead, notes)
+        written = write_brief_report(runs, out_path, command, overhead, notes,
+                                     beside={name: runs_from(name, store) for name in beside})
     else:
-        if overhead or notes:
-            raise ValueError("--overhead and --notes belong to the --brief report")
+        if overhead or notes or beside:
+            raise ValueError("--overhead, --beside and --notes belong to the --brief report")
         written = write_results_report(runs, out_path, command)
     print(f"wrote {written}")
     return written
