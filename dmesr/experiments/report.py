@@ -237,28 +237,30 @@ def overhead_table(paths: list[str | Path]) -> str:
     """The step-time ratios written by ``benchmarks/bench_dmesr_overhead.py --out``, one row per file: DMESR as
     configured first, then the variants with a changed item encoder (their changes in a column of their own)."""
     benches = [(Path(path), json.loads(Path(path).read_text())) for path in sorted(paths, key=str)]
-    sections = []
-    for variants in (False, True):
-        rows = []
-        for path, bench in benches:
-            if bool(method_changes(bench)) != variants:
-                continue
-            # host threads matter on a CPU only; on a GPU the device does the work
-            device = f"cpu, {bench['threads']} thread(s)" if bench["device"] == "cpu" else bench["device"]
-            compiled = bench.get("compile") or "no"  # torch.compile mode of both losses, if any
-            rows.append([bench["dataset"], bench["model"], bench["batch_size"], bench.get("max_len", "n/a"), device,
-                         compiled, *([", ".join(method_changes(bench))] if variants else []),
-                         f"{bench['backbone_s_per_step'] * 1000:.1f}", f"{bench['dmesr_s_per_step'] * 1000:.1f}",
-                         f"**{bench['ratio']:.2f}x**",
-                         f"`{bench['command']}`" if "command" in bench else f"`{path.name}`"])
-        if not rows:
-            continue
-        header = ["dataset", "model", "batch", "max len", "device", "compiled", *(["changed"] if variants else []),
-                  "backbone ms/step", "DMESR ms/step", "ratio", "command (or file)"]
-        if variants:
-            sections.append("Variants of the method (item encoder changed, results change with it; not the default):")
-        sections.append(markdown_table(header, rows))
+    configured = [(path, bench) for path, bench in benches if not method_changes(bench)]
+    variants = [(path, bench) for path, bench in benches if method_changes(bench)]
+    sections = [_overhead_rows(configured, changed=False)] if configured else []
+    if variants:
+        sections += ["Variants of the method (item encoder changed, results change with it; not the default):",
+                     _overhead_rows(variants, changed=True)]
     return "\n\n".join(sections)
+
+
+def _overhead_rows(benches: list[tuple[Path, dict]], changed: bool) -> str:
+    """One table of :func:`overhead_table`; ``changed`` adds the column of item-encoder changes."""
+    rows = []
+    for path, bench in benches:
+        # host threads matter on a CPU only; on a GPU the device does the work
+        device = f"cpu, {bench['threads']} thread(s)" if bench["device"] == "cpu" else bench["device"]
+        compiled = bench.get("compile") or "no"  # torch.compile mode of both losses, if any
+        rows.append([bench["dataset"], bench["model"], bench["batch_size"], bench.get("max_len", "n/a"), device,
+                     compiled, *([", ".join(method_changes(bench))] if changed else []),
+                     f"{bench['backbone_s_per_step'] * 1000:.1f}", f"{bench['dmesr_s_per_step'] * 1000:.1f}",
+                     f"**{bench['ratio']:.2f}x**",
+                     f"`{bench['command']}`" if "command" in bench else f"`{path.name}`"])
+    header = ["dataset", "model", "batch", "max len", "device", "compiled", *(["changed"] if changed else []),
+              "backbone ms/step", "DMESR ms/step", "ratio", "command (or file)"]
+    return markdown_table(header, rows)
 
 
 def beside_proposed_table(runs: pd.DataFrame, variants: pd.DataFrame, metric: str = SELECTION_METRIC,
