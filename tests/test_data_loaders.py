@@ -84,7 +84,8 @@ def test_missing_column_names_the_column_and_the_file(tmp_path):
 
 
 def test_timestamps_parse_numbers_and_iso_dates_and_reject_garbage():
-    assert parse_timestamps(pd.Series(["5", "7.9"]), "f.csv").tolist() == [5, 7]
+    assert parse_timestamps(pd.Series(["5", "7"]), "f.csv").tolist() == [5, 7]
+    assert parse_timestamps(pd.Series(["5", "7.9", "7.10"]), "f.csv").tolist() == [0, 2, 1]  # a fraction: ranks
     dates = pd.Series(["2000-01-01T00:00:00Z", "2000-01-02"])
     assert parse_timestamps(dates, "f.csv").tolist() == [946684800, 946771200]
     with pytest.raises(ValueError, match=r"f\.csv.*'yesterday'"):

@@ -5,20 +5,27 @@ item table with ``item``, the assembled original ``text`` ("Title: Toy Story. Ye
 Genres: Animation, Children's, Comedy."), the source fields and ``image_path``. Amazon reviews
 live in ``amazon.py``, CSV / TSV / parquet / JSON-lines tables in ``tables.py``; the helpers shared by all loaders live here.
 
-Ids are text, normalised one way everywhere (``normalise_ids``): surrounding blanks dropped and a
-whole number written as a float (``1.0``, as a spreadsheet or pandas writes it) read as ``1``, so
-the interactions and the item table of one dataset always match. An id that is a missing-value
-marker (empty, ``NA``, ``NaN``, ``null``, ``None``, ``N/A``) is refused, naming the file and row:
-it is far likelier a hole in the data than an item, and kept it would become one real item (or
-user) standing for every missing one. Every loader error names its file.
+Ids are the exact strings of the file (``normalise_ids``), never read through a number: ``007`` and
+``7`` are two items, and 64-bit ids stay distinct. Only surrounding blanks are dropped, and a column
+whose every id is a whole number written with ``.0`` (``1.0``, as a spreadsheet or pandas writes
+it) is read without it, so that a log and an item table written by different tools match; both are
+announced with a count, and a rewrite that would merge two distinct ids is not made. An id that is a
+missing-value marker (empty, ``NA``, ``NaN``, ``null``, ``None``, ``N/A``) is refused, naming the file
+and row: it is far likelier a hole in the data than an item, and kept it would become one real item
+(or user) standing for every missing one. Times are compared exactly (``parse_timestamps``). Every
+loader error names its file.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
+import difflib
 import hashlib
 import logging
 import math
+import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Iterable
 
@@ -52,41 +59,145 @@ SPACE_SEPARATED_LABELS = ("Genres",)
 
 
 def require_columns(frame: pd.DataFrame, columns: Iterable[str], path: Path | str) -> None:
-    """One-line error naming the first missing column and the file it is missing from."""
+    """One-line error naming the first missing column and the file it is missing from (a wide file's
+    columns are listed in part: the closest names, then a count)."""
     for column in columns:
         if column not in frame.columns:
-            raise ValueError(f"{path}: missing required column {column!r} (has: {', '.join(map(str, frame.columns))})")
+            names = [str(name) for name in frame.columns]
+            shown = difflib.get_close_matches(str(column), names, n=5, cutoff=0.5) or names[:5]
+            more = f" and {len(names) - len(shown)} more" if len(names) > len(shown) else ""
+            label = "similar" if len(names) > 5 and shown != names[:5] else "has"
+            raise ValueError(f"{path}: missing required column {column!r} ({label}: "
+                             f"{', '.join(_short(name) for name in shown)}{more})")
 
 
-def parse_timestamps(values: pd.Series, path: Path | str) -> np.ndarray:
-    """Numbers (fractional seconds are truncated) or, if the whole column parses, ISO dates -> int64 seconds."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    if not numbers.isna().any():
-        return np.floor(numbers.to_numpy(dtype=np.float64)).astype(np.int64)
-    if numbers.notna().any():
-        row = int(np.flatnonzero(numbers.isna().to_numpy())[0])
-        raise ValueError(f"{path}: timestamps must be all numbers or all ISO dates; row {row} holds "
-                         f"{values.iloc[row]!r} among numbers such as {values[numbers.notna()].iloc[0]!r}")
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+INTEGER = re.compile(r"[+-]?\d+")
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+ISO_DATE = re.compile(r"(\d{1,4})-(\d\d)-(\d\d)(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?)?"
+                      r"\s*(Z|[+-]\d\d(?::?\d\d)?)?")
+EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
+SECOND_FRACTIONS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def parse_timestamps(values, path: Path | str) -> np.ndarray:
+    """One int64 per row that orders the rows exactly as their times do.
+
+    Whole numbers are kept as they are and ISO 8601 dates become whole seconds since 1970 (UTC; a
+    date without a zone is read as UTC). When any time has a fraction (``2000.9``, ``12:00:00.5``,
+    nanoseconds), or lies beyond int64, the exact values are replaced by their dense rank, which
+    orders and ties the rows the same: nothing is truncated. Dates of any year from 1 to 9999 are
+    read. A value that is neither a number nor an ISO date is one error naming the file and row.
+    """
+    series = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_integer_dtype(series) and not series.isna().any():
+        return series.to_numpy(dtype=np.int64)
+    if pd.api.types.is_float_dtype(series) and not series.isna().any() and np.isfinite(series).all():
+        floats = series.to_numpy(dtype=np.float64)  # exact binary values: compared as they are
+        whole = (floats == np.floor(floats)).all() and np.abs(floats).max() < 2.0**63
+        return floats.astype(np.int64) if whole else _dense_rank(floats)
+    text = pd.Series([str(value).strip() for value in series], dtype=object)
+    if text.str.fullmatch(INTEGER.pattern).all():
+        try:
+            return text.astype(np.int64).to_numpy()
+        except OverflowError:  # beyond int64: exact Python integers, ranked
+            return _dense_rank(np.array([int(value) for value in text], dtype=object))
+    numbers = text.str.fullmatch(NUMBER.pattern)
+    if numbers.all():
+        exact = np.array([Decimal(value) for value in text], dtype=object)
+        if all(value == value.to_integral_value() and abs(value) < 2**63 for value in exact):
+            return np.array([int(value) for value in exact], dtype=np.int64)
+        return _dense_rank(exact)
+    if numbers.any():
+        row = int(np.flatnonzero(~numbers.to_numpy())[0])
+        raise ValueError(f"{path}: timestamps must be all numbers or all ISO dates; row {row} holds {text[row]!r} "
+                         f"among numbers such as {text[numbers].iloc[0]!r}")
+    return _date_keys(text, path)
+
+
+def _dense_rank(values: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... by value; equal values share a rank."""
+    ordered = sorted(set(values.tolist()))
+    rank = {value: position for position, value in enumerate(ordered)}
+    return np.array([rank[value] for value in values.tolist()], dtype=np.int64)
+
+
+def _date_keys(text: pd.Series, path: Path | str) -> np.ndarray:
+    """ISO dates: whole seconds since 1970 when every date is on a whole second, else exact ranks."""
     try:
-        dates = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
-    except (ValueError, OverflowError) as error:  # out-of-bounds dates raise despite errors="coerce"
-        raise ValueError(f"{path}: timestamps must be numbers or ISO dates ({error})") from None
-    if not dates.isna().any():
-        return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
-    bad = values[numbers.isna()].iloc[0]
-    raise ValueError(f"{path}: timestamps must be numbers or ISO dates; cannot parse {bad!r}")
+        dates = pd.to_datetime(text, utc=True, format="ISO8601")
+        if dates.isna().any():
+            raise ValueError("a missing time")
+    except (ValueError, OverflowError):  # out of pandas' range, or unreadable: read one by one, exactly
+        exact = [_exact_date(value, row, path) for row, value in enumerate(text)]
+        if all(fraction == 0 for _, fraction in exact):
+            return np.array([seconds for seconds, _ in exact], dtype=np.int64)
+        return _dense_rank(np.array(exact, dtype=object))
+    ticks = dates.astype(np.int64).to_numpy()
+    per_second = SECOND_FRACTIONS[dates.dt.unit]
+    return ticks // per_second if (ticks % per_second == 0).all() else _dense_rank(ticks)
+
+
+def _exact_date(value: str, row: int, path: Path | str) -> tuple[int, Decimal]:
+    """``(seconds since 1970 UTC, fraction of a second)`` of one ISO 8601 date, of any year."""
+    match = ISO_DATE.fullmatch(value)
+    try:
+        if match is None:
+            raise ValueError("not an ISO 8601 date")
+        year, month, day, hour, minute, second, fraction, zone = match.groups()
+        days = datetime.date(int(year), int(month), int(day)).toordinal() - EPOCH_DAY
+        clock = datetime.time(int(hour or 0), int(minute or 0), int(second or 0))
+    except ValueError:
+        raise ValueError(f"{path}: timestamps must be numbers or ISO dates; cannot read {value!r} in row {row} "
+                         "(e.g. 1714566600, 2024-05-01 or 2024-05-01T12:30:00Z)") from None
+    offset = 0
+    if zone and zone != "Z":
+        digits = zone[1:].replace(":", "")
+        offset = (int(digits[:2]) * 3600 + int(digits[2:] or 0) * 60) * (1 if zone[0] == "+" else -1)
+    seconds = days * 86400 + clock.hour * 3600 + clock.minute * 60 + clock.second - offset
+    return seconds, Decimal(f"0.{fraction}") if fraction else Decimal(0)
+
+
+WHOLE_WITH_ZERO = r"-?\d+\.0+"
 
 
 def normalise_ids(values, column: str, path: Path | str) -> pd.Series:
-    """Ids as text, the same way for every table (see the module docstring); a missing id is an error."""
+    """Ids as their exact text (see the module docstring); a missing id is an error."""
     ids = pd.Series(values).reset_index(drop=True)
-    text = ids.astype(str).str.strip()
-    missing = ids.isna().to_numpy() | text.str.lower().isin(MISSING_ID_MARKERS).to_numpy()
+    if pd.api.types.is_float_dtype(ids):  # a typed file (parquet) stored the ids as floats
+        whole = ids.notna() & np.isfinite(ids) & (ids == np.floor(ids)) & (ids.abs() < 2.0**63)
+        text = pd.Series([str(int(v)) if ok else str(v) for v, ok in zip(ids, whole)], dtype=object)
+        if whole.any():
+            logger.warning("%s: %d %s ids stored as floating-point numbers, read as whole numbers (1.0 -> 1)",
+                           path, int(whole.sum()), column)
+    else:
+        text = pd.Series([value if isinstance(value, str) else str(value) for value in ids], dtype=object)
+    missing = ids.isna().to_numpy() | text.str.strip().str.lower().isin(MISSING_ID_MARKERS).to_numpy()
     if missing.any():
         row = int(np.flatnonzero(missing)[0])
         raise ValueError(f"{path}: missing {column} id in row {row} ({ids.iloc[row]!r}; {int(missing.sum())} such "
                          f"rows); ids must be present, and NA/NaN/null/empty are read as missing")
-    return text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+    text = _rewritten(text, text.str.strip(), column, path, "without their surrounding blanks")
+    if text.str.fullmatch(WHOLE_WITH_ZERO).all():  # the whole column, never some of its ids
+        text = _rewritten(text, text.str.replace(r"\.0+$", "", regex=True), column, path,
+                          "without the '.0' every one of them is written with (1.0 -> 1)")
+    return text
+
+
+def _rewritten(text: pd.Series, rewritten: pd.Series, column: str, path: Path | str, how: str) -> pd.Series:
+    """``rewritten`` when it keeps every distinct id distinct (announced with a count), else ``text``."""
+    changed = int((rewritten != text).sum())
+    if not changed:
+        return text
+    if rewritten.nunique() < text.nunique():
+        logger.warning("%s: %d %s ids are kept exactly as written: reading them %s would merge distinct ids",
+                       path, changed, column, how)
+        return text
+    logger.warning("%s: %d %s ids read %s", path, changed, column, how)
+    return rewritten
 
 
 def interactions_frame(users, items, timestamps: np.ndarray, path: Path | str) -> pd.DataFrame:
@@ -184,6 +295,9 @@ def sha256_file(path: Path | str) -> str:
 # ---------------------------------------------------------------- RecBole atomic files
 
 
+EXACT_FIELDS = ("user_id", "item_id", "timestamp")  # read as written, whatever type the header gives them
+
+
 def read_atomic_file(path: Path) -> pd.DataFrame:
     """A RecBole atomic file (tab-separated, header ``name:type``) as strings, types stripped from names."""
     if not path.is_file():
@@ -192,8 +306,9 @@ def read_atomic_file(path: Path) -> pd.DataFrame:
         header = pd.read_csv(path, sep="\t", nrows=0, quoting=csv.QUOTE_NONE).columns
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path}: the file is empty") from None
-    # ``float`` fields are parsed as numbers (fast); token fields stay text, verbatim.
-    types = {column: np.float64 if column.endswith(":float") else str for column in header}
+    # ``float`` fields are parsed as numbers (fast); token fields, ids and times stay text, verbatim.
+    types = {column: np.float64 if column.endswith(":float") and column.split(":")[0] not in EXACT_FIELDS
+             else str for column in header}
     try:
         # QUOTE_NONE: titles such as `"Great Performances" Cats` carry literal quotes.
         frame = pd.read_csv(path, sep="\t", dtype=types, quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[""])

@@ -7,7 +7,12 @@ basket): ``ordering_keys`` ranks their tuples, compared left to right.
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import json
+import lzma
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -27,8 +32,12 @@ from dmesr.data.loaders import (
 from dmesr.data.schema import RawDataset
 
 
-def read_table(path: Path | str) -> pd.DataFrame:
-    """CSV / TSV (optionally compressed) or parquet, chosen by file suffix."""
+def read_table(path: Path | str, exact: Iterable[str] = ()) -> pd.DataFrame:
+    """CSV / TSV (optionally compressed), JSON lines or parquet, chosen by file suffix.
+
+    The ``exact`` columns (ids, times) of a text file are read as the strings written, never through
+    a number (``007`` stays ``007``; a 64-bit id is not rounded); JSON numbers are kept as written too.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"table not found: {path}")
@@ -36,13 +45,11 @@ def read_table(path: Path | str) -> pd.DataFrame:
     if ".parquet" in suffixes:
         table = pd.read_parquet(path)
     elif {".jsonl", ".json"} & set(suffixes):
-        try:
-            table = pd.read_json(path, lines=True, dtype=False)
-        except ValueError as error:
-            raise ValueError(f"{path}: not JSON lines ({error})") from None
+        table = _read_json_lines(path)
     else:
         try:
-            table = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""])
+            table = pd.read_csv(path, sep="\t" if ".tsv" in suffixes else ",", keep_default_na=False, na_values=[""],
+                                dtype={column: str for column in exact})
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: the file is empty") from None
         except (ValueError, pd.errors.ParserError) as error:
@@ -50,6 +57,23 @@ def read_table(path: Path | str) -> pd.DataFrame:
     if table.empty:
         raise ValueError(f"{path}: no rows")
     return table
+
+
+def _read_json_lines(path: Path) -> pd.DataFrame:
+    """One record per line; numbers stay the text they are written as (a table of them would turn a column
+    holding one fraction into floats, rounding every 64-bit id in it)."""
+    records = []
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line, parse_int=str, parse_float=str))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{number}: not JSON lines ({error.msg})") from None
+    if records and not all(isinstance(record, dict) for record in records):
+        raise ValueError(f"{path}: not JSON lines of records (objects with named fields)")
+    return pd.DataFrame(records, dtype=object)
 
 
 def ordering_keys(table: pd.DataFrame, columns: list[str], path: Path | str) -> np.ndarray:
@@ -90,14 +114,14 @@ def load_table(
     (relative ones are read from the item table's folder).
     """
     path = Path(path)
-    table = read_table(path)
     time_columns = [timestamp] if isinstance(timestamp, str) else list(timestamp)
+    table = read_table(path, exact=(user, item, *time_columns))
     require_columns(table, (user, item, *time_columns), path)
     interactions = interactions_frame(table[user], table[item], ordering_keys(table, time_columns, path), path)
     if items_path is None:
         items = items_without_metadata(interactions)
     else:
-        meta = read_table(items_path)
+        meta = read_table(items_path, exact=(item,))
         require_columns(meta, [item] + list(text_columns or []) + ([image_column] if image_column else []),
                         items_path)
         if image_column:
