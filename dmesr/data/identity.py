@@ -1,10 +1,12 @@
 """A dataset's identity: the folder name its caches, features and runs are kept under.
 
-A registered dataset (``ml-1m``) is its name: its files are pinned by checksum. A dataset given as a
-folder is its safe folder name plus a fingerprint of its source files, ``data-3f2a9c1b``, so two
-folders both called ``data`` (or one folder whose files changed) never share an enrich cache,
-semantic features or a run directory. Names that are no folder name (``.``, ``..``, empty) are
-refused: they would put a dataset's folders next to, or above, where they belong.
+A built-in dataset (``ml-1m``) is its name: its files are pinned by checksum. A dataset added with
+``dmesr data add`` is its name plus its content identity (the recorded sha256 of its files and the
+columns that read them), ``shop-5e0c2d7a``; a dataset given as a folder is its safe folder name plus
+a fingerprint of its source files, ``data-3f2a9c1b``. So registering a name again with other files,
+two folders both called ``data``, or one folder whose files changed never share a split, an enrich
+cache, semantic features or a run directory. Names that are no folder name (``.``, ``..``, empty)
+are refused: they would put a dataset's folders next to, or above, where they belong.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from dmesr.data.loaders import sha256_file
-from dmesr.data.own import registration
+from dmesr.data.loaders import cached_sha256
+from dmesr.data.own import READ_RULES, content_identity, registration, verified_files
 from dmesr.data.registry import DATASETS, dataset_spec, source_files
 
 FINGERPRINT_CHARS = 8
@@ -28,19 +30,31 @@ def dataset_name(dataset: str) -> str:
     return name
 
 
-_hashed: dict[tuple, str] = {}  # (path, size, mtime) of every source file -> fingerprint: hash each file once
-
-
 def source_fingerprint(dataset: str) -> str:
     """sha256 over the dataset's source files (name and content), for a dataset given as a folder."""
-    files = source_files(dataset)
-    stamp = tuple((str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns) for path in files)
-    if stamp not in _hashed:
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
-        _hashed[stamp] = digest.hexdigest()
-    return _hashed[stamp]
+    digest = hashlib.sha256()
+    for path in source_files(dataset):
+        digest.update(f"{path.name}:{cached_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def registered_content(dataset: str, home=None) -> str | None:
+    """The content identity of a dataset added with ``dmesr data add`` (its files checked first), else None."""
+    entry = None if dataset in DATASETS else registration(dataset, home)
+    if entry is None:
+        return None
+    verified_files(entry)
+    return entry.get("content") or content_identity(entry)
+
+
+def source_identity(dataset: str, home=None) -> list[str]:
+    """What a dataset's split is made from, for its fingerprint: the verified sha256 of a built-in
+    dataset's files; a registered dataset's content identity; a folder's file hashes and ``READ_RULES``."""
+    content = registered_content(dataset, home)
+    if content is not None:
+        return [content]
+    hashes = [cached_sha256(path) for path in source_files(dataset, home)]
+    return hashes if dataset in DATASETS else hashes + [f"read-rules-{READ_RULES}"]
 
 
 def is_folder_dataset(dataset: str) -> bool:
@@ -49,10 +63,12 @@ def is_folder_dataset(dataset: str) -> bool:
 
 
 def dataset_key(dataset: str) -> str:
-    """``<folder name>-<source fingerprint>`` for a folder; a registered name stands for itself."""
+    """``<folder name>-<source fingerprint>`` for a folder, ``<name>-<content identity>`` for a dataset
+    added with ``dmesr data add``; a built-in name stands for itself."""
     name = dataset_name(dataset)
     if not is_folder_dataset(dataset):
-        return name
+        content = registered_content(dataset)
+        return name if content is None else f"{name}-{content[:FINGERPRINT_CHARS]}"
     safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
     return f"{safe}-{source_fingerprint(dataset)[:FINGERPRINT_CHARS]}"
 

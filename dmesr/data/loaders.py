@@ -292,6 +292,18 @@ def sha256_file(path: Path | str) -> str:
     return digest.hexdigest()
 
 
+_hashed: dict[tuple, str] = {}  # (path, size, mtime) -> sha256: each unchanged file is hashed once per process
+
+
+def cached_sha256(path: Path | str) -> str:
+    """``sha256_file``, computed again only when the file's size or modification time changed."""
+    stat = Path(path).stat()
+    stamp = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if stamp not in _hashed:
+        _hashed[stamp] = sha256_file(path)
+    return _hashed[stamp]
+
+
 # ---------------------------------------------------------------- RecBole atomic files
 
 

@@ -4,11 +4,16 @@
         --user user_id --item product_id --time order_number,add_to_cart_order --text product_name
 
 writes ``$DMESR_HOME/datasets/retail.json`` (:func:`dmesr.data.registry.add_dataset` loads the files
-first): the format, the files (absolute paths) with their sha256, and the column choices. From then
-on ``retail`` is a dataset name like ``ml-100k`` for every command and every Python entry point (they
-resolve names through ``dmesr.data.registry``).
-The files are read where they are, not copied; the split fingerprint hashes them, so a changed
-file builds a new split and an old run refuses it rather than mixing data.
+first): the format, the files (absolute paths) with their sha256, size and modification time, the
+column choices, and the content identity they make (``content``). From then on ``retail`` is a
+dataset name like ``ml-100k`` for every command and every Python entry point (they resolve names
+through ``dmesr.data.registry``).
+
+The files are read where they are, not copied, and checked on every use (:func:`verified_files`: a
+file whose size or time changed is hashed again): a file changed since ``data add`` is refused,
+naming it. Everything made from a registered dataset (splits, descriptions, features, runs) is kept
+under its name plus its content identity (:func:`dmesr.data.identity.dataset_key`), so registering
+the name again with other files or other columns never reuses what was made from the old content.
 
 Formats: ``table`` (CSV, TSV, parquet, JSON lines; see :func:`dmesr.data.tables.load_table`),
 ``amazon`` (Amazon Reviews 2018 / 2023 JSON lines, :func:`dmesr.data.amazon.load_amazon`) and
@@ -18,16 +23,21 @@ Formats: ``table`` (CSV, TSV, parquet, JSON lines; see :func:`dmesr.data.tables.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 
-from dmesr.data.loaders import load_recbole_atomic, recbole_atomic_files
+from dmesr.data.loaders import cached_sha256, load_recbole_atomic, recbole_atomic_files
 from dmesr.data.schema import RawDataset
 from dmesr.data.tables import load_table
 from dmesr.paths import dmesr_home, write_atomically
 
 FORMATS = ("table", "amazon", "recbole")
+# How files are read into ids and times (exact strings, exact times): part of the content identity, so a
+# dataset read under other rules never shares what was made from it.
+READ_RULES = 2
+READ_SETTINGS = ("format", "user", "item", "time", "text", "image", "image_folder")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -54,6 +64,45 @@ def entry_files(entry: dict) -> list[Path]:
         inter, item = recbole_atomic_files(entry["interactions"])
         return [inter] + ([item] if item else [])
     return [Path(entry["interactions"])] + ([Path(entry["items"])] if entry.get("items") else [])
+
+
+def record_files(entry: dict) -> None:
+    """Record each file's sha256, size and modification time, and the content identity they make."""
+    files = entry_files(entry)
+    entry["sha256"] = {str(path): cached_sha256(path) for path in files}
+    entry["stat"] = {str(path): [path.stat().st_size, path.stat().st_mtime_ns] for path in files}
+    entry["content"] = content_identity(entry)
+
+
+def content_identity(entry: dict) -> str:
+    """sha256 over the files' hashes (in order), the settings that read them and ``READ_RULES``."""
+    payload = {"files": list(entry["sha256"].values()), "read": {key: entry.get(key) for key in READ_SETTINGS},
+               "rules": READ_RULES}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def verified_files(entry: dict) -> list[Path]:
+    """The registered files, each checked against the sha256 recorded by ``data add`` (hashed again only
+    when its size or modification time changed); a missing or changed file is one error naming it."""
+    name = entry["name"]
+    files = entry_files(entry) if Path(entry["interactions"]).exists() else [Path(entry["interactions"])]
+    recorded_stats = entry.get("stat", {})
+    for path in files:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: registered for dataset {name} but not found; put it back, or register "
+                                    f"the new location with `dmesr data add {name} ...`")
+        recorded = entry.get("sha256", {}).get(str(path))
+        if recorded is None:
+            raise ValueError(f"{path}: no sha256 recorded for it in the registration of {name}; register it again "
+                             f"with `dmesr data add {name} ...`")
+        if recorded_stats.get(str(path)) == [path.stat().st_size, path.stat().st_mtime_ns]:
+            continue
+        actual = cached_sha256(path)
+        if actual != recorded:
+            raise ValueError(f"{path}: changed since `dmesr data add {name}` (sha256 {recorded[:12]}, now "
+                             f"{actual[:12]}); nothing made from the old content is used: run `dmesr data add "
+                             f"{name} ...` again to use the new file")
+    return files
 
 
 def load_entry(entry: dict) -> RawDataset:

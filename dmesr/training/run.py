@@ -109,9 +109,7 @@ def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
     if config_hash(saved_run_config(run_dir)) != config_hash(config):
         raise ValueError(f"{run_dir} holds a run with a different config; choose another output_dir")
     saved_data = json.loads((run_dir / "data.json").read_text())
-    if saved_data["fingerprint"] != split.fingerprint:
-        raise ValueError(f"{run_dir} was trained on other data (fingerprint {saved_data['fingerprint'][:12]}, "
-                         f"now {split.fingerprint[:12]})")
+    check_trained_on(run_dir, saved_data, split)
     chosen = excludes_history(config.eval, has_repeats(split))
     if saved_data.get("exclude_history", chosen) != chosen:
         raise ValueError(f"{run_dir} holds a run evaluated with exclude_history={saved_data['exclude_history']}, "
@@ -255,15 +253,32 @@ def load_finished_run(run_dir: str | Path, split: SequenceSplit | None = None
     return config, split, model
 
 
+def check_trained_on(run_dir: Path, saved_data: dict, split: SequenceSplit) -> None:
+    """Refuse ``split`` unless it is the one the run recorded in its data.json (same fingerprint)."""
+    if saved_data["fingerprint"] == split.fingerprint:
+        return
+    why = ""
+    source, current = saved_data.get("source"), registration(split.name)
+    if source and current and source.get("content") != current.get("content"):
+        why = (f"; this data home's registration of {split.name} has other files or columns than the run's "
+               f"(content {str(current.get('content'))[:8]}, the run's {str(source.get('content'))[:8]})")
+    raise ValueError(f"{run_dir} was trained on other data (fingerprint {saved_data['fingerprint'][:12]}, now "
+                     f"{split.fingerprint[:12]}){why}")
+
+
 def load_run_split(run_dir: str | Path) -> SequenceSplit:
     """The split a run was trained on, rebuilt from its config (and, for a dataset added with
-    ``dmesr data add`` that this data home does not know, the registration saved in data.json)."""
+    ``dmesr data add`` that this data home does not know, the registration saved in data.json),
+    checked against the fingerprint the run recorded: other data is refused, never used in its name."""
     run_dir = Path(run_dir)
     data_file = run_dir / "data.json"
-    source = json.loads(data_file.read_text()).get("source") if data_file.exists() else None
-    if source:
-        restore_registration(source)
-    return prepare_split(saved_run_config(run_dir).data)
+    saved_data = json.loads(data_file.read_text()) if data_file.exists() else {}
+    if saved_data.get("source"):
+        restore_registration(saved_data["source"])
+    split = prepare_split(saved_run_config(run_dir).data)
+    if saved_data:
+        check_trained_on(run_dir, saved_data, split)
+    return split
 
 
 def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str = "auto",
