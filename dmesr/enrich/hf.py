@@ -12,6 +12,7 @@ hence rarely a word).
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -76,21 +77,27 @@ class HFGenerator:
         if gguf_file:
             options["gguf_file"] = gguf_file
         self.sees_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-        if self.sees_images:
-            self.processor = AutoProcessor.from_pretrained(self.model_name, trust_remote_code=trust_remote_code)
-            self.tokenizer = self.processor.tokenizer
-            self.model = AutoModelForImageTextToText.from_pretrained(self.model_name, **options)
-        elif config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-            self.processor = None
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self.model_name, trust_remote_code=trust_remote_code, gguf_file=gguf_file
-            )
-            self.model = AutoModelForCausalLM.from_pretrained(self.model_name, **options)
-        else:
-            raise ValueError(
-                f"model {self.model_name!r} (type {config.model_type!r}) is neither an image-text-to-text "
-                "model nor a causal language model"
-            )
+        try:
+            if self.sees_images:
+                self.processor = AutoProcessor.from_pretrained(self.model_name, trust_remote_code=trust_remote_code)
+                self.tokenizer = self.processor.tokenizer
+                self.model = AutoModelForImageTextToText.from_pretrained(self.model_name, **options)
+            elif config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+                self.processor = None
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    self.model_name, trust_remote_code=trust_remote_code, gguf_file=gguf_file
+                )
+                self.model = AutoModelForCausalLM.from_pretrained(self.model_name, **options)
+            else:
+                raise ValueError(
+                    f"model {self.model_name!r} (type {config.model_type!r}) is neither an image-text-to-text "
+                    "model nor a causal language model"
+                )
+        except pickle.UnpicklingError:  # torch's weights-only loader met pickled code: refused, never run
+            weights = sorted(Path(self.model_name).glob("*.bin")) if Path(self.model_name).is_dir() else []
+            raise ValueError(f"{weights[0] if weights else self.model_name}: its weights hold pickled objects that "
+                             "would run code when loaded; refused (dmesr loads safetensors or plain tensors only: "
+                             "get the model as safetensors)") from None
         if not chat and self.sees_images:
             raise ValueError(f"model {self.model_name!r} sees images; plain prompts (chat=False) are for causal LMs")
         self.templater = self.processor or self.tokenizer  # VLM chat templates live on the processor

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dmesr.paths import save_failed
+
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` picks cuda, then mps, then cpu; an explicit device that is absent is an error."""
@@ -46,8 +48,12 @@ def atomic_save(obj: dict, path: Path) -> None:
     """Write with ``torch.save`` to a temp file then rename: a crash never leaves a torn checkpoint."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:  # a full disk: OSError, or torch's "unexpected pos" RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise save_failed(path, error) from None
 
 
 def load_checkpoint(path: Path) -> dict:
