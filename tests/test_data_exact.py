@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from dmesr.cli import main
+from dmesr.config import DataConfig
+from dmesr.data import build_split
 from dmesr.data.loaders import normalise_ids, parse_timestamps
 from dmesr.data.tables import load_table
 
@@ -67,6 +69,10 @@ def test_fractional_times_order_a_users_items(tmp_path):
     frame.to_csv(tmp_path / "log.csv", index=False)
     raw = load_table(tmp_path / "log.csv", "u", "i", "t")
     assert raw.interactions.sort_values("timestamp")["item"].tolist() == ["a", "b", "c", "early", "late"]
+    split = build_split(raw, DataConfig(dataset="log", min_user_interactions=1, min_item_interactions=1,
+                                        num_sampled_negatives=0))
+    targets = split.item_ids[split.sequence(0)[-2:] - 1].tolist()
+    assert targets == ["early", "late"]  # validation, then test: not swapped by the file order
 
 
 def test_times_are_compared_exactly_nanoseconds_and_any_year():
