@@ -87,6 +87,7 @@ def verified_files(entry: dict) -> list[Path]:
     name = entry["name"]
     files = entry_files(entry) if Path(entry["interactions"]).exists() else [Path(entry["interactions"])]
     recorded_stats = entry.get("stat", {})
+    changed = []
     for path in files:
         if not path.exists():
             raise FileNotFoundError(f"{path}: registered for dataset {name} but not found; put it back, or register "
@@ -97,11 +98,12 @@ def verified_files(entry: dict) -> list[Path]:
                              f"with `dmesr data add {name} ...`")
         if recorded_stats.get(str(path)) == [path.stat().st_size, path.stat().st_mtime_ns]:
             continue
-        actual = cached_sha256(path)
-        if actual != recorded:
-            raise ValueError(f"{path}: changed since `dmesr data add {name}` (sha256 {recorded[:12]}, now "
-                             f"{actual[:12]}); nothing made from the old content is used: run `dmesr data add "
-                             f"{name} ...` again to use the new file")
+        if cached_sha256(path) != recorded:
+            changed.append(str(path))
+    if changed:
+        raise ValueError(f"{', '.join(changed)}: changed since `dmesr data add {name}` (the sha256 it recorded "
+                         "differs); nothing made from the old content is used: run `dmesr data add "
+                         f"{name} ...` again to use the new {'files' if len(changed) > 1 else 'file'}")
     return files
 
 
