@@ -71,6 +71,19 @@ def _identity(dataset: str) -> str | None:
         return None
 
 
+def _with_downloaded_images(items: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Items whose pictures are URLs get the files ``dmesr data images`` downloaded for this dataset."""
+    from dmesr.data.images import images_folder, with_downloaded_images
+
+    if "image_urls" not in items.columns:
+        return items
+    try:
+        folder = images_folder(dataset)
+    except (ValueError, FileNotFoundError):
+        return items
+    return with_downloaded_images(items, folder)
+
+
 def check_item_table(items: pd.DataFrame) -> pd.DataFrame:
     missing = {"item", "text"} - set(items.columns)
     if missing:
@@ -108,6 +121,8 @@ def describe_items(items: pd.DataFrame, dataset: str, describer: str | Describer
     """
     check_item_table(items)
     views = [check_view(view) for view in views]
+    if "image" in views:
+        items = _with_downloaded_images(items, dataset)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     selected = select_items(items, limit, shard)
@@ -124,12 +139,14 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
     writer = cache.writer(backend.describer_id, shard_tag)  # first: it ends the file on a whole record
     done = cache.done_keys()
     skipped, failed, cached = Counter(), Counter(), 0
+    usable = Counter()  # per view: item views cached or with a readable input
     pending: dict[str, list[dict]] = {view: [] for view in views}
     for row in selected.to_dict("records"):
         for view in views:
             key = (dataset, str(row["item"]), view, backend.describer_id, prompt_hash(view))
             if key in done:
                 cached += 1
+                usable[view] += 1
             elif view == "image" and not has_image_path(row.get("image_path")):
                 skipped["no image"] += 1
             elif view == "text" and not _text(row["text"]):
@@ -145,6 +162,7 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
                 requests = _requests(view, batch, skipped)
+                usable[view] += len(requests)
                 records = [
                     dict(dataset=dataset, item=request.item, view=view, describer=backend.describer_id,
                          prompt_hash=prompt_hash(view), description=description)
@@ -162,6 +180,11 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
     if progress:
         print(f"describe {dataset}: {written} done, {cached} already cached, skipped {dict(skipped)}, "
               f"failed {dict(failed)} ({summary['items_per_s']} items/s)")
+    unusable = [view for view in views if len(selected) and not usable[view]]
+    if unusable:
+        raise RuntimeError(f"describe {dataset}: no item has a readable input for the {' and '.join(unusable)} view "
+                           f"(skipped: {dict(skipped)}, failed: {dict(failed)}); check the pictures (dmesr data stats) "
+                           "or ask for the other view only")
     if total and not written and failed:
         raise RuntimeError(f"describe {dataset}: every one of {total} item views failed ({dict(failed)}); "
                            f"nothing was written to {writer.path}")
