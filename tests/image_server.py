@@ -44,6 +44,7 @@ class ImageServer:
         self.latency, self.slow_seconds, self.big_bytes = latency, slow_seconds, big_bytes
         self.files, self.cut_files_after = dict(files or {}), cut_files_after
         self.requests: Counter = Counter()
+        self.ranges: list[str] = []  # the Range headers of file requests, in order
         self.lock = threading.Lock()
         server = self
 
@@ -107,6 +108,7 @@ class ImageServer:
     def send_file(self, handler: BaseHTTPRequestHandler, body: bytes, count: int) -> None:
         start = 0
         asked = handler.headers.get("Range", "")
+        self.ranges.append(asked)
         if asked.startswith("bytes="):
             start = int(asked[len("bytes="):].split("-")[0])
             if start >= len(body):

@@ -58,9 +58,13 @@ def download_file(session: requests.Session, url: str, path: Path, timeout: floa
         with open(partial, "ab" if resumed else "wb") as handle, \
                 tqdm(total=total or None, initial=have if resumed else 0, unit="B", unit_scale=True,
                      desc=path.name) as bar:
-            for block in reply.iter_content(1 << 20):
-                handle.write(block)
-                bar.update(len(block))
+            try:
+                for block in reply.iter_content(1 << 13):
+                    handle.write(block)
+                    bar.update(len(block))
+            except requests.RequestException as error:
+                raise RuntimeError(f"{url}: the download broke off after {handle.tell()} bytes ({type(error).__name__}); "
+                                   f"rerun to continue from {partial}") from None
     if total and partial.stat().st_size != total:
         raise RuntimeError(f"{url}: the reply ended after {partial.stat().st_size} of {total} bytes; rerun to continue")
     os.replace(partial, path)
