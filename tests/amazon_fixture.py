@@ -26,12 +26,15 @@ def asin(index: int) -> str:
 
 def amazon_category(base_url: str, num_items: int = 120, num_users: int = 160, per_user: int = 8,
                     seed: int = 0) -> tuple[bytes, bytes]:
-    """``(reviews.jsonl.gz, meta.jsonl.gz)`` bytes; every user reviews ``per_user`` distinct items, in time order."""
+    """``(reviews.jsonl.gz, meta.jsonl.gz)`` bytes. User ``u`` reviews ``per_user`` consecutive items from
+    ``7u mod num_items`` on, in time order: a learnable next item, and every item reviewed by at least
+    ``per_user`` users when ``num_users >= num_items`` (so the 5-core keeps them all)."""
     rng = np.random.default_rng(seed)
     reviews = []
     for user in range(num_users):
         start = 1_600_000_000_000 + int(rng.integers(0, 10**9))
-        for step, item in enumerate(rng.choice(num_items, size=per_user, replace=False)):
+        for step in range(per_user):
+            item = (7 * user + step) % num_items
             reviews.append({"rating": float(rng.integers(1, 6)), "title": "ok", "text": "fine", "images": [],
                             "asin": asin(int(item)), "parent_asin": asin(int(item)), "user_id": f"U{user:05d}",
                             "timestamp": start + 86_400_000 * step, "helpful_vote": 0, "verified_purchase": True})

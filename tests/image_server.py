@@ -38,6 +38,14 @@ def jpeg_bytes(name: str, size: int = 48) -> bytes:
     return buffer.getvalue()
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connect at once (the default backlog of 5 drops their connects)
+
+    def handle_error(self, request, client_address):  # a client that gave up (timeout) breaks the pipe: expected
+        pass
+
+
 class ImageServer:
     def __init__(self, latency: float = 0.0, slow_seconds: float = 2.0, big_bytes: int = 2 * 1024 * 1024,
                  files: dict[str, bytes] | None = None, cut_files_after: int | None = None):
@@ -59,8 +67,7 @@ class ImageServer:
                 time.sleep(server.latency)
                 server.reply(self, count)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property

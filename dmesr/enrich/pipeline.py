@@ -228,7 +228,8 @@ def _describe_isolated(backend, requests: list[DescribeRequest], failed: Counter
 
 def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out_dir=None,
                 encoder: str = DEFAULT_ENCODER, describer: str | None = None, views=VIEWS,
-                max_tokens: int = 32, batch_size: int = 64, device: str = "auto") -> SemanticFeatures:
+                max_tokens: int = 32, batch_size: int = 64, device: str = "auto",
+                progress: bool = True) -> SemanticFeatures:
     """Encode descriptions (cache folder, JSONL or parquet) and original texts; saves and returns features.
 
     Features already saved from the same items, descriptions, views, encoder and token count are
@@ -259,15 +260,16 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
             and saved.get("max_tokens") == max_tokens and sorted(saved.get("views", [])) == sorted(views)):
         print(f"dmesr: features in {folder} were made from the same items, descriptions and encoder: not re-embedded")
         return load_features(folder, encoder=encoder)
-    text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size)
-    pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens)
+    text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size, progress=progress)
+    pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens, what="item texts")
     vectors, present = {}, {}
     for view in views:
         lookup = dict(zip(table.loc[table["view"] == view, "item"], table.loc[table["view"] == view, "description"]))
         present[view] = np.array([item in lookup and bool(lookup[item].strip()) for item in item_ids])
         vectors[view] = np.zeros((len(item_ids), text_encoder.dim), dtype=np.float32)
         if present[view].any():
-            vectors[view][present[view]] = text_encoder.encode([lookup[i] for i in item_ids[present[view]]])
+            vectors[view][present[view]] = text_encoder.encode([lookup[i] for i in item_ids[present[view]]],
+                                                               what=f"{view}-view descriptions")
     meta = dict(dataset=dataset, dataset_key=_identity(dataset), encoder=encoder, descriptions=str(source),
                 describer=sorted(table["describer"].unique()) if "describer" in table.columns else None,
                 prompt_hashes={v: sorted(table.loc[table["view"] == v, "prompt_hash"].unique())
