@@ -199,3 +199,16 @@ def test_enrich_fails_when_a_view_has_no_readable_input(tmp_path, home, capsys):
     with pytest.raises(RuntimeError, match="image view"):
         describe_items(items, "shop", make_describer("precomputed", path=str(descriptions)), views=["image", "text"],
                        cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_pictures_kept_before_their_manifest_line_are_not_fetched_again(tmp_path):
+    with ImageServer() as server:
+        items = url_items([f"{server.url}/img/m{k}.jpg" for k in range(4)])
+        download_images(items, tmp_path, workers=2, progress=False)
+        manifest = (tmp_path / "manifest.jsonl").read_text().splitlines()
+        # a kill after two pictures were renamed into place but before their lines were whole
+        (tmp_path / "manifest.jsonl").write_text("\n".join(manifest[:2]) + "\n" + manifest[2][:15])
+        summary = download_images(items, tmp_path, workers=2, progress=False)
+        assert summary["fetched"] == 0 and summary["already_kept"] == 4
+        assert all(count == 1 for count in server.requests.values())
+        assert len(read_manifest(tmp_path)) == 4 and summary["with_image"] == 4

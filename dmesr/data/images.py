@@ -151,13 +151,6 @@ def url_name(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
 
 
-def kept_file(folder: Path, url: str) -> Path | None:
-    """A checked picture already in place for ``url`` (left by a run killed before its manifest line)."""
-    for path in folder.glob(url_name(url) + ".*"):
-        return path
-    return None
-
-
 def check_image(path: Path, decode: bool = True) -> tuple[str | None, str | None]:
     """``(suffix, None)`` when the file is a picture, else ``(None, reason)``. ``decode`` reads every pixel (a
     truncated file fails); without it only the header and structure are checked (cheap, for many local files)."""
@@ -238,13 +231,14 @@ def download_images(items: pd.DataFrame, folder: Path | str, *, workers: int = D
     manifest = read_manifest(folder)
     writer = ManifestWriter(folder)
     todo, kept_before = [], 0
+    on_disk = {path.stem: path for path in folder.iterdir() if path.is_file() and path.name != MANIFEST}
     for item, url in wanted:
         record = manifest.get(url)
         if record and record["status"] == "done" and (folder / record["file"]).is_file():
             kept_before += 1
         elif record and record["status"] == "failed" and not retry_failed:
             continue
-        elif (path := kept_file(folder, url)) is not None:  # checked and renamed, then killed before its line
+        elif (path := on_disk.get(url_name(url))) is not None:  # checked and renamed, killed before its line
             writer.append({"url": url, "item": item, "status": "done", "file": path.name,
                            "bytes": path.stat().st_size, "sha256": sha256_file(path)})
             kept_before += 1

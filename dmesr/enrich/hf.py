@@ -138,16 +138,14 @@ class HFGenerator:
         if with_images and not self.sees_images:
             raise ValueError(f"model {self.model_name!r} is text-only and cannot describe images")
         if not self.chat:  # a new line after the prompt: the model writes the answer as the next paragraph
-            texts = [f"{prompt}\n" for prompt in prompts]
-        else:
-            texts = [
-                self.templater.apply_chat_template(
-                    [{"role": "user", "content": self._content(prompt, with_image=with_images)}],
-                    add_generation_prompt=True, tokenize=False,
-                )
-                for prompt in prompts
-            ]
-        return texts
+            return [f"{prompt}\n" for prompt in prompts]
+        return [
+            self.templater.apply_chat_template(
+                [{"role": "user", "content": self._content(prompt, with_image=with_images)}],
+                add_generation_prompt=True, tokenize=False,
+            )
+            for prompt in prompts
+        ]
 
     def model_inputs(self, texts: list[str], images: list[Image.Image] | None = None) -> dict:
         """Token ids (left-padded), masks and pixel values on the model's device; the processor expands each
