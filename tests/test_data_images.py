@@ -199,6 +199,10 @@ def test_enrich_fails_when_a_view_has_no_readable_input(tmp_path, home, capsys):
     with pytest.raises(RuntimeError, match="image view"):
         describe_items(items, "shop", make_describer("precomputed", path=str(descriptions)), views=["image", "text"],
                        cache_dir=tmp_path / "cache", progress=False)
+    no_pictures = items.assign(image_path=[None])  # MovieLens-like: refused before any model is loaded
+    with pytest.raises(RuntimeError, match="image view"):
+        describe_items(no_pictures, "shop", make_describer("hf", model=str(tmp_path / "no-such-model")),
+                       views=["image", "text"], cache_dir=tmp_path / "cache2", progress=False)
 
 
 def test_pictures_kept_before_their_manifest_line_are_not_fetched_again(tmp_path):

@@ -154,6 +154,8 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
             else:
                 pending[view].append(row)
     total = sum(len(rows) for rows in pending.values())
+    _refuse_views_without_input(dataset, [view for view in views if not pending[view]], len(selected), usable,
+                                skipped, failed)  # before any model loads: nothing to read at all
     if total:
         backend.load()  # a model that cannot load is one error here, not one per item below
     started, written = time.perf_counter(), 0
@@ -180,15 +182,21 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
     if progress:
         print(f"describe {dataset}: {written} done, {cached} already cached, skipped {dict(skipped)}, "
               f"failed {dict(failed)} ({summary['items_per_s']} items/s)")
-    unusable = [view for view in views if len(selected) and not usable[view]]
-    if unusable:
-        raise RuntimeError(f"describe {dataset}: no item has a readable input for the {' and '.join(unusable)} view "
-                           f"(skipped: {dict(skipped)}, failed: {dict(failed)}); check the pictures (dmesr data stats) "
-                           "or ask for the other view only")
+    _refuse_views_without_input(dataset, views, len(selected), usable, skipped, failed)
     if total and not written and failed:
         raise RuntimeError(f"describe {dataset}: every one of {total} item views failed ({dict(failed)}); "
                            f"nothing was written to {writer.path}")
     return summary
+
+
+def _refuse_views_without_input(dataset: str, views: list[str], selected: int, usable: Counter, skipped: Counter,
+                                failed: Counter) -> None:
+    """A view asked for with no readable input for any item (no picture at all, say) is an error, not a no-op."""
+    unusable = [view for view in views if selected and not usable[view]]
+    if unusable:
+        raise RuntimeError(f"describe {dataset}: no item has a readable input for the {' and '.join(unusable)} view "
+                           f"(skipped: {dict(skipped)}, failed: {dict(failed)}); check the pictures (dmesr data stats) "
+                           "or ask for the other view only")
 
 
 def _requests(view: str, rows: list[dict], skipped: Counter) -> list[DescribeRequest]:
