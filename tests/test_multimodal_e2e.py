@@ -12,6 +12,7 @@ import pytest
 from dmesr.cli import main
 from dmesr.data.images import images_folder, read_manifest
 from dmesr.enrich.cache import read_descriptions
+from dmesr.enrich.pipeline import default_enrich_dir
 from tests.amazon_fixture import EXPECTED_REASONS, NO_PICTURE, amazon_category
 from tests.image_server import ImageServer
 from tests.tiny_vlms import build_tiny_qwen25_vl
@@ -43,7 +44,7 @@ def test_amazon_category_from_urls_to_a_results_table(tmp_path, monkeypatch, cap
 
     assert main(["enrich", "--dataset", "beauty", "--describer", "hf", "--model", str(model), "--views", "image",
                  "text", "--max-new-tokens", "4", "--device", "cpu", "--batch-size", "32"]) == 0
-    table = read_descriptions(tmp_path / "home" / "enrich" / "beauty" / "descriptions", "beauty")
+    table = read_descriptions(default_enrich_dir("beauty") / "descriptions", "beauty")
     per_view = table.groupby("view").size().to_dict()
     assert per_view["image"] <= images["with_image"] and per_view["text"] <= stats["items"]
     assert per_view["image"] >= 0.9 * images["with_image"]  # random weights may write nothing for a few items
