@@ -212,7 +212,9 @@ def test_pictures_kept_before_their_manifest_line_are_not_fetched_again(tmp_path
         manifest = (tmp_path / "manifest.jsonl").read_text().splitlines()
         # a kill after two pictures were renamed into place but before their lines were whole
         (tmp_path / "manifest.jsonl").write_text("\n".join(manifest[:2]) + "\n" + manifest[2][:15])
+        (tmp_path / ".partial" / "0123.part").write_bytes(b"\xff\xd8 half a picture")  # bytes of a killed fetch
         summary = download_images(items, tmp_path, workers=2, progress=False)
         assert summary["fetched"] == 0 and summary["already_kept"] == 4
         assert all(count == 1 for count in server.requests.values())
         assert len(read_manifest(tmp_path)) == 4 and summary["with_image"] == 4
+        assert not list((tmp_path / ".partial").iterdir())
