@@ -16,6 +16,7 @@ DMESR item encoder masks the missing image view); :func:`image_counts` says how 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ import os
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pandas as pd
@@ -254,18 +255,24 @@ def download_images(items: pd.DataFrame, folder: Path | str, *, workers: int = D
         return {"url": url, "item": item, **fetch_image(session_of.session, url, folder, timeout, max_bytes, limit)}
 
     fetched, failed, started = 0, Counter(), time.perf_counter()
+    pool, queue = ThreadPoolExecutor(max_workers=workers), iter(todo)
+    # a few URLs per worker in flight, not millions of futures; on Ctrl-C only those few are waited for
+    running = {pool.submit(fetch, pair) for pair in itertools.islice(queue, 4 * workers)}
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, \
-                tqdm(total=len(todo), unit="img", desc="images", disable=not progress) as bar:
-            for future in as_completed([pool.submit(fetch, pair) for pair in todo]):
-                record = future.result()
-                writer.append(record)
-                if record["status"] == "done":
-                    fetched += 1
-                else:
-                    failed[record["reason"]] += 1
-                bar.update(1)
+        with tqdm(total=len(todo), unit="img", desc="images", disable=not progress) as bar:
+            while running:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    record = future.result()
+                    writer.append(record)
+                    if record["status"] == "done":
+                        fetched += 1
+                    else:
+                        failed[record["reason"]] += 1
+                    bar.update(1)
+                    running |= {pool.submit(fetch, pair) for pair in itertools.islice(queue, 1)}
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         writer.close()
     seconds = time.perf_counter() - started
     manifest = read_manifest(folder)
