@@ -1,4 +1,4 @@
-"""The ``hf`` describer on three vision-language families (LLaVA, Qwen2.5-VL, Idefics3 / SmolVLM), each a tiny
+"""The ``hf`` describer on the vision-language families (LLaVA, Qwen2.5-VL, Qwen2-VL, Idefics3 / SmolVLM), each a tiny
 random-weight model built from the real configuration classes: the image placeholder sits once in each prompt where
 the template puts it, batched left-padded generation equals one prompt at a time, the text view needs no image,
 and a prompt without the placeholder is refused by the model (so the first check guards something real)."""
@@ -10,12 +10,13 @@ from PIL import Image
 
 from dmesr.enrich.hf import HFGenerator
 from tests.test_enrich_hf import build_tiny_vlm
-from tests.tiny_vlms import IDEFICS_IMAGE, QWEN_IMAGE, build_tiny_idefics3, build_tiny_qwen25_vl
+from tests.tiny_vlms import IDEFICS_IMAGE, QWEN_IMAGE, build_tiny_idefics3, build_tiny_qwen2_vl, build_tiny_qwen25_vl
 
 # family -> (builder, placeholder the chat template writes, token the processor expands it into)
 FAMILIES = {
     "llava": (build_tiny_vlm, "<image>", "<image>"),
     "qwen2.5-vl": (build_tiny_qwen25_vl, QWEN_IMAGE, "<|image_pad|>"),
+    "qwen2-vl": (build_tiny_qwen2_vl, QWEN_IMAGE, "<|image_pad|>"),
     "idefics3": (build_tiny_idefics3, IDEFICS_IMAGE, "<image>"),
 }
 PROMPTS = ["two sentences", "describe what this item is and what kind of person would enjoy it", "the film"]

@@ -1,6 +1,6 @@
 """Tiny random-weight vision-language models of the families people describe items with, built from the real
 configuration and processor classes of transformers and saved to disk, so the ``hf`` describer loads them through
-the same ``from_pretrained`` path as a hub checkpoint: Qwen2.5-VL and Idefics3 (SmolVLM's architecture). Each has
+the same ``from_pretrained`` path as a hub checkpoint: Qwen2.5-VL, Qwen2-VL and Idefics3 (SmolVLM's architecture). Each has
 a word-level tokenizer holding its family's special tokens and a chat template that puts the family's image
 placeholder before the prompt, as the real templates do. LLaVA's builder lives in test_enrich_hf.py."""
 
@@ -17,6 +17,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
 )
 
@@ -55,30 +57,43 @@ def text_config(vocab_size: int, end_id: int) -> dict:
                 eos_token_id=end_id, bos_token_id=2)
 
 
-def build_tiny_qwen25_vl(folder):
-    """Qwen2.5-VL: a one-block windowed ViT (14-pixel patches merged 2x2) and a one-layer Qwen2 with M-RoPE."""
+def build_tiny_qwen_vl(folder, version: str = "2.5"):
+    """Qwen2.5-VL (a one-block windowed ViT) or Qwen2-VL (a one-block ViT), 14-pixel patches merged 2x2, and a
+    one-layer Qwen2 with M-RoPE."""
     template = chat_template(QWEN_IMAGE, "<|im_end|>")
     tokenizer = word_tokenizer(QWEN_SPECIALS, "<|im_end|>", template)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIALS}
     text = text_config(len(tokenizer), ids["<|im_end|>"])
     text["rope_scaling"] = {"type": "mrope", "mrope_section": [2, 3, 3]}  # sums to half the head width (16)
-    config = Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[0],
-                           window_size=56),
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    vision = dict(depth=1, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    if version == "2.5":
+        config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(
+            vision, hidden_size=32, intermediate_size=64, out_hidden_size=32, fullatt_block_indexes=[0],
+            window_size=56), **tokens)
+        model_class, processor = Qwen2_5_VLForConditionalGeneration, "Qwen2_5_VLProcessor"
+    else:
+        config = Qwen2VLConfig(text_config=text, vision_config=dict(vision, embed_dim=32, hidden_size=32, mlp_ratio=2),
+                               **tokens)
+        model_class, processor = Qwen2VLForConditionalGeneration, "Qwen2VLProcessor"
     torch.manual_seed(0)
-    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(folder)
+    model_class(config).save_pretrained(folder)
     # the image processor, tokenizer and template saved one by one: the processor class would also want a video
     # processor (torchvision); the describer loads the processor from these files as a user's checkpoint does
     Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56 * 2).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     (folder / "chat_template.jinja").write_text(template)
-    (folder / "processor_config.json").write_text('{"processor_class": "Qwen2_5_VLProcessor"}')
+    (folder / "processor_config.json").write_text(f'{{"processor_class": "{processor}"}}')
     return folder
+
+
+def build_tiny_qwen25_vl(folder):
+    return build_tiny_qwen_vl(folder, "2.5")
+
+
+def build_tiny_qwen2_vl(folder):
+    return build_tiny_qwen_vl(folder, "2")
 
 
 def build_tiny_idefics3(folder):
