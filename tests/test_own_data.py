@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from dmesr.cli import main
 from dmesr.config import DataConfig, EvalConfig, load_config
@@ -152,7 +153,7 @@ def test_recbole_folders_amazon_files_and_image_columns_register_too(tmp_path, h
     assert json.loads((home / "datasets" / "reviews.json").read_text())["format"] == "amazon"
     assert load_raw("reviews").interactions["timestamp"].tolist() == list(range(12))
     orders, products, _ = write_shop(tmp_path)
-    (tmp_path / "p1.jpg").write_bytes(b"jpeg")
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "p1.jpg")  # data add checks that a named picture decodes
     pd.read_csv(products).assign(picture=lambda t: ["p1.jpg" if i == "p1" else "" for i in t["product_id"]]
                                  ).to_csv(products, index=False)
     assert main(["data", "add", "pics", "--interactions", str(orders), "--items", str(products), "--user",

@@ -230,6 +230,11 @@ def _clean_value(value) -> str | None:
     return text or None
 
 
+def is_url(value) -> bool:
+    """An http(s) address, as image columns may hold instead of file paths."""
+    return isinstance(value, str) and value.strip().lower().startswith(("http://", "https://"))
+
+
 def item_text(fields: Iterable[tuple[str, object]]) -> str:
     """``[("Title", "Toy Story"), ("Year", 1995)]`` -> ``"Title: Toy Story. Year: 1995."``; missing fields skipped."""
     sentences = []

@@ -208,7 +208,7 @@ def load_raw(name: str, home: Path | str | None = None) -> RawDataset:
 def add_dataset(name: str, interactions: str | Path, items: str | Path | None = None, user: str | None = None,
                 item: str | None = None, time: list[str] | None = None, text: list[str] | None = None,
                 image: str | None = None, image_folder: str | Path | None = None, fmt: str | None = None,
-                home: Path | str | None = None) -> dict:
+                home: Path | str | None = None, allow_images_outside: bool = False) -> dict:
     """Check that the files load with these columns, then save the registration; returns it.
 
     ``fmt`` defaults to ``recbole`` for a folder, ``amazon`` for ``.json`` / ``.jsonl`` files
@@ -232,11 +232,26 @@ def add_dataset(name: str, interactions: str | Path, items: str | Path | None = 
              "user": user, "item": item, "time": list(time or []), "text": list(text or []), "image": image,
              "image_folder": str(Path(image_folder).expanduser().resolve()) if image_folder else None}
     raw = load_entry(entry)  # bad files fail here, naming the file, before anything is saved
+    if image:
+        entry["image_check"] = _check_image_column(raw, image, Path(entry["items"] or interactions).parent,
+                                                   allow_images_outside)
     record_files(entry)
     entry["loaded"] = {"users": int(raw.interactions["user"].nunique()),
                        "items": int(raw.interactions["item"].nunique()), "interactions": len(raw.interactions)}
     save_registration(entry, home)
     return entry
+
+
+def _check_image_column(raw: RawDataset, column: str, base: Path, allow_outside: bool) -> dict:
+    """Counts of the pictures ``--image COL`` names; refused when files lie outside ``base`` or none is usable."""
+    from dmesr.data.images import check_image_files, wanted_urls
+
+    counts = check_image_files(list(raw.items["image_path"]), base, allow_outside)
+    counts["urls"] = len(wanted_urls(raw.items))
+    if not counts["readable"] and not counts["urls"]:
+        raise ValueError(f"--image {column}: none of the {counts['named']} pictures it names is a readable image file "
+                         f"or a URL ({counts['missing']} missing, {counts['unreadable']} not images) under {base}")
+    return counts
 
 
 def _guess_format(path: Path, user: str | None) -> str:

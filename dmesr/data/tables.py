@@ -20,6 +20,7 @@ import pandas as pd
 from dmesr.data.loaders import (
     attach_images,
     interactions_frame,
+    is_url,
     item_text,
     items_without_metadata,
     normalise_ids,
@@ -111,7 +112,8 @@ def load_table(
     ``["order_number", "add_to_cart_order"]``). The item table must use the same item column
     name; ``text_columns`` (default: all its other columns) are assembled, in order, into the item
     text with the column names as labels. ``image_column`` names its column of image file paths
-    (relative ones are read from the item table's folder).
+    (relative ones are read from the item table's folder) or URLs (kept in ``image_urls`` for
+    ``dmesr data images``).
     """
     path = Path(path)
     time_columns = [timestamp] if isinstance(timestamp, str) else list(timestamp)
@@ -124,11 +126,14 @@ def load_table(
         meta = read_table(items_path, exact=(item,))
         require_columns(meta, [item] + list(text_columns or []) + ([image_column] if image_column else []),
                         items_path)
-        if image_column:
+        if image_column:  # file paths (relative ones from the item table's folder) or URLs to download
             meta = meta.rename(columns={image_column: "image_path"})
-            meta["image_path"] = [str(Path(items_path).parent / p) if isinstance(p, str) and p else None
-                                  for p in meta["image_path"]]
-        columns = list(text_columns) if text_columns else [c for c in meta.columns if c not in (item, "image_path")]
+            if any(is_url(p) for p in meta["image_path"]):
+                meta["image_urls"] = [[p.strip()] if is_url(p) else [] for p in meta["image_path"]]
+            meta["image_path"] = [str(Path(items_path).parent / p) if isinstance(p, str) and p and not is_url(p)
+                                  else None for p in meta["image_path"]]
+        columns = list(text_columns) if text_columns else [c for c in meta.columns
+                                                           if c not in (item, "image_path", "image_urls")]
         items = meta.rename(columns={item: "item"})
         items["item"] = normalise_ids(items["item"], "item", items_path).to_numpy()
         texts = [

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from dmesr.enrich.hf import resolve_device
@@ -32,8 +33,10 @@ def encoder_path(name: str) -> str:
 
 
 class TextEncoder:
-    def __init__(self, name: str = DEFAULT_ENCODER, device: str = "auto", batch_size: int = 64):
+    def __init__(self, name: str = DEFAULT_ENCODER, device: str = "auto", batch_size: int = 64,
+                 progress: bool = False):
         self.name = name
+        self.progress = progress  # a bar per call: encoding a catalogue on a CPU takes a while
         self.device = resolve_device(device)
         self.batch_size = batch_size
         path = encoder_path(name)
@@ -45,12 +48,13 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self.max_length = min(MAX_ENCODER_TOKENS, int(getattr(self.tokenizer, "model_max_length", MAX_ENCODER_TOKENS)))
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode(self, texts: list[str], what: str = "texts") -> np.ndarray:
         """[N, D] float32 L2-normalised mean-pooled vectors."""
-        return self.encode_with_tokens(texts, max_tokens=0)[0]
+        return self.encode_with_tokens(texts, max_tokens=0, what=what)[0]
 
     @torch.no_grad()
-    def encode_with_tokens(self, texts: list[str], max_tokens: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def encode_with_tokens(self, texts: list[str], max_tokens: int = 32,
+                           what: str = "texts") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(pooled [N, D] float32, tokens [N, L, D] float16, mask [N, L] bool)`` with L = max_tokens."""
         texts = [str(text) for text in texts]
         if any(not text.strip() for text in texts):
@@ -59,7 +63,8 @@ class TextEncoder:
         tokens = np.zeros((len(texts), max_tokens, self.dim), dtype=np.float16)
         mask = np.zeros((len(texts), max_tokens), dtype=bool)
         order = np.argsort([len(text) for text in texts], kind="stable")  # similar lengths share a batch
-        for start in range(0, len(texts), self.batch_size):
+        starts = range(0, len(texts), self.batch_size)
+        for start in tqdm(starts, desc=f"encode {what}", unit="batch", disable=not self.progress or not len(starts)):
             rows = order[start:start + self.batch_size]
             batch = self.tokenizer([texts[row] for row in rows], padding=True, truncation=True,
                                    max_length=self.max_length, return_tensors="pt").to(self.device)

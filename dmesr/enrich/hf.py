@@ -16,6 +16,7 @@ import pickle
 from pathlib import Path
 
 import torch
+import transformers
 from PIL import Image
 from transformers import (
     AutoConfig,
@@ -28,6 +29,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
 )
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -61,6 +63,24 @@ def _load_config(model: str, trust_remote_code: bool, gguf_file: str | None):
         raise FileNotFoundError(f"cannot load model {model!r}: {error}") from error
 
 
+def load_processor(model: str, model_type: str, trust_remote_code: bool):
+    """The model's processor. Qwen2-VL / Qwen2.5-VL processors also hold a video processor that needs
+    torchvision; without it, the same processor class is loaded without its video part (only images are fed)."""
+    try:
+        return AutoProcessor.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except ImportError as error:
+        name = PROCESSOR_MAPPING_NAMES.get(model_type)
+        if "torchvision" not in str(error).lower() or not name or not hasattr(transformers, name):
+            raise
+
+    class ImagesOnly(getattr(transformers, name)):
+        @classmethod
+        def get_attributes(cls):
+            return [attribute for attribute in super().get_attributes() if attribute != "video_processor"]
+
+    return ImagesOnly.from_pretrained(model, trust_remote_code=trust_remote_code)
+
+
 class HFGenerator:
     """Loads one model and turns prompts (+ optional images) into greedy completions."""
 
@@ -79,7 +99,7 @@ class HFGenerator:
         self.sees_images = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
         try:
             if self.sees_images:
-                self.processor = AutoProcessor.from_pretrained(self.model_name, trust_remote_code=trust_remote_code)
+                self.processor = load_processor(self.model_name, config.model_type, trust_remote_code)
                 self.tokenizer = self.processor.tokenizer
                 self.model = AutoModelForImageTextToText.from_pretrained(self.model_name, **options)
             elif config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
@@ -112,18 +132,31 @@ class HFGenerator:
     @torch.no_grad()
     def generate(self, prompts: list[str], images: list[Image.Image] | None = None) -> list[str]:
         """One completion per prompt; ``images`` (one per prompt) only for vision-language models."""
-        if images is not None and not self.sees_images:
+        inputs = self.model_inputs(self.prompt_texts(prompts, images is not None), images)
+        output = self.model.generate(
+            **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
+            no_repeat_ngram_size=self.no_repeat_ngram_size, pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def prompt_texts(self, prompts: list[str], with_images: bool) -> list[str]:
+        """Each prompt as the model reads it: in the chat template, with the image placeholder where it goes."""
+        if with_images and not self.sees_images:
             raise ValueError(f"model {self.model_name!r} is text-only and cannot describe images")
         if not self.chat:  # a new line after the prompt: the model writes the answer as the next paragraph
-            texts = [f"{prompt}\n" for prompt in prompts]
-        else:
-            texts = [
-                self.templater.apply_chat_template(
-                    [{"role": "user", "content": self._content(prompt, with_image=images is not None)}],
-                    add_generation_prompt=True, tokenize=False,
-                )
-                for prompt in prompts
-            ]
+            return [f"{prompt}\n" for prompt in prompts]
+        return [
+            self.templater.apply_chat_template(
+                [{"role": "user", "content": self._content(prompt, with_image=with_images)}],
+                add_generation_prompt=True, tokenize=False,
+            )
+            for prompt in prompts
+        ]
+
+    def model_inputs(self, texts: list[str], images: list[Image.Image] | None = None) -> dict:
+        """Token ids (left-padded), masks and pixel values on the model's device; the processor expands each
+        image placeholder into as many image tokens as the picture has patches."""
         if self.processor is None:  # plain prompts get the tokenizer's own start token (a chat template has it)
             inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat)
         else:
@@ -133,12 +166,7 @@ class HFGenerator:
         inputs = {name: value.to(self.device) if torch.is_tensor(value) else value for name, value in inputs.items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        output = self.model.generate(
-            **inputs, max_new_tokens=self.max_new_tokens, do_sample=False,
-            no_repeat_ngram_size=self.no_repeat_ngram_size, pad_token_id=self.tokenizer.pad_token_id,
-        )
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        return inputs
 
     def _content(self, prompt: str, with_image: bool):
         if self.processor is None:  # text-only chat templates expect a plain string

@@ -76,6 +76,19 @@ def _identity(dataset: str) -> str | None:
         return None
 
 
+def _with_downloaded_images(items: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Items whose pictures are URLs get the files ``dmesr data images`` downloaded for this dataset."""
+    from dmesr.data.images import images_folder, with_downloaded_images
+
+    if "image_urls" not in items.columns:
+        return items
+    try:
+        folder = images_folder(dataset)
+    except (ValueError, FileNotFoundError):
+        return items
+    return with_downloaded_images(items, folder)
+
+
 def check_item_table(items: pd.DataFrame) -> pd.DataFrame:
     missing = {"item", "text"} - set(items.columns)
     if missing:
@@ -113,6 +126,8 @@ def describe_items(items: pd.DataFrame, dataset: str, describer: str | Describer
     """
     check_item_table(items)
     views = [check_view(view) for view in views]
+    if "image" in views:
+        items = _with_downloaded_images(items, dataset)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     selected = select_items(items, limit, shard)
@@ -129,12 +144,14 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
     writer = cache.writer(backend.describer_id, shard_tag)  # first: it ends the file on a whole record
     done = cache.done_keys()
     skipped, failed, cached = Counter(), Counter(), 0
+    usable = Counter()  # per view: item views cached or with a readable input
     pending: dict[str, list[dict]] = {view: [] for view in views}
     for row in selected.to_dict("records"):
         for view in views:
             key = (dataset, str(row["item"]), view, backend.describer_id, prompt_hash(view))
             if key in done:
                 cached += 1
+                usable[view] += 1
             elif view == "image" and not has_image_path(row.get("image_path")):
                 skipped["no image"] += 1
             elif view == "text" and not _text(row["text"]):
@@ -142,6 +159,8 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
             else:
                 pending[view].append(row)
     total = sum(len(rows) for rows in pending.values())
+    _refuse_views_without_input(dataset, [view for view in views if not pending[view]], len(selected), usable,
+                                skipped, failed)  # before any model loads: nothing to read at all
     if total:
         backend.load()  # a model that cannot load is one error here, not one per item below
     started, written = time.perf_counter(), 0
@@ -150,6 +169,7 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size]
                 requests = _requests(view, batch, skipped)
+                usable[view] += len(requests)
                 records = [
                     dict(dataset=dataset, item=request.item, view=view, describer=backend.describer_id,
                          prompt_hash=prompt_hash(view), description=description)
@@ -167,10 +187,21 @@ def _describe_locked(selected: pd.DataFrame, dataset: str, backend: Describer, v
     if progress:
         print(f"describe {dataset}: {written} done, {cached} already cached, skipped {dict(skipped)}, "
               f"failed {dict(failed)} ({summary['items_per_s']} items/s)")
+    _refuse_views_without_input(dataset, views, len(selected), usable, skipped, failed)
     if total and not written and failed:
         raise RuntimeError(f"describe {dataset}: every one of {total} item views failed ({dict(failed)}); "
                            f"nothing was written to {writer.path}")
     return summary
+
+
+def _refuse_views_without_input(dataset: str, views: list[str], selected: int, usable: Counter, skipped: Counter,
+                                failed: Counter) -> None:
+    """A view asked for with no readable input for any item (no picture at all, say) is an error, not a no-op."""
+    unusable = [view for view in views if selected and not usable[view]]
+    if unusable:
+        raise RuntimeError(f"describe {dataset}: no item has a readable input for the {' and '.join(unusable)} view "
+                           f"(skipped: {dict(skipped)}, failed: {dict(failed)}); check the pictures (dmesr data stats) "
+                           "or ask for the other view only")
 
 
 def _requests(view: str, rows: list[dict], skipped: Counter) -> list[DescribeRequest]:
@@ -210,7 +241,8 @@ def _describe_isolated(backend, requests: list[DescribeRequest], failed: Counter
 
 def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out_dir=None,
                 encoder: str = DEFAULT_ENCODER, describer: str | None = None, views=VIEWS,
-                max_tokens: int = 32, batch_size: int = 64, device: str = "auto") -> SemanticFeatures:
+                max_tokens: int = 32, batch_size: int = 64, device: str = "auto",
+                progress: bool = True) -> SemanticFeatures:
     """Encode descriptions (cache folder, JSONL or parquet) and original texts; saves and returns features.
 
     Features already saved from the same items, descriptions, views, encoder and token count are
@@ -241,15 +273,16 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
             and saved.get("max_tokens") == max_tokens and sorted(saved.get("views", [])) == sorted(views)):
         print(f"dmesr: features in {folder} were made from the same items, descriptions and encoder: not re-embedded")
         return load_features(folder, encoder=encoder)
-    text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size)
-    pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens)
+    text_encoder = TextEncoder(encoder, device=device, batch_size=batch_size, progress=progress)
+    pooled, tokens, mask = text_encoder.encode_with_tokens(texts, max_tokens, what="item texts")
     vectors, present = {}, {}
     for view in views:
         lookup = dict(zip(table.loc[table["view"] == view, "item"], table.loc[table["view"] == view, "description"]))
         present[view] = np.array([item in lookup and bool(lookup[item].strip()) for item in item_ids])
         vectors[view] = np.zeros((len(item_ids), text_encoder.dim), dtype=np.float32)
         if present[view].any():
-            vectors[view][present[view]] = text_encoder.encode([lookup[i] for i in item_ids[present[view]]])
+            vectors[view][present[view]] = text_encoder.encode([lookup[i] for i in item_ids[present[view]]],
+                                                               what=f"{view}-view descriptions")
     meta = dict(dataset=dataset, dataset_key=_identity(dataset), encoder=encoder, descriptions=str(source),
                 describer=sorted(table["describer"].unique()) if "describer" in table.columns else None,
                 prompt_hashes={v: sorted(table.loc[table["view"] == v, "prompt_hash"].unique())

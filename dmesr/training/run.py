@@ -25,6 +25,7 @@ from dmesr.config import RunConfig, save_config, saved_run_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.identity import dataset_key
+from dmesr.data.images import dataset_image_counts
 from dmesr.data.own import registration, restore_registration
 from dmesr.data.repeats import has_repeats, repeat_share
 from dmesr.data.schema import SequenceSplit
@@ -169,6 +170,9 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
                       "features": None if features is None else features.meta,
                       "source": registration(config.data.dataset),  # how to rebuild the split later
                       "exclude_history": excludes_history(config.eval, has_repeats(split))}
+        images = dataset_image_counts(config.data.dataset, split.items)
+        if images is not None:  # how many items have a picture, and why the others have none
+            provenance["images"] = images
         (run_dir / "data.json").write_text(json.dumps(provenance, indent=2, default=str))
 
     seed_everything(config.train.seed, config.train.deterministic)
