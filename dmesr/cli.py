@@ -12,6 +12,7 @@
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
+    dmesr experiments migrate         the store's configs made complete and current (run after a config change)
     dmesr experiments quality --dataset ml-100k --descriptions FILE.jsonl   description quality, no judge needed
     dmesr report main --out reports/results.md   a collection of the store (or a folder of runs)
     dmesr report main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     collect.add_argument("runs_root")
     collect.add_argument("--collection", help="the name they are stored under (default: the folder's name)")
     collect.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    migrate = experiments_sub.add_parser(
+        "migrate", help="rewrite the store's configs as complete and current, with this code's run identities")
+    migrate.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
     attention = experiments_sub.add_parser(
         "attention", help="how sharp DMESR's fusion attention is in finished runs (needs their best.pt)")
     attention.add_argument("runs_roots", nargs="+", help="folders of finished run directories")
@@ -270,6 +274,14 @@ def _dispatch(args) -> int:
             from dmesr.experiments import add_to_store
 
             add_to_store(args.runs_root, args.store, args.collection)
+            return 0
+        if args.action == "migrate":
+            from dmesr.experiments.store import audit_configs, migrate_store, read_table
+
+            changed = migrate_store(args.store)
+            audit = audit_configs(read_table("runs", args.store))
+            print(f"{changed} of {len(audit)} runs rewritten; complete configs: {int(audit['complete'].sum())}, "
+                  f"identities this code reproduces: {int(audit['identity_matches'].sum())}")
             return 0
         if args.action == "attention":
             import torch

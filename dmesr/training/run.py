@@ -1,6 +1,7 @@
 """One training run from a config: data -> model -> trainer -> test of the best checkpoint.
 
-A run directory is named by what was run and a hash of everything that changes the result,
+A run directory is named by what was run and its identity (the hash of the settings in effect,
+:func:`dmesr.config.config_hash`),
 ``<output_dir>/<dataset key>/<model>/<item kind>-<hash>-seed<seed>`` (the key: see
 :mod:`dmesr.data.identity`), and holds
 ``config.yaml`` (resolved config), ``data.json`` (data fingerprint and statistics), the trainer's
@@ -12,7 +13,6 @@ and a second one is refused with "run in progress (pid N)".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dmesr.config import RunConfig, save_config, saved_run_config
+from dmesr.config import RunConfig, config_hash, save_config, saved_run_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.identity import dataset_key
@@ -40,26 +40,6 @@ from dmesr.paths import write_atomically
 from dmesr.training.distributed import DistContext, barrier, init_distributed, shutdown
 from dmesr.training.runtime import load_checkpoint, seed_everything, select_device, set_threads
 from dmesr.training.trainer import Trainer, read_epoch_log
-
-# Settings that do not change what is computed, only where or how fast.
-_NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads"),
-               ("train", "compile")}
-# Settings hashed only away from their default, so adding one does not rename every existing run folder.
-_HASHED_WHEN_SET = {("items", "control"): "none"}
-
-
-def config_hash(config: RunConfig) -> str:
-    def strip(node: dict, path: tuple = ()) -> dict:
-        return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
-                for k, v in node.items() if path + (k,) not in _NOT_HASHED
-                and _HASHED_WHEN_SET.get(path + (k,), object()) != v}
-    hashed = config.to_dict()
-    # "auto" replaced the default true: hashed as true so that runs on data without repeats keep their
-    # folders; on data with repeats the resolved choice is checked against data.json (_check_same_run)
-    if hashed["eval"]["exclude_history"] == "auto":
-        hashed["eval"]["exclude_history"] = True
-    text = json.dumps(strip(hashed), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def run_directory(config: RunConfig) -> Path:
