@@ -9,6 +9,7 @@
     dmesr embed --dataset ml-1m --descriptions data/descriptions/ml-1m.cascade.text.jsonl --views text
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
+    dmesr reproduce main ml-100k/sasrec/id-07f97036-seed3   train a stored run again: stored vs new metrics
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
@@ -106,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
 
     _add_train_parser(subparsers)
+
+    reproduce = subparsers.add_parser(
+        "reproduce", help="train a run of the store again from its stored config and data; stored vs new metrics")
+    reproduce.add_argument("collection", help="a collection of the run store, e.g. main")
+    reproduce.add_argument("run", help="the run's path in it, e.g. ml-100k/sasrec/dmesr-7bce7f35-seed2")
+    reproduce.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    reproduce.add_argument("--output-dir", default="runs/reproduce", help="where the new run goes "
+                           "(default: runs/reproduce)")
+    reproduce.add_argument("--device", help="train on this device instead of the stored train.device")
+    reproduce.add_argument("--out", help="also append the comparison to this markdown file")
 
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a finished run on the test split")
     evaluate.add_argument("run_dir")
@@ -258,6 +269,15 @@ def _dispatch(args) -> int:
         config = load_config(args.config, _train_overrides(args))
         args.run_dir_resumed = run_directory(config)
         train_run(config, show_progress=not args.quiet)
+        return 0
+    if args.command == "reproduce":
+        from dmesr.experiments.reproduce import comparison_table, reproduce
+
+        table = comparison_table(reproduce(args.collection, args.run, args.store, args.output_dir, args.device))
+        print(table)
+        if args.out:
+            with open(args.out, "a") as out:
+                out.write(f"\n`dmesr {shlex.join(args.argv)}`\n\n{table}\n")
         return 0
     if args.command == "evaluate":
         from dmesr.training.run import evaluate_run

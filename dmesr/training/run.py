@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,14 @@ def hardware_kind(name: str) -> str:
     return "CPU" if name.endswith(" threads") else name
 
 
+def resolved_evaluation(config: RunConfig, split: SequenceSplit) -> RunConfig:
+    """``config`` with ``eval.exclude_history`` resolved for ``split`` (``auto``: true only without repeat
+    consumption): done once when a run starts; the run then trains, checks, tests and records with this
+    plain value."""
+    exclude = excludes_history(config.eval, has_repeats(split))
+    return replace(config, eval=replace(config.eval, exclude_history=exclude))
+
+
 def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
                     features: SemanticFeatures | None = None) -> None:
     if config_hash(saved_run_config(run_dir)) != config_hash(config):
@@ -92,7 +101,7 @@ def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
     if saved_data["fingerprint"] != split.fingerprint:
         raise ValueError(f"{run_dir} was trained on other data (fingerprint {saved_data['fingerprint'][:12]}, "
                          f"now {split.fingerprint[:12]})")
-    chosen = excludes_history(config.eval, has_repeats(split))
+    chosen = resolved_evaluation(config, split).eval.exclude_history
     if saved_data.get("exclude_history", chosen) != chosen:
         raise ValueError(f"{run_dir} holds a run evaluated with exclude_history={saved_data['exclude_history']}, "
                          f"this config gives {chosen}; choose another output_dir")
@@ -138,6 +147,8 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
 
 def _train_locked(config: RunConfig, device: torch.device, dist_context: DistContext, show_progress: bool,
                   split: SequenceSplit, run_dir: Path, features: SemanticFeatures | None) -> Path:
+    resolved = resolved_evaluation(config, split)
+    exclude = resolved.eval.exclude_history
     if (run_dir / "config.yaml").exists():
         _check_same_run(run_dir, config, split, features)
         if (run_dir / "final.json").exists():
@@ -150,20 +161,20 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
         provenance = {"fingerprint": split.fingerprint, "stats": split.stats,
                       "features": None if features is None else features.meta,
                       "source": registration(config.data.dataset),  # how to rebuild the split later
-                      "exclude_history": excludes_history(config.eval, has_repeats(split))}
+                      "exclude_history": exclude}
         (run_dir / "data.json").write_text(json.dumps(provenance, indent=2, default=str))
 
     seed_everything(config.train.seed, config.train.deterministic)
     model = build_run_model(config, split, features)
-    trainer = Trainer(model, split, config, run_dir, device, dist_context, show_progress)
+    trainer = Trainer(model, split, resolved, run_dir, device, dist_context, show_progress)
     if show_progress and dist_context.is_main:
-        print(describe_training(config, split, trainer.train_windows))
+        print(describe_training(config, split, trainer.train_windows, exclude))
     state = trainer.fit()
     if not dist_context.is_main:
         return run_dir
     trainer.load_best()
     started = time.perf_counter()
-    result, groups = test_model(model, split, config, device)
+    result, groups = test_model(model, split, resolved, device)
     eval_seconds = time.perf_counter() - started
     # the best epoch's row and the epoch times come from the checkpoint's state; the log is read only
     # for a run whose checkpoint predates them
@@ -184,7 +195,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
                     "test_evaluation": round(eval_seconds, 3)},
         "trained_share": round(trainer.train_windows.covered_interactions
                                / max(trainer.train_windows.train_interactions, 1), 4),
-        "exclude_history": excludes_history(config.eval, has_repeats(split)),
+        "exclude_history": exclude,
         "hardware": hardware(), "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
@@ -196,14 +207,13 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
     return run_dir
 
 
-def describe_training(config: RunConfig, split: SequenceSplit, windows) -> str:
+def describe_training(config: RunConfig, split: SequenceSplit, windows, exclude: bool) -> str:
     """One line on what training sees: windows, the share of training interactions they hold, and
-    the evaluation choice ``eval.exclude_history`` made for this data."""
+    the evaluation choice ``exclude`` that ``eval.exclude_history`` made for this data."""
     share = windows.covered_interactions / max(windows.train_interactions, 1)
     mode = "windows over whole histories" if config.train.all_windows else \
         f"one window per user, at most its last max_len + 1 = {config.data.max_len + 1} items"
     hint = "" if config.train.all_windows or share >= 1 else "; train.all_windows=true trains on all of them"
-    exclude = excludes_history(config.eval, has_repeats(split))
     why = f"{repeat_share(split):.1%} of interactions are repeats" if exclude is False else "no repeat consumption"
     seen = (f"nothing to train: {config.model.name} counts all {windows.train_interactions:,} training interactions"
             if config.model.name in BASELINES else
@@ -254,11 +264,13 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str =
     config, split, model = load_finished_run(run_dir, split)
     if protocol:
         config.eval.protocol = protocol
+    config = resolved_evaluation(config, split)
+    exclude = config.eval.exclude_history
     result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
     out = run_dir / f"evaluation-{config.eval.protocol}.json"
     out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups,
-                               "exclude_history": excludes_history(config.eval, has_repeats(split))}, indent=2))
-    excluded = "seen items excluded" if excludes_history(config.eval, has_repeats(split)) else "every item ranked"
+                               "exclude_history": exclude}, indent=2))
+    excluded = "seen items excluded" if exclude else "every item ranked"
     print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")) + f"  ({excluded})")
     print(f"wrote {out}")
     return out
