@@ -32,15 +32,21 @@ import sys
 
 
 def _add_train_parser(subparsers) -> None:
+    from dmesr.config import BACKBONES, ITEM_KINDS, TRIVIAL_BASELINES, RunConfig
+
+    defaults = RunConfig()  # the help states the defaults the config gives
     train = subparsers.add_parser("train", help="train one model (resumes an interrupted run)")
-    train.add_argument("--config", help="YAML config file")
-    train.add_argument("--dataset", help="dataset name (dmesr data list) or a folder of RecBole atomic files")
-    train.add_argument("--model", help="backbone: sasrec | bert4rec | gru4rec; baselines: pop | repeat-pop")
-    train.add_argument("--items", help="item encoder kind: id | text | mllm | concat | llmesr | dmesr")
-    train.add_argument("--epochs", type=int, help="maximum epochs")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="auto | cpu | cuda | mps")
-    train.add_argument("--output-dir", help="where run directories go (default: runs)")
+    train.add_argument("--config", help="YAML config file (default: none, the settings of dmesr/config.py)")
+    train.add_argument("--dataset", help="dataset name (dmesr data list) or a folder of RecBole atomic files "
+                       f"(default: {defaults.data.dataset})")
+    train.add_argument("--model", help=f"backbone: {' | '.join(BACKBONES)}; baselines: {' | '.join(TRIVIAL_BASELINES)} "
+                       f"(default: {defaults.model.name})")
+    train.add_argument("--items", help=f"item encoder kind: {' | '.join(ITEM_KINDS)} (default: {defaults.items.kind})")
+    train.add_argument("--epochs", type=int, help=f"maximum epochs (default: {defaults.train.max_epochs}; training "
+                       f"stops earlier after train.patience = {defaults.train.patience} epochs without a gain)")
+    train.add_argument("--seed", type=int, help=f"random seed (default: {defaults.train.seed})")
+    train.add_argument("--device", help=f"auto | cpu | cuda | mps (default: {defaults.train.device})")
+    train.add_argument("--output-dir", help=f"where run directories go (default: {defaults.output_dir})")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="any config key, e.g. train.lr=5e-4; train.all_windows=true trains on whole long "
                             "histories, not only each user's last max_len + 1 items (the run logs the share)")
@@ -55,6 +61,8 @@ def _train_overrides(args) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dmesr.enrich.registry import DESCRIBERS
+
     parser = argparse.ArgumentParser(prog="dmesr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     subparsers = parser.add_subparsers(dest="command", required=True)
 
@@ -80,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
     enrich.add_argument("--dataset", required=True)
-    enrich.add_argument("--describer", default="cascade", help="cascade | gemma3 | hf | precomputed")
+    enrich.add_argument("--describer", default="cascade", help=f"{' | '.join(DESCRIBERS)} (default: cascade)")
     enrich.add_argument("--views", nargs="+", default=["image", "text"])
     enrich.add_argument("--model", help="hf: a hub name or local folder of a vision-language model or causal LM; "
                         "gemma3: a Gemma 3 checkpoint folder instead of the bundled GGUF")
@@ -100,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--dataset", required=True)
     embed.add_argument("--descriptions", help="JSONL / parquet file or cache folder (default: the enrich cache)")
     embed.add_argument("--describer", default="cascade",
-                       help="name the features are stored under; keeps descriptions whose describer id starts with it")
+                       help="the describer whose descriptions to keep (its name, e.g. gemma3, or a full describer "
+                            "id), also the name the features are stored under (default: cascade)")
     embed.add_argument("--views", nargs="+", default=["image", "text"])
     embed.add_argument("--encoder", default="all-MiniLM-L6-v2")
     embed.add_argument("--device", default="auto")
@@ -351,6 +360,16 @@ def _dispatch(args) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def describer_options_given(args) -> dict:
+    """The ``enrich`` flags set, as options of the chosen describer: only those it declares."""
+    from dmesr.enrich.registry import describer_options
+
+    given = {"model": args.model, "path": args.path, "device": args.device, "max_new_tokens": args.max_new_tokens,
+             "no_repeat_ngram_size": args.no_repeat_ngram_size, "trust_remote_code": args.trust_remote_code or None}
+    declared = describer_options(args.describer)
+    return {key: value for key, value in given.items() if value is not None and key in declared}
+
+
 def _enrich_or_embed(args, config) -> int:
     from dmesr.data import load_raw, prepare_split
     from dmesr.enrich import pipeline
@@ -364,13 +383,7 @@ def _enrich_or_embed(args, config) -> int:
         counts = ", ".join(f"{view}: {int(present.sum())}" for view, present in features.view_present.items())
         print(f"features of {len(features.item_ids)} items ({counts} with a description) in {folder}")
         return 0
-    options = {key: value for key, value in {"model": args.model, "path": args.path, "device": args.device,
-               "max_new_tokens": args.max_new_tokens}.items() if value is not None}
-    if args.describer != "precomputed":
-        options["no_repeat_ngram_size"] = args.no_repeat_ngram_size
-    if args.trust_remote_code:
-        options["trust_remote_code"] = True
-    describer = pipeline.make_describer(args.describer, **options)
+    describer = pipeline.make_describer(args.describer, **describer_options_given(args))
     summary = pipeline.describe_items(items, args.dataset, describer, views=args.views, limit=args.limit,
                                       shard=args.shard, batch_size=args.batch_size)
     print(f"cache: {summary['cache_file']}")

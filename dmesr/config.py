@@ -30,7 +30,12 @@ CONFIG_VERSION = 2
 
 # The names each setting accepts. They live here, beside the settings, and the modules that implement
 # them import these lists, so checking a config needs no model code.
-BACKBONES = ("sasrec", "bert4rec", "gru4rec")  # model.name: trained sequential models (dmesr.models)
+# model.name: the trained sequential models, each named by the class that implements it (module, class;
+# imported only when a model is built, by dmesr.models.build_model). To add a backbone: its module in
+# dmesr/models/ (a SequentialRecommender taking (ModelConfig, ItemRepresentation, max_len)) and one line here;
+# the CLI help, config checks and the backbone tests read this registry.
+BACKBONES = {"sasrec": ("dmesr.models.sasrec", "SASRec"), "bert4rec": ("dmesr.models.bert4rec", "BERT4Rec"),
+             "gru4rec": ("dmesr.models.gru4rec", "GRU4Rec")}
 TRIVIAL_BASELINES = ("pop", "repeat-pop")  # model.name: nothing to train (dmesr.models.baselines)
 ITEM_KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")  # items.kind (dmesr.models.item_encoders)
 INTEGRATIONS = ("sum", "concat", "gate", "dual")  # items.integration
