@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from dmesr.config import config_from_dict
+from dmesr.config import TRIVIAL_BASELINES, config_from_dict
 from dmesr.experiments.store import DEFAULT_STORE, load_runs, markdown_table
 
 # what is compared: the selected epoch, its validation score and the test metrics at 10
@@ -41,7 +41,6 @@ def reproduce(collection: str, run: str, store: str | Path = DEFAULT_STORE, outp
     values of ``COMPARED`` (one row each)."""
     from dmesr.data import prepare_split
     from dmesr.data.own import restore_registration
-    from dmesr.models import BASELINES
     from dmesr.training.run import load_run_features, train_run
 
     row = stored_run(collection, run, store)
@@ -57,7 +56,7 @@ def reproduce(collection: str, run: str, store: str | Path = DEFAULT_STORE, outp
         raise ValueError(f"{collection}/{run} was trained on data with fingerprint {provenance['fingerprint'][:12]}; "
                          f"{config.data.dataset} gives {split.fingerprint[:12]} here")
     stored_features = (provenance.get("features") or {}).get("source_fingerprint")
-    if stored_features and config.model.name not in BASELINES:
+    if stored_features and config.model.name not in TRIVIAL_BASELINES:
         features = load_run_features(config, split)
         if features.meta.get("source_fingerprint") != stored_features:
             raise ValueError(f"{collection}/{run} was trained with other semantic features (source fingerprint "
