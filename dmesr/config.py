@@ -37,7 +37,11 @@ CONFIG_VERSION = 2
 BACKBONES = {"sasrec": ("dmesr.models.sasrec", "SASRec"), "bert4rec": ("dmesr.models.bert4rec", "BERT4Rec"),
              "gru4rec": ("dmesr.models.gru4rec", "GRU4Rec")}
 TRIVIAL_BASELINES = ("pop", "repeat-pop")  # model.name: nothing to train (dmesr.models.baselines)
-ITEM_KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")  # items.kind (dmesr.models.item_encoders)
+# items.kind: the item encoders, each named by the function that builds it (module, function; imported only when
+# a model is built, by dmesr.models.item_encoders.build_item_representation). To add one: an ItemRepresentation
+# and its builder, and one line here.
+ITEM_KINDS = {kind: ("dmesr.models.item_encoders", f"{kind}_items")
+              for kind in ("id", "text", "mllm", "concat", "llmesr", "dmesr")}
 INTEGRATIONS = ("sum", "concat", "gate", "dual")  # items.integration
 FUSIONS = ("cross_attention", "none")  # items.fusion
 FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
