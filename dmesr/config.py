@@ -16,19 +16,32 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-CONFIG_VERSION = 1  # bump when a saved run can no longer be read by this code
+# 2: a saved config holds every setting (version 1 configs lack the settings added after them; they are read
+# through migrate_config) and the run identity hashes only the settings in effect (config_hash)
+CONFIG_VERSION = 2
 
 # The names each setting accepts. They live here, beside the settings, and the modules that implement
 # them import these lists, so checking a config needs no model code.
-BACKBONES = ("sasrec", "bert4rec", "gru4rec")  # model.name: trained sequential models (dmesr.models)
+# model.name: the trained sequential models, each named by the class that implements it (module, class;
+# imported only when a model is built, by dmesr.models.build_model). To add a backbone: its module in
+# dmesr/models/ (a SequentialRecommender taking (ModelConfig, ItemRepresentation, max_len)) and one line here;
+# the CLI help, config checks and the backbone tests read this registry.
+BACKBONES = {"sasrec": ("dmesr.models.sasrec", "SASRec"), "bert4rec": ("dmesr.models.bert4rec", "BERT4Rec"),
+             "gru4rec": ("dmesr.models.gru4rec", "GRU4Rec")}
 TRIVIAL_BASELINES = ("pop", "repeat-pop")  # model.name: nothing to train (dmesr.models.baselines)
-ITEM_KINDS = ("id", "text", "mllm", "concat", "llmesr", "dmesr")  # items.kind (dmesr.models.item_encoders)
+# items.kind: the item encoders, each named by the function that builds it (module, function; imported only when
+# a model is built, by dmesr.models.item_encoders.build_item_representation). To add one: an ItemRepresentation
+# and its builder, and one line here.
+ITEM_KINDS = {kind: ("dmesr.models.item_encoders", f"{kind}_items")
+              for kind in ("id", "text", "mllm", "concat", "llmesr", "dmesr")}
 INTEGRATIONS = ("sum", "concat", "gate", "dual")  # items.integration
 FUSIONS = ("cross_attention", "none")  # items.fusion
 FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
@@ -328,20 +341,127 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"eval.ks must list cut-offs >= 1, got {list(eval_.ks)}")
 
 
-def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a saved config; refuses runs written by an incompatible version."""
+# How to add a setting: give it a field with its default in the dataclasses above; list it in ADDED_SETTINGS
+# with the value that reproduces the code before it existed (often its default); and, if it acts only on some
+# runs, say on which in IN_EFFECT. Saved configs without it then read as what they trained, and no existing
+# run's identity changes (tests/test_config.py pins some).
+
+# Settings added after runs had been saved, each with the value that gives the behaviour from before it
+# existed. A saved config that lacks one reads it as that value, and a run's identity leaves it out at
+# that value, so adding a setting neither misreads a stored run nor renames one.
+ADDED_SETTINGS: dict[str, Any] = {
+    "items.token_pca_dim": 0,  # 2026-11-26; before: the full-width MLP adapter over the token states
+    "items.fusion_norm": "post",  # 2026-11-27; before: the post-norm fusion block (the default became pre)
+    "items.control": "none",  # 2026-12-04; before: no control
+    "train.compile": False,  # 2026-12-04; before: eager steps
+}
+
+
+def _trained(config: RunConfig) -> bool:
+    return config.model.name not in TRIVIAL_BASELINES
+
+
+def _semantic(config: RunConfig) -> bool:
+    return config.items.kind != "id"
+
+
+def _dmesr(config: RunConfig) -> bool:
+    return config.items.kind == "dmesr"
+
+
+def _fuses(config: RunConfig) -> bool:
+    return config.items.fuses_original_text
+
+
+# When a setting acts on a run; a setting not named here acts on every run. A run's identity hashes
+# only the settings in effect, so an ID-only run is the same run whatever the fusion settings say.
+IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
+    **dict.fromkeys(("model.hidden_size", "model.num_layers", "model.dropout"), _trained),
+    "model.num_heads": lambda config: config.model.name in ("sasrec", "bert4rec"),
+    "model.mask_prob": lambda config: config.model.name == "bert4rec",
+    **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
+                     "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic"), _trained),
+    "train.num_negatives": lambda config: _trained(config) and config.train.loss != "ce",
+    **dict.fromkeys(("items.views", "items.use_original_text", "items.adapter_hidden", "items.freeze_adapters",
+                     "items.dropout", "items.describer", "items.encoder", "items.control"), _semantic),
+    **dict.fromkeys(("items.fusion", "items.integration", "items.align_weight", "items.temperature",
+                     "items.learnable_temperature"), _dmesr),
+    **dict.fromkeys(("items.fusion_norm", "items.token_pca_dim"), _fuses),
+}
+# Settings that change where or how fast a run is computed, not what: never part of its identity
+# (the seed is in the run directory's name instead).
+NOT_HASHED = {"output_dir", "version", "train.seed", "train.device", "train.num_threads", "train.compile"}
+
+
+def settings(config: RunConfig) -> dict[str, Any]:
+    """Every setting of ``config`` by dotted name (``train.lr``), values as YAML holds them."""
+    flat = {}
+    for key, value in config.to_dict().items():
+        flat.update({f"{key}.{name}": inner for name, inner in value.items()} if isinstance(value, dict)
+                    else {key: value})
+    return flat
+
+
+def identity_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings that make a run what it is: those in effect, less the ones at the value from before
+    they existed (``ADDED_SETTINGS``) and the ones that only say where or how fast (``NOT_HASHED``)."""
+    chosen = {}
+    for key, value in settings(config).items():
+        if key in NOT_HASHED or not IN_EFFECT.get(key, lambda _: True)(config):
+            continue
+        if key in ADDED_SETTINGS and value == _plain(ADDED_SETTINGS[key]):
+            continue
+        # "auto" replaced the default true: hashed as true, so that runs on data without repeats kept their
+        # identity; on data with repeats the resolved choice is checked against the run's data.json
+        chosen[key] = True if key == "eval.exclude_history" and value == "auto" else value
+    return chosen
+
+
+def config_hash(config: RunConfig) -> str:
+    """A run's identity: 8 hex digits of the settings in effect (``identity_settings``)."""
+    nested: dict[str, Any] = {}
+    for key, value in identity_settings(config).items():
+        section, _, name = key.rpartition(".")
+        (nested.setdefault(section, {}) if section else nested)[name] = value
+    return hashlib.sha256(json.dumps(nested, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def migrate_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config (any version this code reads) as a complete one of ``CONFIG_VERSION``: each setting
+    it lacks takes its value from before the setting existed (``ADDED_SETTINGS``)."""
     version = data.get("version")
-    if version != CONFIG_VERSION:
+    if not isinstance(version, int) or not 1 <= version <= CONFIG_VERSION:
         raise ValueError(
-            f"run was written with config version {version!r}; this dmesr reads version {CONFIG_VERSION}"
+            f"run was written with config version {version!r}; this dmesr reads versions 1 to {CONFIG_VERSION}"
         )
+    migrated = copy.deepcopy(data)
+    known = settings(RunConfig())
+    for key in known:
+        section, _, name = key.rpartition(".")
+        node = migrated.setdefault(section, {}) if section else migrated
+        if name in node:
+            continue
+        if key not in ADDED_SETTINGS:
+            raise ValueError(f"saved config (version {version}) lacks {key!r}, which no migration supplies")
+        node[name] = copy.deepcopy(_plain(ADDED_SETTINGS[key]))
+    migrated["version"] = CONFIG_VERSION
+    return migrated
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a saved config, migrated to ``CONFIG_VERSION`` (``migrate_config``)."""
     config = RunConfig()
-    _apply(config, data)
+    _apply(config, migrate_config(data))
     return config
 
 
+def config_yaml(config: RunConfig) -> str:
+    """The complete config as YAML, every setting written out (what a run folder and the store keep)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    Path(path).write_text(config_yaml(config))
 
 
 def saved_run_config(run_dir: str | Path) -> RunConfig:

@@ -2,8 +2,9 @@
 
 The logic behind notebooks 03 (alignment), 04 (attention heatmaps) and 06 (the explorer app):
 notebooks only call these functions and draw. Everything here reads a finished run directory
-(``best.pt`` + ``config.yaml``) and never trains. Top-k lists follow the full-ranking protocol:
-items of the user's history are not recommended, the held-out target always may be.
+(``best.pt`` + ``config.yaml``) and never trains. Top-k lists and held-out ranks go through the evaluation
+code (:mod:`dmesr.evaluation.protocols`): the run's ``exclude_history``, seen items other than the target
+left out, ties counted against the target.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +20,12 @@ import pandas as pd
 import torch
 
 from dmesr.config import RunConfig
-from dmesr.data.batches import pad_left
+from dmesr.data.batches import evaluation_inputs
 from dmesr.data.repeats import has_repeats
 from dmesr.data.schema import SequenceSplit
-from dmesr.evaluation.protocols import excludes_history
+from dmesr.evaluation.protocols import evaluate, excludes_history, seen_item_mask
 from dmesr.models.base import SequentialRecommender
 from dmesr.models.item_encoders import ORIGINAL_TEXT, DMESRItems, alignment_sources
-
-STAGES = {"valid": 2, "test": 1}  # stage -> how many items at the end are held out
 
 
 @dataclass
@@ -47,27 +46,22 @@ def load_trained(run_dir: str | Path, split: SequenceSplit | None = None) -> Tra
 
 def held_out(split: SequenceSplit, user: int, stage: str = "test") -> tuple[np.ndarray, int]:
     """``(history, target)`` of ``user`` at ``stage`` (internal item ids)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGES)}")
-    if not 0 <= user < split.num_users:
-        raise ValueError(f"user index {user} is out of range 0..{split.num_users - 1}")
-    sequence = split.sequence(user)
-    cut = STAGES[stage]
-    return sequence[:-cut], int(sequence[-cut])
+    return split.held_out(user, stage)
 
 
 @torch.no_grad()
 def _scores(run: TrainedRun, users, stage: str) -> tuple[torch.Tensor, np.ndarray]:
-    """``(scores [U, num_items + 1], targets [U])`` of the users' ``stage`` items under the evaluation
-    protocol: padding never ranked, seen items other than the target removed where the run excludes them."""
-    held = [held_out(run.split, int(user), stage) for user in users]
-    inputs = pad_left([history for history, _ in held], run.config.data.max_len)
-    scores = run.model.predict_scores(inputs).clone()
+    """``(scores [U, num_items + 1], targets [U])`` of the users' ``stage`` items, for listing: padding and,
+    where the run excludes them (``seen_item_mask``, the evaluation's rule), seen items other than the target
+    are never listed."""
+    inputs = evaluation_inputs(run.split, stage, run.config.data.max_len, users)
+    scores = run.model.predict_scores(inputs.histories).clone()
     scores[:, 0] = -torch.inf  # padding
     if excludes_history(run.config.eval, has_repeats(run.split)):
-        for row, (history, target) in enumerate(held):
-            scores[row, torch.as_tensor(np.setdiff1d(history, [target]), dtype=torch.long)] = -torch.inf
-    return scores, np.array([target for _, target in held])
+        seen = seen_item_mask(inputs, 0, len(inputs), scores.shape, scores.device)
+        seen[torch.arange(len(inputs)), inputs.targets] = False  # the target is always ranked
+        scores[seen] = -torch.inf
+    return scores, inputs.targets.numpy()
 
 
 def top_k(run: TrainedRun, users, k: int = 10, stage: str = "test") -> tuple[np.ndarray, np.ndarray]:
@@ -243,11 +237,16 @@ def attention_sharpness(model: SequentialRecommender) -> dict[str, float]:
     return {**result, "items": int(counted.any(dim=1).sum())}
 
 
-@torch.no_grad()
+def held_out_ranks(run: TrainedRun, users=None, stage: str = "test") -> np.ndarray:
+    """Where ``run`` ranks each user's held-out ``stage`` item (1 = first; every user by default): the rank
+    behind its metrics, computed by the evaluation code under the run's full-ranking protocol."""
+    inputs = evaluation_inputs(run.split, stage, run.config.data.max_len, users)
+    return evaluate(run.model, inputs, replace(run.config.eval, protocol="full")).ranks + 1
+
+
 def held_out_rank(run: TrainedRun, user: int, stage: str = "test") -> int:
-    """Where ``run`` ranks the user's held-out ``stage`` item (1 = first), under the protocol of ``top_k``."""
-    scores, targets = _scores(run, [user], stage)
-    return int((scores[0] > scores[0, targets[0]]).sum()) + 1
+    """Where ``run`` ranks one user's held-out ``stage`` item (1 = first), as :func:`held_out_ranks`."""
+    return int(held_out_ranks(run, [user], stage)[0])
 
 
 def item_label(split: SequenceSplit, item_id: int) -> str:

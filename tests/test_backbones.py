@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from dmesr.config import ModelConfig, TrainConfig
-from dmesr.models import MODELS, IDEmbedding, ItemRepresentation, build_model
+from dmesr.config import BACKBONES, ModelConfig, TrainConfig
+from dmesr.models import IDEmbedding, ItemRepresentation, build_model
 from dmesr.models.losses import sequence_loss
 
 NUM_ITEMS, WIDTH, MAX_LEN = 30, 16, 16
@@ -75,7 +75,7 @@ def test_bert4rec_is_bidirectional():
     assert not torch.allclose(hidden(model, seqs)[:, 0], hidden(model, changed)[:, 0])
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_amount_of_left_padding_changes_nothing(name):
     model = make_model(name)
     items = [4, 17, 9, 30, 2, 11]
@@ -85,7 +85,7 @@ def test_amount_of_left_padding_changes_nothing(name):
     assert torch.isfinite(padded_outputs).all() and (padded_outputs == 0).all()
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_all_padding_rows_stay_finite(name):
     model = make_model(name)
     seqs = torch.cat([torch.zeros(1, MAX_LEN, dtype=torch.long), torch.randint(1, NUM_ITEMS + 1, (1, MAX_LEN))])
@@ -137,7 +137,7 @@ def test_bert4rec_rejects_bad_mask_prob():
         build_model(ModelConfig(name="bert4rec", hidden_size=WIDTH, mask_prob=0.0), IDEmbedding(5, WIDTH), 10)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_two_tables_concatenate_and_scores_add_up(name):
     model = make_model(name, tables=2)
     histories = torch.randint(0, NUM_ITEMS + 1, (3, MAX_LEN))
@@ -155,7 +155,7 @@ def test_two_tables_concatenate_and_scores_add_up(name):
 STEPS = {"sasrec": 40, "gru4rec": 40, "bert4rec": 100}
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_a_few_adam_steps_learn_a_cyclic_walk(name):
     """Every user walks the catalogue in order: after a few steps the next item is clearly predictable."""
     torch.manual_seed(1)

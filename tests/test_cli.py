@@ -1,12 +1,63 @@
+import argparse
+
 import pytest
 
-from dmesr.cli import main
+from dmesr.cli import build_parser, main
 
 
 def test_data_list(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DMESR_HOME", str(tmp_path))  # no datasets added there
     assert main(["data", "list"]) == 0
-    assert capsys.readouterr().out.split() == ["ml-100k", "ml-1m", "ml-latest-small"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["ml-100k", "ml-1m", "ml-latest-small"]
+    assert "recbole==1.2.1 wheel" in lines[0] and "ml-100k.inter (not fetched)" in lines[0]
+
+
+def test_data_list_shows_a_registration_files_format_and_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DMESR_HOME", str(tmp_path / "home"))
+    orders = tmp_path / "orders.csv"
+    orders.write_text("user,item,t\n" + "".join(f"u{u},i{i},{i}\n" for u in range(6) for i in range(6)))
+    assert main(["data", "add", "shop", "--interactions", str(orders), "--user", "user", "--item", "item",
+                 "--time", "t"]) == 0
+    capsys.readouterr()
+    assert main(["data", "list"]) == 0
+    shop = capsys.readouterr().out.splitlines()[-1]
+    assert shop == f"shop  table: {orders} ({orders.stat().st_size} B); 6 users, 6 items"
+
+
+def _parsers(parser: argparse.ArgumentParser, path=("dmesr",)):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+def test_every_subcommand_and_option_has_help_with_its_default():
+    for path, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if isinstance(action, argparse._SubParsersAction):
+                assert all(choice.help for choice in action._choices_actions), path
+                assert len(action._choices_actions) == len(action.choices), f"{' '.join(path)}: a subcommand lacks help"
+                continue
+            assert action.help, f"{' '.join(path)} {action.dest} has no help"
+            help_text = parser.formatter_class("x")._get_help_string(action)
+            if action.option_strings and action.default not in (None, False, []):
+                assert "default" in help_text, f"{' '.join(path)} {action.dest} hides its default"
+    help_text = _help(["data"])
+    assert "fetch" in help_text and "stats" in help_text
+    train = _help(["train"])
+    assert "random seed (default: 42)" in train and "default: 200" in train
+
+
+def _help(command: list[str]) -> str:
+    parser = build_parser()
+    for path, sub in _parsers(parser):
+        if list(path[1:]) == command:
+            return sub.format_help()
+    raise AssertionError(command)
 
 
 def test_unknown_dataset_is_one_clear_line(capsys):

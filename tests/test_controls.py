@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from dmesr.config import load_config
+from dmesr.config import config_hash, load_config
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.controls import apply_control
-from dmesr.training.run import config_hash
 
 
 def _features(num_items: int = 12, dim: int = 8, length: int = 5) -> SemanticFeatures:

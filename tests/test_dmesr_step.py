@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dmesr.config import ModelConfig, TrainConfig, load_config
+from dmesr.config import ModelConfig, TrainConfig, config_hash, load_config
 from dmesr.models import IDEmbedding, build_model
 from dmesr.models.losses import sequence_loss, total_loss
-from dmesr.training.run import config_hash
 from dmesr.training.trainer import LossModule, Trainer
 from tests.test_item_encoders import DIM, build, make_features, next_item_windows
 

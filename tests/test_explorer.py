@@ -96,7 +96,7 @@ def test_held_out_stages_follow_leave_one_out(split):
     sequence = split.sequence(3)
     history, target = held_out(split, 3, "valid")
     assert list(history) == list(sequence[:-2]) and target == sequence[-2]
-    with pytest.raises(ValueError, match="unknown stage"):
+    with pytest.raises(ValueError, match="unknown evaluation stage"):
         held_out(split, 3, "train")
 
 
@@ -227,3 +227,29 @@ def test_load_trained_reproduces_the_runs_test_hit_rate(split, tmp_path):
     split.fingerprint = "other-data"
     with pytest.raises(ValueError, match="trained on other data"):
         load_trained(run_dir, split)
+
+
+@pytest.mark.parametrize("model, epochs", [("pop", 1), ("sasrec", 2)])
+def test_explorer_ranks_are_the_ones_behind_final_json_for_every_ml100k_user(tmp_path, model, epochs):
+    """pop scores tie (every unseen item of equal popularity): the explorer must count ties against the
+    target, as the metrics in final.json do, and leave out exactly the items the evaluation leaves out."""
+    from dmesr.config import load_config
+    from dmesr.evaluation.metrics import metrics_from_ranks
+    from dmesr.explorer import _scores, held_out_ranks, load_trained
+    from dmesr.training.run import resolved_evaluation, test_model, train_run
+
+    config = load_config(overrides=[f"model.name={model}", f"train.max_epochs={epochs}", "train.num_threads=1",
+                                    f"output_dir={tmp_path}"])
+    run_dir = train_run(config, show_progress=False)
+    run = load_trained(run_dir)
+    ranks = held_out_ranks(run)
+    assert len(ranks) == run.split.num_users == 943
+    evaluator, _ = test_model(run.model, run.split, resolved_evaluation(run.config, run.split), torch.device("cpu"))
+    np.testing.assert_array_equal(ranks, evaluator.ranks + 1)
+    with np.load(run_dir / "test_per_user.npz") as saved:
+        for name, values in metrics_from_ranks(torch.as_tensor(ranks - 1), config.eval.ks).items():
+            np.testing.assert_allclose(values.numpy(), saved[name], err_msg=name)
+    if model == "pop":  # ties are common: counted in the target's favour, the ranks would differ
+        scores, targets = (np.asarray(part) for part in _scores(run, np.arange(run.split.num_users), "test"))
+        optimistic = (scores > scores[np.arange(len(targets)), targets][:, None]).sum(axis=1) + 1
+        assert (optimistic < ranks).sum() > 100

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dmesr.config import ItemEncoderConfig, ModelConfig
+from dmesr.config import ITEM_KINDS, ItemEncoderConfig, ModelConfig
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.base import IDEmbedding, SequentialRecommender
 from dmesr.models.item_encoders import DMESRItems, build_item_representation
@@ -340,3 +340,13 @@ def test_alignment_after_a_forward_reuses_its_adapted_views_exactly(views):
     with torch.no_grad():
         encoder.tables()  # evaluation leaves nothing behind for a later training step
     assert "_adapted_this_step" not in encoder.__dict__
+
+
+@pytest.mark.parametrize("kind", sorted(ITEM_KINDS))
+def test_every_registered_item_kind_builds(kind):
+    """The registry config.ITEM_KINDS is the one list of item encoders: each name builds its encoder."""
+    from dmesr.models.base import ItemRepresentation
+
+    items = build(kind=kind)
+    assert isinstance(items, ItemRepresentation)
+    assert torch.cat(items.tables(), dim=-1).shape[0] == NUM_ITEMS + 1

@@ -221,7 +221,8 @@ def test_auto_excludes_history_on_data_without_repeats(tiny_split):
 
 
 def test_baselines_train_as_runs_and_keep_run_names(tmp_path, tiny_split):
-    from dmesr.training.run import config_hash, evaluate_run, train_run
+    from dmesr.config import config_hash
+    from dmesr.training.run import evaluate_run, train_run
 
     for name in ("pop", "repeat-pop"):
         config = load_config(overrides=[f"model.name={name}", f"output_dir={tmp_path}", *TINY])

@@ -17,8 +17,6 @@ from torch.utils.data import Dataset
 from dmesr.data.repeats import has_repeats, target_is_repeat
 from dmesr.data.schema import SequenceSplit
 
-STAGES = ("valid", "test")
-
 
 def pad_left(sequences: list[np.ndarray], length: int) -> torch.Tensor:
     """Right-align each sequence (keeping its last ``length`` items) in a zero-padded row."""
@@ -43,7 +41,7 @@ class TrainWindows(Dataset):
         windows, users = [], []
         self.train_interactions = self.covered_interactions = 0  # how much of the train parts the windows hold
         for user in range(split.num_users):
-            part = split.sequence(user)[:-2]
+            part = split.train_part(user)
             ends = range(len(part), 1, -max_len) if all_windows else [len(part)]
             self.train_interactions += len(part)
             if len(part) >= 2:
@@ -76,13 +74,13 @@ class EvalInputs:
         return len(self.targets)
 
 
-def evaluation_inputs(split: SequenceSplit, stage: str, max_len: int) -> EvalInputs:
-    """Inputs for the validation (target ``sequence[-2]``) or test (target ``sequence[-1]``) stage."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown evaluation stage {stage!r}; known: {', '.join(STAGES)}")
-    cut = 2 if stage == "valid" else 1
-    histories = [split.sequence(u)[:-cut] for u in range(split.num_users)]
-    targets = np.array([split.sequence(u)[-cut] for u in range(split.num_users)], dtype=np.int64)
+def evaluation_inputs(split: SequenceSplit, stage: str, max_len: int, users=None) -> EvalInputs:
+    """Inputs for the validation (target ``sequence[-2]``) or test (target ``sequence[-1]``) stage, of every
+    user or of ``users`` (indices, in that order)."""
+    users = np.arange(split.num_users) if users is None else np.asarray(users, dtype=np.int64)
+    held = [split.held_out(int(user), stage) for user in users]
+    histories = [history for history, _ in held]
+    targets = np.array([target for _, target in held], dtype=np.int64)
     lengths = np.array([len(h) for h in histories], dtype=np.int64)
     negatives = split.valid_negatives if stage == "valid" else split.test_negatives
     return EvalInputs(
@@ -90,7 +88,7 @@ def evaluation_inputs(split: SequenceSplit, stage: str, max_len: int) -> EvalInp
         targets=torch.from_numpy(targets),
         seen_offsets=torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)])),
         seen_items=torch.from_numpy(np.concatenate(histories).astype(np.int64)),
-        negatives=None if negatives is None else torch.from_numpy(np.asarray(negatives, dtype=np.int64)),
+        negatives=None if negatives is None else torch.from_numpy(np.asarray(negatives, dtype=np.int64)[users]),
         repeat_data=has_repeats(split),
-        target_is_repeat=torch.from_numpy(target_is_repeat(split, stage)),
+        target_is_repeat=torch.from_numpy(target_is_repeat(split, stage)[users]),
     )

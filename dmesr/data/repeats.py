@@ -32,9 +32,8 @@ def has_repeats(split: SequenceSplit) -> bool:
 
 def target_is_repeat(split: SequenceSplit, stage: str) -> np.ndarray:
     """``[num_users]`` bool: the validation (``"valid"``) or test target is in the user's history before it."""
-    cut = 2 if stage == "valid" else 1
     flags = np.zeros(split.num_users, dtype=bool)
     for user in range(split.num_users):
-        sequence = split.sequence(user)
-        flags[user] = sequence[-cut] in sequence[:-cut]
+        history, target = split.held_out(user, stage)
+        flags[user] = target in history
     return flags

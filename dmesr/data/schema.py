@@ -18,6 +18,9 @@ import numpy as np
 import pandas as pd
 
 INTERACTION_COLUMNS = ("user", "item", "timestamp")
+# Evaluation stages and how many items at the end of a user's sequence each holds out (leave-one-out);
+# training sees what comes before both targets
+STAGES = {"valid": 2, "test": 1}
 
 
 @dataclass
@@ -62,3 +65,16 @@ class SequenceSplit:
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
+
+    def held_out(self, user: int, stage: str) -> tuple[np.ndarray, int]:
+        """``(history, target)`` of ``user`` at ``stage`` (``STAGES``): the one rule of what a stage holds out."""
+        if stage not in STAGES:
+            raise ValueError(f"unknown evaluation stage {stage!r}; known: {', '.join(STAGES)}")
+        if not 0 <= user < self.num_users:
+            raise ValueError(f"user index {user} is out of range 0..{self.num_users - 1}")
+        sequence, cut = self.sequence(user), STAGES[stage]
+        return sequence[:-cut], int(sequence[-cut])
+
+    def train_part(self, user: int) -> np.ndarray:
+        """What training sees of ``user``: the history before both held-out targets."""
+        return self.held_out(user, "valid")[0]

@@ -26,7 +26,7 @@ from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
 from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
-from dmesr.enrich.registry import make_describer
+from dmesr.enrich.registry import describer_name, make_describer
 from dmesr.enrich.store import load_features, save_features
 from dmesr.lock import exclusive
 from dmesr.paths import dmesr_home
@@ -239,6 +239,13 @@ def _describe_isolated(backend, requests: list[DescribeRequest], failed: Counter
     return kept
 
 
+def of_describer(table: pd.DataFrame, describer: str) -> pd.DataFrame:
+    """The rows of a descriptions table written by ``describer``: a registered name (``gemma3``: every
+    ``gemma3:...`` id, not ``gemma3x:...``) or one full describer id."""
+    ids = table["describer"].astype(str)
+    return table[(ids == describer) | (ids.map(describer_name) == describer)]
+
+
 def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out_dir=None,
                 encoder: str = DEFAULT_ENCODER, describer: str | None = None, views=VIEWS,
                 max_tokens: int = 32, batch_size: int = 64, device: str = "auto",
@@ -250,8 +257,8 @@ def embed_items(items: pd.DataFrame, dataset: str, descriptions_source=None, out
     check_item_table(items)
     source = Path(descriptions_source or default_enrich_dir(dataset) / "descriptions")
     table = read_descriptions(source, dataset)
-    if describer is not None and "describer" in table.columns:  # a name selects every id it starts
-        table = table[table["describer"].astype(str).str.startswith(describer)]
+    if describer is not None and "describer" in table.columns:
+        table = of_describer(table, describer)
     table = table[table["view"].isin([check_view(view) for view in views])]
     if table.empty:
         raise ValueError(f"no {'/'.join(views)} descriptions for dataset {dataset!r} in {source}"

@@ -54,6 +54,7 @@ def evaluate(
         raise ValueError("no users to evaluate: the evaluation inputs are empty")
     if config.protocol == "sampled":
         _check_negatives(inputs)
+    exclude = excludes_history(config, inputs.repeat_data)  # a run passes it resolved already
 
     was_training = model.training
     model.eval()
@@ -61,7 +62,8 @@ def evaluate(
         with torch.inference_mode():
             ranks = torch.cat(
                 [
-                    _rank_batch(model, inputs, config, start, min(start + config.batch_size, num_users), device)
+                    _rank_batch(model, inputs, config.protocol, exclude, start, min(start + config.batch_size, num_users),
+                                device)
                     for start in range(0, num_users, config.batch_size)
                 ]
             )
@@ -77,7 +79,8 @@ def evaluate(
 
 
 def _rank_batch(
-    model: nn.Module, inputs: EvalInputs, config: EvalConfig, start: int, stop: int, device: str | torch.device
+    model: nn.Module, inputs: EvalInputs, protocol: str, exclude: bool, start: int, stop: int,
+    device: str | torch.device,
 ) -> torch.Tensor:
     """Ranks (on the CPU) of the targets of users ``start..stop-1``."""
     targets = inputs.targets[start:stop].to(device)
@@ -87,20 +90,20 @@ def _rank_batch(
         raise ValueError(
             f"model.predict_scores returned shape {tuple(scores.shape)}, expected [{stop - start}, {expected_width}]"
         )
-    if config.protocol == "sampled":
+    if protocol == "sampled":
         candidates = torch.cat([targets.unsqueeze(1), inputs.negatives[start:stop].to(device)], dim=1)
         if candidates.max() >= scores.shape[1]:
             raise ValueError(f"negative item id {int(candidates.max())} is outside the model's catalogue")
         # Lay the candidates out as a small catalogue (column 0 = padding) whose item 1 is the target.
         candidate_scores = F.pad(scores.gather(1, candidates), (1, 0))
         return ranks_from_scores(candidate_scores, torch.ones_like(targets)).cpu()
-    exclude = excludes_history(config, inputs.repeat_data)
-    excluded = _seen_item_mask(inputs, start, stop, scores.shape, scores.device) if exclude else None
+    excluded = seen_item_mask(inputs, start, stop, scores.shape, scores.device) if exclude else None
     return ranks_from_scores(scores, targets, excluded).cpu()
 
 
 def excludes_history(config: EvalConfig, repeat_data: bool) -> bool:
-    """``eval.exclude_history`` resolved: ``auto`` excludes seen items only on data without repeats."""
+    """``eval.exclude_history`` resolved: ``auto`` excludes seen items only on data without repeats. A run
+    resolves it once, when it starts, and evaluates with the resolved value."""
     if config.exclude_history == "auto":
         return not repeat_data
     if not isinstance(config.exclude_history, bool):
@@ -108,7 +111,7 @@ def excludes_history(config: EvalConfig, repeat_data: bool) -> bool:
     return config.exclude_history
 
 
-def _seen_item_mask(
+def seen_item_mask(
     inputs: EvalInputs, start: int, stop: int, shape: torch.Size, device: torch.device
 ) -> torch.Tensor:
     """Bool ``[B, n + 1]``: True at every item of each user's full history (one index_put, no loop).

@@ -9,8 +9,9 @@ output folder, say) and ``run`` (the run directory's path inside that folder):
   ``items``, ``config`` hash, ``seed``), the protocol settings (``PROTOCOL_FIELDS``), validation
   metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail and short/long
   metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings
-  (``seconds_*``), ``hardware``, ``stopped``, its grid's method ``roles`` (JSON), the resolved config
-  (``config_yaml``) and the data provenance (``data_provenance``: split fingerprint and statistics, as JSON);
+  (``seconds_*``), ``hardware``, ``stopped``, its grid's method ``roles`` (JSON), the complete resolved config
+  (``config_yaml``, every setting written out, migrated to ``config_version``: what was trained) and the data
+  provenance (``data_provenance``: split fingerprint and statistics, as JSON);
 * ``epochs.parquet``, one row per run and epoch: the trainer's per-epoch log;
 * ``per_user.parquet``, one row per run and test user (``user_index``, the test order): the
   per-user test metrics that the paired significance tests compare.
@@ -34,7 +35,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dmesr.config import config_from_dict
+from dmesr.config import CONFIG_VERSION, RunConfig, config_from_dict, config_hash, config_yaml, settings
 from dmesr.lock import exclusive
 
 DEFAULT_STORE = Path("reports/store")
@@ -60,16 +61,13 @@ def run_method(run_dir: Path, items: str) -> tuple[str, str, str]:
 
 def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.DataFrame, dict[str, np.ndarray]]:
     """A finished run directory's row, per-epoch log and per-user test vectors."""
-    from dmesr.training.run import config_hash  # the store is read without torch; only collecting needs it
-
     final = json.loads((run_dir / "final.json").read_text())
     experiment, method, roles = run_method(run_dir, final["items"])
-    config_text = (run_dir / "config.yaml").read_text()
-    config = config_from_dict(yaml.safe_load(config_text))
+    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
     run = run_dir.relative_to(root).as_posix()
     row = {
         "collection": collection, "run": run, "experiment": experiment, "dataset": final["dataset"],
-        "model": final["model"], "method": method, "items": final["items"], "config": config_hash(config),
+        "model": final["model"], "method": method, "items": final["items"],
         "seed": final["seed"], "run_dir": str(run_dir), "best_epoch": final["best_epoch"], "epochs": final["epochs"],
         "stopped": final["stopped"], "hardware": final["hardware"], "torch": final.get("torch", ""),
         "parameters": final.get("parameters", 0),
@@ -84,7 +82,7 @@ def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.Data
     if sampled_path.exists():
         row.update({f"sampled_{k}": v for k, v in json.loads(sampled_path.read_text())["test"].items()})
     row["roles"] = roles
-    row["config_yaml"] = config_text
+    row.update(config_columns(config))
     row["data_provenance"] = (run_dir / "data.json").read_text()
     epochs = _epochs(run_dir)
     epochs.insert(0, "run", run)
@@ -95,6 +93,46 @@ def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.Data
         with np.load(per_user_path) as arrays:
             per_user = {name: arrays[name] for name in arrays.files}
     return row, epochs, per_user
+
+
+def config_columns(config) -> dict:
+    """A run's config as the store keeps it: complete YAML, its version and the identity it gives."""
+    return {"config_yaml": config_yaml(config), "config_version": config.version, "config": config_hash(config)}
+
+
+def audit_configs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per stored run: whether its saved config is complete (every setting of this code written out, at
+    ``CONFIG_VERSION``) and whether this code gives it the identity the store holds."""
+    every_setting = set(settings(RunConfig()))
+    rows = []
+    for collection, run, text, identity in zip(runs["collection"], runs["run"], runs["config_yaml"], runs["config"]):
+        saved = yaml.safe_load(text)
+        written = {f"{section}.{key}" for section, values in saved.items() if isinstance(values, dict)
+                   for key in values} | {key for key, value in saved.items() if not isinstance(value, dict)}
+        rows.append({"collection": collection, "run": run, "missing": sorted(every_setting - written),
+                     "version": saved.get("version"), "identity_matches": config_hash(config_from_dict(saved)) == identity})
+    audit = pd.DataFrame(rows)
+    audit["complete"] = (audit["missing"].str.len() == 0) & (audit["version"] == CONFIG_VERSION)
+    return audit
+
+
+def migrate_store(store: str | Path = DEFAULT_STORE) -> int:
+    """Rewrite every stored run's config as complete and current (``dmesr.config.migrate_config``: settings
+    added since it was saved take their value from before they existed) with this code's identity for it;
+    returns how many rows changed. Running it again changes nothing."""
+    store = Path(store)
+    with exclusive(store / ".lock", str(store), wait=True):
+        runs = read_table("runs", store)
+        before = runs[["config_yaml", "config"]].copy()
+        columns = pd.DataFrame([config_columns(config_from_dict(yaml.safe_load(text))) for text in runs["config_yaml"]])
+        for name in columns:
+            runs[name] = columns[name].to_numpy()
+        changed = int(((runs["config_yaml"] != before["config_yaml"]) | (runs["config"] != before["config"])).sum())
+        path = store / "runs.parquet"
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        runs.to_parquet(partial, index=False)
+        os.replace(partial, path)
+    return changed
 
 
 def _epochs(run_dir: Path) -> pd.DataFrame:

@@ -4,11 +4,9 @@ vectors, whose outputs are scored against the same table.
 
 The LayerNorm is this project's addition. Item vectors start small (std 0.02, the scale every item
 encoder here starts at), and a GRU fed such inputs is driven by its biases: every user gets nearly
-the same state and the model sits on a popularity plateau for 10-20 epochs (ml-100k validation
-NDCG@10 ~0.036), long enough for patience-10 early stopping to end some runs there. Normalised
-inputs make the gates see O(1) signals whatever the item encoder's scale: on ml-100k (seed 2) the
-plateau shrank to 4 epochs and the run reached validation NDCG@10 0.111 (test 0.088) at epoch 41
-instead of 0.103 (test 0.085) at epoch 91.
+the same state and the model sits on a popularity plateau, long enough for early stopping to end
+some runs there. Normalised inputs make the gates see O(1) signals whatever the item encoder's
+scale (measured: reports/backbones-notes.md).
 
 Left padding must not change the result, but a GRU fed padding first would carry it in its
 state. Instead of packing (sorting and per-step batches), each row is rotated so its real

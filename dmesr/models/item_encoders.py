@@ -35,6 +35,7 @@ Interpretations made here (the paper only has an abstract):
 from __future__ import annotations
 
 import logging
+from importlib import import_module
 
 import numpy as np
 import torch
@@ -283,7 +284,8 @@ def build_item_representation(
     *,
     align_fallback: bool = True,
 ) -> ItemRepresentation:
-    """The item encoder named by ``config.kind``; every kind but ``id`` needs ``features``."""
+    """The item encoder named by ``config.kind`` (the registry ``dmesr.config.ITEM_KINDS``); every kind but
+    ``id`` needs ``features``."""
     if config.kind not in ITEM_KINDS:
         raise ValueError(f"unknown item encoder kind {config.kind!r}; known: {', '.join(ITEM_KINDS)}")
     if config.integration not in INTEGRATIONS:
@@ -292,21 +294,51 @@ def build_item_representation(
         raise ValueError(f"unknown fusion {config.fusion!r}; known: {', '.join(FUSIONS)}")
     if config.fusion_norm not in FUSION_NORMS:
         raise ValueError(f"unknown fusion_norm {config.fusion_norm!r}; known: {', '.join(FUSION_NORMS)}")
-    if config.kind == "id":
-        return IDEmbedding(num_items, dim)
-    if features is None:
+    if config.kind != "id" and features is None:
         raise ValueError(f"item encoder {config.kind!r} needs semantic features; run `dmesr enrich` and `dmesr embed`")
+    module, builder = ITEM_KINDS[config.kind]
+    return getattr(import_module(module), builder)(config, num_items, dim, features, align_fallback)
 
+
+def _semantic_inputs(config: ItemEncoderConfig, num_items: int, features: SemanticFeatures
+                     ) -> tuple[FrozenSemantics, list[str], list[str]]:
+    """The frozen inputs of a semantic encoder, its usable MLLM views and the original text (if used)."""
     views = _usable_views(config, features)
-    text = [ORIGINAL_TEXT] if config.use_original_text else []
     semantics = FrozenSemantics(features, num_items, views, config.fuses_original_text, config.token_pca_dim)
-    if config.kind == "dmesr":
-        return DMESRItems(num_items, dim, config, semantics, align_fallback)
-    sources = {"text": [ORIGINAL_TEXT], "mllm": views, "concat": views + text, "llmesr": views + text}[config.kind]
+    return semantics, views, [ORIGINAL_TEXT] if config.use_original_text else []
+
+
+def _sources(config: ItemEncoderConfig, sources: list[str]) -> list[str]:
     if not sources:
         raise ValueError(f"item encoder {config.kind!r} has nothing to encode: no usable MLLM view, no original text")
-    if config.kind == "llmesr":
-        return LLMESRItems(num_items, dim, config, semantics, sources)
-    if config.kind == "concat":
-        return ConcatMLPItems(num_items, dim, config, semantics, sources)
-    return SemanticSumItems(num_items, dim, config, semantics, sources)
+    return sources
+
+
+# The builders ITEM_KINDS names: (config, num_items, dim, features, align_fallback) -> the item encoder.
+def id_items(config, num_items, dim, features, align_fallback) -> ItemRepresentation:
+    return IDEmbedding(num_items, dim)
+
+
+def text_items(config, num_items, dim, features, align_fallback) -> ItemRepresentation:
+    semantics, _, _ = _semantic_inputs(config, num_items, features)
+    return SemanticSumItems(num_items, dim, config, semantics, [ORIGINAL_TEXT])
+
+
+def mllm_items(config, num_items, dim, features, align_fallback) -> ItemRepresentation:
+    semantics, views, _ = _semantic_inputs(config, num_items, features)
+    return SemanticSumItems(num_items, dim, config, semantics, _sources(config, views))
+
+
+def concat_items(config, num_items, dim, features, align_fallback) -> ItemRepresentation:
+    semantics, views, text = _semantic_inputs(config, num_items, features)
+    return ConcatMLPItems(num_items, dim, config, semantics, _sources(config, views + text))
+
+
+def llmesr_items(config, num_items, dim, features, align_fallback) -> ItemRepresentation:
+    semantics, views, text = _semantic_inputs(config, num_items, features)
+    return LLMESRItems(num_items, dim, config, semantics, _sources(config, views + text))
+
+
+def dmesr_items(config, num_items, dim, features, align_fallback) -> ItemRepresentation:
+    semantics, _, _ = _semantic_inputs(config, num_items, features)
+    return DMESRItems(num_items, dim, config, semantics, align_fallback)

@@ -1,6 +1,7 @@
 """One training run from a config: data -> model -> trainer -> test of the best checkpoint.
 
-A run directory is named by what was run and a hash of everything that changes the result,
+A run directory is named by what was run and its identity (the hash of the settings in effect,
+:func:`dmesr.config.config_hash`),
 ``<output_dir>/<dataset key>/<model>/<item kind>-<hash>-seed<seed>`` (the key: see
 :mod:`dmesr.data.identity`), and holds
 ``config.yaml`` (resolved config), ``data.json`` (data fingerprint and statistics), the trainer's
@@ -12,16 +13,16 @@ and a second one is refused with "run in progress (pid N)".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dmesr.config import RunConfig, save_config, saved_run_config
+from dmesr.config import RunConfig, config_hash, save_config, saved_run_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import evaluation_inputs
 from dmesr.data.identity import dataset_key
@@ -41,26 +42,6 @@ from dmesr.paths import write_atomically
 from dmesr.training.distributed import DistContext, barrier, init_distributed, shutdown
 from dmesr.training.runtime import load_checkpoint, seed_everything, select_device, set_threads
 from dmesr.training.trainer import Trainer, read_epoch_log
-
-# Settings that do not change what is computed, only where or how fast.
-_NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads"),
-               ("train", "compile")}
-# Settings hashed only away from their default, so adding one does not rename every existing run folder.
-_HASHED_WHEN_SET = {("items", "control"): "none"}
-
-
-def config_hash(config: RunConfig) -> str:
-    def strip(node: dict, path: tuple = ()) -> dict:
-        return {k: strip(v, path + (k,)) if isinstance(v, dict) else v
-                for k, v in node.items() if path + (k,) not in _NOT_HASHED
-                and _HASHED_WHEN_SET.get(path + (k,), object()) != v}
-    hashed = config.to_dict()
-    # "auto" replaced the default true: hashed as true so that runs on data without repeats keep their
-    # folders; on data with repeats the resolved choice is checked against data.json (_check_same_run)
-    if hashed["eval"]["exclude_history"] == "auto":
-        hashed["eval"]["exclude_history"] = True
-    text = json.dumps(strip(hashed), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def run_directory(config: RunConfig) -> Path:
@@ -105,13 +86,21 @@ def hardware_kind(name: str) -> str:
     return "CPU" if name.endswith(" threads") else name
 
 
+def resolved_evaluation(config: RunConfig, split: SequenceSplit) -> RunConfig:
+    """``config`` with ``eval.exclude_history`` resolved for ``split`` (``auto``: true only without repeat
+    consumption): done once when a run starts; the run then trains, checks, tests and records with this
+    plain value."""
+    exclude = excludes_history(config.eval, has_repeats(split))
+    return replace(config, eval=replace(config.eval, exclude_history=exclude))
+
+
 def _check_same_run(run_dir: Path, config: RunConfig, split: SequenceSplit,
                     features: SemanticFeatures | None = None) -> None:
     if config_hash(saved_run_config(run_dir)) != config_hash(config):
         raise ValueError(f"{run_dir} holds a run with a different config; choose another output_dir")
     saved_data = json.loads((run_dir / "data.json").read_text())
     check_trained_on(run_dir, saved_data, split)
-    chosen = excludes_history(config.eval, has_repeats(split))
+    chosen = resolved_evaluation(config, split).eval.exclude_history
     if saved_data.get("exclude_history", chosen) != chosen:
         raise ValueError(f"{run_dir} holds a run evaluated with exclude_history={saved_data['exclude_history']}, "
                          f"this config gives {chosen}; choose another output_dir")
@@ -157,6 +146,8 @@ def _train_run(config: RunConfig, device: torch.device, dist_context: DistContex
 
 def _train_locked(config: RunConfig, device: torch.device, dist_context: DistContext, show_progress: bool,
                   split: SequenceSplit, run_dir: Path, features: SemanticFeatures | None) -> Path:
+    resolved = resolved_evaluation(config, split)
+    exclude = resolved.eval.exclude_history
     if (run_dir / "config.yaml").exists():
         _check_same_run(run_dir, config, split, features)
         if (run_dir / "final.json").exists():
@@ -169,7 +160,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
         provenance = {"fingerprint": split.fingerprint, "stats": split.stats,
                       "features": None if features is None else features.meta,
                       "source": registration(config.data.dataset),  # how to rebuild the split later
-                      "exclude_history": excludes_history(config.eval, has_repeats(split))}
+                      "exclude_history": exclude}
         images = dataset_image_counts(config.data.dataset, split.items)
         if images is not None:  # how many items have a picture, and why the others have none
             provenance["images"] = images
@@ -177,15 +168,15 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
 
     seed_everything(config.train.seed, config.train.deterministic)
     model = build_run_model(config, split, features)
-    trainer = Trainer(model, split, config, run_dir, device, dist_context, show_progress)
+    trainer = Trainer(model, split, resolved, run_dir, device, dist_context, show_progress)
     if show_progress and dist_context.is_main:
-        print(describe_training(config, split, trainer.train_windows))
+        print(describe_training(config, split, trainer.train_windows, exclude))
     state = trainer.fit()
     if not dist_context.is_main:
         return run_dir
     trainer.load_best()
     started = time.perf_counter()
-    result, groups = test_model(model, split, config, device)
+    result, groups = test_model(model, split, resolved, device)
     eval_seconds = time.perf_counter() - started
     # the best epoch's row and the epoch times come from the checkpoint's state; the log is read only
     # for a run whose checkpoint predates them
@@ -206,7 +197,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
                     "test_evaluation": round(eval_seconds, 3)},
         "trained_share": round(trainer.train_windows.covered_interactions
                                / max(trainer.train_windows.train_interactions, 1), 4),
-        "exclude_history": excludes_history(config.eval, has_repeats(split)),
+        "exclude_history": exclude,
         "hardware": hardware(), "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
@@ -218,14 +209,13 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
     return run_dir
 
 
-def describe_training(config: RunConfig, split: SequenceSplit, windows) -> str:
+def describe_training(config: RunConfig, split: SequenceSplit, windows, exclude: bool) -> str:
     """One line on what training sees: windows, the share of training interactions they hold, and
-    the evaluation choice ``eval.exclude_history`` made for this data."""
+    the evaluation choice ``exclude`` that ``eval.exclude_history`` made for this data."""
     share = windows.covered_interactions / max(windows.train_interactions, 1)
     mode = "windows over whole histories" if config.train.all_windows else \
         f"one window per user, at most its last max_len + 1 = {config.data.max_len + 1} items"
     hint = "" if config.train.all_windows or share >= 1 else "; train.all_windows=true trains on all of them"
-    exclude = excludes_history(config.eval, has_repeats(split))
     why = f"{repeat_share(split):.1%} of interactions are repeats" if exclude is False else "no repeat consumption"
     seen = (f"nothing to train: {config.model.name} counts all {windows.train_interactions:,} training interactions"
             if config.model.name in BASELINES else
@@ -293,11 +283,13 @@ def evaluate_run(run_dir: str | Path, protocol: str | None = None, device: str =
     config, split, model = load_finished_run(run_dir, split)
     if protocol:
         config.eval.protocol = protocol
+    config = resolved_evaluation(config, split)
+    exclude = config.eval.exclude_history
     result, groups = test_model(model.to(select_device(device)), split, config, select_device(device))
     out = run_dir / f"evaluation-{config.eval.protocol}.json"
     out.write_text(json.dumps({"protocol": config.eval.protocol, "test": result.metrics, "test_breakdown": groups,
-                               "exclude_history": excludes_history(config.eval, has_repeats(split))}, indent=2))
-    excluded = "seen items excluded" if excludes_history(config.eval, has_repeats(split)) else "every item ranked"
+                               "exclude_history": exclude}, indent=2))
+    excluded = "seen items excluded" if exclude else "every item ranked"
     print("  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")) + f"  ({excluded})")
     print(f"wrote {out}")
     return out
