@@ -61,7 +61,7 @@ def test_own_csv_through_every_command(tmp_path, home, capsys):
     assert "added shop: 24 users, 16 items" in capsys.readouterr().out
     assert json.loads((home / "datasets" / "shop.json").read_text())["time"] == ["order_number", "add_to_cart_order"]
     assert main(["data", "list"]) == 0
-    assert capsys.readouterr().out.split()[-1] == "shop"
+    assert capsys.readouterr().out.splitlines()[-1].startswith("shop  table: ")
 
     assert main(["data", "stats", "shop", "--set", "num_sampled_negatives=5"]) == 0
     printed = capsys.readouterr().out
