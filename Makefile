@@ -11,9 +11,10 @@ STAMP := $(VENV)/.dmesr-installed
 # TORCH_INDEX: where torch comes from. Empty: PyPI (the CUDA build on Linux, about 5 GB with its
 # libraries); a CPU-only machine saves that with TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
-# notebooks/*.ipynb (.gitattributes) lose their outputs on `git add`: opening them in JupyterLab
-# cannot dirty the committed copies
-NBSTRIPOUT := '$(abspath $(PY))' -m nbstripout --keep-id --extra-keys 'metadata.papermill cell.metadata.papermill'
+# notebooks/*.ipynb (.gitattributes) lose their outputs on `git add`, and what a JupyterLab save adds
+# (the kernel's language_info, collapsed headings, trust marks): opening them cannot dirty the committed copies
+NBSTRIPOUT := '$(abspath $(PY))' -m nbstripout --keep-id --extra-keys 'metadata.papermill cell.metadata.papermill \
+	metadata.language_info metadata.toc cell.metadata.jp-MarkdownHeadingCollapsed cell.metadata.trusted'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -222,3 +222,45 @@ def test_results_come_from_a_runs_folder_or_a_store_collection(tmp_path, monkeyp
     assert "user_NDCG@10" in runs.columns  # per-user vectors for the paired tests
     with pytest.raises(FileNotFoundError, match="no collection 'nowhere'"):
         results_from("nowhere")
+
+
+def _makefile_filter(python: str) -> str:
+    """The nbstripout command ``make install`` configures as the git clean filter, with ``python`` as the venv's."""
+    import subprocess
+
+    shown = subprocess.run(["make", "-s", f"PY={python}", "--eval", "show-filter: ; $(info $(NBSTRIPOUT))",
+                            "show-filter"], cwd=repo_root(), check=True, capture_output=True, text=True)
+    return shown.stdout.strip()
+
+
+def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path):
+    """Clone the committed notebooks, configure the filter as ``make install`` does, then save each as
+    JupyterLab does after running it (outputs, execution counts, the kernel's language_info, trust and
+    collapse marks): ``git status`` lists nothing."""
+    import subprocess
+    import sys
+
+    def git(*args, cwd=tmp_path / "clone"):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+    git("clone", "-q", str(repo_root()), str(tmp_path / "clone"), cwd=tmp_path)
+    clean = _makefile_filter(sys.executable)
+    git("config", "filter.nbstripout.clean", clean)
+    git("config", "filter.nbstripout.smudge", "cat")
+    saved = sorted((tmp_path / "clone" / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [path.stem for path in saved] == EXPECTED
+    for path in saved:
+        notebook = json.loads(path.read_text())
+        notebook["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                              "name": "python3"}
+        notebook["metadata"]["language_info"] = {
+            "codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py", "mimetype": "text/x-python",
+            "name": "python", "nbconvert_exporter": "python", "pygments_lexer": "ipython3", "version": "3.11.2"}
+        for count, cell in enumerate(c for c in notebook["cells"] if c["cell_type"] == "code"):
+            cell["execution_count"] = count + 1
+            cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["ran\n"]}]
+            cell["metadata"]["execution"] = {"iopub.status.busy": "2026-12-07T04:00:00.000Z"}
+            cell["metadata"]["trusted"] = True
+        notebook["cells"][0]["metadata"]["jp-MarkdownHeadingCollapsed"] = True
+        path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")  # as JupyterLab writes
+    assert git("status", "--porcelain") == ""
