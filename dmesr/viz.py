@@ -7,12 +7,14 @@ goes (``save_figure``). Colours come from matplotlib's default cycle or ``tab10`
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 # Stage colours of the leave-one-out diagram: the train part, the validation and the test target.
 SPLIT_COLOURS = {"train": "#9ecae1", "valid": "#fdae6b", "test": "#e6550d"}
@@ -27,7 +29,6 @@ def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1) -> tuple[
 
 def _fitted(title: str, figure_width: float, fontsize: float = 12.0) -> str:
     """``title`` wrapped onto as many lines as it needs to fit ``figure_width`` inches (no clipped titles)."""
-    import textwrap
 
     characters = max(20, int(figure_width * 72 / (0.6 * fontsize)))  # a character is about 0.6 em wide
     return textwrap.fill(title, characters)
@@ -54,7 +55,7 @@ def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
     """Write ``figure`` as ``<folder>/<name>.png`` (folder created) and return the path."""
     path = Path(folder) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # legends placed beside an axis stay in the picture
     return path
 
 
@@ -67,6 +68,10 @@ def sequence_length_histogram(lengths, title: str = "", bins: int = 40) -> Figur
     edges = np.geomspace(lengths.min(), lengths.max() + 1, bins + 1)
     axis.hist(lengths, bins=edges, color="#3182bd")
     axis.set_xscale("log")
+    # plain numbers at 1-2-5 steps: the log axis's own minor labels ("3x10^1 4x10^1") overlap
+    axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.axvline(np.median(lengths), color="black", linestyle="--", label=f"median {np.median(lengths):g}")
     axis.set(xlabel="interactions per user", ylabel="users", title=title or "Sequence lengths")
     axis.legend()
@@ -116,7 +121,6 @@ def leave_one_out_diagram(sequences: dict[str, list[str]], title: str = "") -> F
     """
     if not sequences:
         raise ValueError("cannot draw the leave-one-out split of no users")
-    import textwrap
 
     longest = max(len(items) for items in sequences.values())
     figure, (axis,) = _figure(width=max(6.0, 1.25 * longest), height=1.2 + 0.75 * len(sequences))
@@ -275,6 +279,7 @@ def training_curves(curves: dict[str, pd.DataFrame], metric: str = "NDCG@10", ti
             raise ValueError(f"run {name!r}: epochs table lacks 'epoch' and {metric!r} columns")
         axis.plot(epochs["epoch"], epochs[column], marker="o", label=name)
     axis.set(xlabel="epoch", ylabel=f"validation {metric}")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     axis.set_title(_fitted(title or f"Validation {metric} per epoch", figure.get_figwidth()))
     axis.legend(fontsize=8)
     return figure
@@ -285,7 +290,6 @@ def described_pictures(pictures: list, titles: list[str], captions: list[str], w
     """Each picture above its title and the describer's caption, in a grid of ``columns`` panels a row
     (small multiples: many items stay readable). ``None`` draws an empty panel, for an item without a
     usable picture."""
-    import textwrap
 
     if not pictures or not len(pictures) == len(titles) == len(captions):
         raise ValueError(f"need as many pictures, titles and captions, got {len(pictures)}, {len(titles)}, {len(captions)}")
@@ -345,4 +349,37 @@ def gain_against_quality(points: pd.DataFrame, title: str = "") -> Figure:
                     bbox_to_anchor=(1.0, 1.0))
     figure.suptitle(_fitted(title or "DMESR's gain against what its MLLM view knows about the item",
                             figure.get_figwidth()))
+    return figure
+
+
+def controls_chart(rows: list[dict], title: str = "") -> Figure:
+    """Gain over the backbone (%) of DMESR and of each control, one panel per dataset: a bar per method (the
+    mean over backbones), a dot per backbone (``rows``: ``dmesr.experiments.semantics.comparison_rows``)."""
+    from dmesr.experiments.semantics import holds
+
+    gains = pd.DataFrame([{"dataset": row["dataset"], "model": row["model"], "holds": holds(row),
+                           "gain": row["vs_backbone"]["rel_pct"]} for row in rows if row["vs_backbone"]])
+    if gains.empty:
+        raise ValueError("no method has a gain over its backbone to draw")
+    datasets = sorted(gains["dataset"].unique())
+    order = list(gains.groupby("holds")["gain"].mean().sort_values(ascending=False).index)
+    markers = dict(zip(sorted(gains["model"].unique()), "os^Dv"))
+    colours = dict(zip(order, _palette(len(order))))  # one colour per method in every panel
+    figure, axes = _figure(width=5.8 * len(datasets), height=4.8, columns=len(datasets))
+    for axis, dataset in zip(axes, datasets):
+        group = gains[gains["dataset"] == dataset]
+        shown = [name for name in order if name in set(group["holds"])]
+        means = group.groupby("holds")["gain"].mean()
+        axis.bar(np.arange(len(shown)), [means[name] for name in shown], color=[colours[n] for n in shown], alpha=0.8)
+        for x, name in enumerate(shown):
+            for _, row in group[group["holds"] == name].iterrows():
+                axis.scatter(x, row["gain"], color="black", marker=markers[row["model"]], s=18, zorder=3)
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set_xticks(np.arange(len(shown)), [textwrap.fill(name, 13) for name in shown], fontsize=8)
+        axis.set_ylabel("test NDCG@10 gain over the backbone (%)")
+        axis.set_title(dataset)
+    axes[-1].legend([Line2D([], [], color="black", marker=m, linestyle="") for m in markers.values()], list(markers),
+                    fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="backbone")
+    figure.suptitle(_fitted(title or "DMESR's gain, and the same encoder given something else to read: bars are "
+                            "means over backbones", figure.get_figwidth()))
     return figure

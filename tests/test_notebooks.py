@@ -22,6 +22,8 @@ from dmesr.notebooks import (
     repo_root,
     run_notebooks,
     show_figure,
+    unsupported_claims,
+    without_machine_paths,
 )
 
 NOTEBOOKS = notebook_paths()
@@ -184,6 +186,59 @@ def test_notebook_runs_with_injected_parameters(executed_with_seed_7, name):
 def test_every_figure_cell_shows_a_picture(executed_with_seed_7, name):
     executed = nbformat.read(executed_with_seed_7 / "executed" / f"{name}.ipynb", as_version=4)
     assert figure_cells_without_picture(executed) == []
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_what_to_notice_quotes_only_numbers_the_outputs_show(executed_with_seed_7, name):
+    executed = nbformat.read(executed_with_seed_7 / "executed" / f"{name}.ipynb", as_version=4)
+    assert unsupported_claims(executed) == []
+
+
+def _executed(notice: str, computed: str, shown: str):
+    """A notebook whose one code cell printed ``shown``, then "What to notice" and its computed sentences."""
+    notebook = nbformat.v4.new_notebook()
+    printed = nbformat.v4.new_code_cell("...", outputs=[nbformat.v4.new_output("stream", name="stdout", text=shown)])
+    notes = nbformat.v4.new_code_cell("show_notes(...)", outputs=[
+        nbformat.v4.new_output("display_data", data={"text/markdown": computed, "text/plain": "<Markdown>"})])
+    notebook.cells = [printed, nbformat.v4.new_markdown_cell(f"## What to notice\n{notice}"), notes]
+    return notebook
+
+
+def test_unsupported_claims_finds_numbers_and_quotes_the_outputs_do_not_show():
+    shown = "EPOCHS=2; HR@10: backbone 0.047712, DMESR 0.099682; head share 0.6312; 943 users; GoldenEye: gaming console"
+    good = _executed("Read the `tiny` profile's 2 epochs on ml-100k with care.",
+                     "- HR@10 0.0477 against 0.0997; the head holds 63% of 943 users; it says \"gaming console\".", shown)
+    assert unsupported_claims(good) == []
+    bad = _executed('GoldenEye becomes "an 18th-century Japanese art piece" (one run: 0.073 against 0.45).',
+                    "- HR@10 0.0478; 942 users; +5.9%.", shown)
+    assert unsupported_claims(bad) == ["0.073", "0.45", "0.0478", "942", "+5.9%", '"an 18th-century Japanese art piece"']
+
+
+def test_executed_copies_name_no_folder_of_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = repo_root()
+    notebook = _executed("", "", f"profile full: REPORTS_DIR='{root}/reports'; cache {tmp_path}/home/.cache/dmesr")
+    notebook.metadata["papermill"] = {"input_path": f"{root}/notebooks/05_results.ipynb", "cwd": str(root)}
+    nbformat.write(notebook, tmp_path / "05.ipynb")
+    without_machine_paths(tmp_path / "05.ipynb")
+    cleaned = nbformat.read(tmp_path / "05.ipynb", as_version=4)
+    assert cleaned.cells[0].outputs[0].text == "profile full: REPORTS_DIR='reports'; cache ~/.cache/dmesr"
+    assert cleaned.metadata.papermill == {"input_path": "notebooks/05_results.ipynb", "cwd": "."}
+
+
+def test_methods_with_several_configs_are_labelled_by_the_settings_that_differ():
+    from dmesr.experiments.comparisons import _labels
+
+    def run(config, integration, seed):
+        return {"dataset": "d", "model": "sasrec", "method": "dmesr" if config != "b0" else "backbone",
+                "config": config, "seed": seed, "test_NDCG@10": 0.1 + seed / 100, "roles": "",
+                "config_yaml": f"items:\n  kind: dmesr\n  integration: {integration}\nmodel:\n  name: sasrec\n"}
+
+    import pandas as pd
+
+    runs = pd.DataFrame([run(c, i, s) for c, i in [("b0", "sum"), ("c1", "sum"), ("c2", "gate")] for s in (1, 2)])
+    assert sorted(set(_labels(runs))) == ["backbone", "dmesr (integration=gate)", "dmesr (integration=sum)"]
+
 
 @pytest.mark.slow
 def test_results_notebook_explains_an_empty_store(tmp_path):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from dmesr.evaluation import paired_test
 from dmesr.experiments.roles import runs_roles
@@ -92,10 +93,27 @@ def model_cells(runs: pd.DataFrame):
 
 
 def _labels(runs: pd.DataFrame) -> pd.Series:
-    """The method, with the config hash added where one method ran with several configs (ablations)."""
-    configs = runs.groupby(["dataset", "model", "method"])["config"].transform("nunique")
-    return pd.Series(np.where(configs > 1, runs["method"] + " [" + runs["config"].astype(str) + "]", runs["method"]),
-                     index=runs.index)
+    """The method, with what sets its config apart where one method ran with several configs (ablations
+    run outside a grid): the ``items`` and ``model`` settings that differ, else the config hash."""
+    labels = runs["method"].astype(str).copy()
+    for _, group in runs.groupby(["dataset", "model", "method"]):
+        if group["config"].nunique() < 2:
+            continue
+        texts = group.drop_duplicates("config").set_index("config")["config_yaml"] if "config_yaml" in group else {}
+        settings = {config: _settings(text) for config, text in dict(texts).items()}
+        names = sorted({name for values in settings.values() for name in values})
+        differing = [name for name in names if len({repr(values.get(name)) for values in settings.values()}) > 1]
+        for config, index in group.groupby("config").groups.items():
+            said = ", ".join(f"{name.split('.', 1)[1]}={settings[config].get(name)}" for name in differing)
+            labels[index] = f"{group['method'].iloc[0]} ({said or config})"
+    return labels
+
+
+def _settings(config_yaml: str) -> dict:
+    """A run's ``items`` and ``model`` settings, flat (``items.integration``: ``sum``)."""
+    config = yaml.safe_load(config_yaml) or {}
+    return {f"{section}.{name}": value for section in ("items", "model")
+            for name, value in (config.get(section) or {}).items()}
 
 
 def results_table(runs: pd.DataFrame, metric: str, alpha: float = 0.05, per_user_test: str = "ttest") -> pd.DataFrame:
