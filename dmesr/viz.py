@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 # Stage colours of the leave-one-out diagram: the train part, the validation and the test target.
@@ -382,4 +383,79 @@ def controls_chart(rows: list[dict], title: str = "") -> Figure:
                     fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="backbone")
     figure.suptitle(_fitted(title or "DMESR's gain, and the same encoder given something else to read: bars are "
                             "means over backbones", figure.get_figwidth()))
+    return figure
+
+
+# Where each stage of the item encoder sits in its diagram (x of the box's left edge, as a share of the width).
+_STAGE_X = {"input": 0.0, "adapter": 0.27, "fusion": 0.54, "alignment": 0.54, "output": 0.8}
+_STAGE_COLOURS = {"input": "#eeeeee", "adapter": "#c6dbef", "fusion": "#fdd0a2", "alignment": "#d9f0d3",
+                  "output": "#fcbba1"}
+
+
+def item_encoder_diagram(parts: dict[str, dict], backbone: str = "backbone", align_weight: float | None = None,
+                         title: str = "") -> Figure:
+    """The DMESR item encoder as boxes and arrows: one box per part of ``parts``
+    (``dmesr.models.anatomy.encoder_parts``: title, class, attribute path, shape), frozen inputs on the
+    left, trained parts in colour, the item table the ``backbone`` scores with on the right."""
+    rows = {"view": 0.8, "tokens": 0.58, "text": 0.3, "ids": 0.08, "fusion": 0.69, "alignment": 0.46, "output": 0.3}
+    spots, taken, layer = {}, {}, {}  # lower-left corners; a second view's boxes lie on top of the first's
+    for key, part in parts.items():
+        spot = (_STAGE_X[part["stage"]], rows[part["stream"]])
+        layer[key] = taken[spot] = taken.get(spot, -1) + 1
+        spots[key] = (spot[0] + 0.012 * layer[key], spot[1] - 0.04 * layer[key])
+    width, height = 0.2, 0.16
+    figure = Figure(figsize=(14.0, 6.8))
+    axis = figure.add_axes((0.0, 0.0, 1.0, 0.93))
+    axis.set_xlim(-0.01, 1.01)
+    axis.set_ylim(-0.08, 1.0)
+    axis.axis("off")
+    for key, part in parts.items():
+        if key not in spots:
+            continue
+        x, y = spots[key]
+        axis.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.005", zorder=3 + 2 * layer[key],
+                                      facecolor=_STAGE_COLOURS[part["stage"]], edgecolor="#444444"))
+        where = f"{part['cls']}" + (f"  ·  .{part['path']}" if part["path"] else "")
+        above = {"zorder": 4 + 2 * layer[key], "ha": "center"}
+        axis.text(x + width / 2, y + height - 0.025, part["title"], va="top", fontsize=9.5, fontweight="bold", **above)
+        axis.text(x + width / 2, y + height / 2 - 0.01, textwrap.fill(where, 40), va="center", fontsize=7.5,
+                  family="monospace", **above)
+        axis.text(x + width / 2, y + 0.02, textwrap.fill(part["shape"], 44), va="bottom", fontsize=7.5, **above)
+
+    def arrow(start: str, end: str, label: str = "", dashed: bool = False, start_side: str = "right"):
+        if start not in spots or end not in spots:
+            return
+        (x0, y0), (x1, y1) = spots[start], spots[end]
+        begin = (x0 + width, y0 + height / 2) if start_side == "right" else (x0 + width / 2, y0)
+        finish = (x1, y1 + height / 2)
+        axis.annotate("", xy=finish, xytext=begin, arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2,
+                                                                  linestyle="--" if dashed else "-"))
+        if label:
+            axis.text((begin[0] + finish[0]) / 2, (begin[1] + finish[1]) / 2 + 0.015, label, fontsize=8,
+                      ha="center", color="#333333", style="italic")
+
+    for key, part in parts.items():  # each input into its adapter
+        if part["stage"] == "input":
+            arrow(key, next(k for k, p in parts.items() if p["stage"] == "adapter" and p["stream"] == part["stream"]))
+    for view in [key for key, part in parts.items() if part["stage"] == "adapter" and part["stream"] == "view"]:
+        arrow(view, "fusion", "query")
+    for aligned in parts.get("alignment", {}).get("aligns", []):
+        arrow(aligned, "alignment", dashed=True)
+    arrow("adapter_tokens", "fusion", "keys, values")
+    arrow("fusion", "integration", "z (fused view)")
+    arrow("adapter_text", "integration", "items without a view" if "fusion" in parts else "")
+    arrow("input_ids", "integration", "ID embedding")
+    x, y = spots["integration"]
+    axis.annotate("", xy=(x + width / 2, y - 0.12), xytext=(x + width / 2, y),
+                  arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2))
+    axis.text(x + width / 2, y - 0.14, textwrap.fill(f"item table: what {backbone} embeds the history with and scores "
+                                                 "every item against (the item / scoring space)", 34),
+              ha="center", va="top", fontsize=8.5)
+    loss = "L = L_rec + \u03bb \u00b7 L_align" + (f",  \u03bb = {align_weight:g}" if align_weight is not None else "")
+    axis.text(0.5, -0.05, loss + "   (L_rec: the backbone's next-item loss; dashed: what L_align pulls together)",
+              ha="center", fontsize=10)
+    for stage, x in [("frozen inputs (computed once, offline)", 0.0), ("trained: adapters, ID table", 0.27),
+                     ("trained: fusion and alignment", 0.54), ("integration", 0.8)]:
+        axis.text(x + width / 2, 0.985, stage, ha="center", fontsize=9, color="#555555")
+    figure.suptitle(_fitted(title or "The DMESR item encoder", 14.0), fontsize=12)
     return figure

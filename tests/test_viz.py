@@ -161,3 +161,33 @@ def test_described_pictures_wraps_many_items_into_rows():
     visible = [axis for axis in figure.axes if axis.axison]
     assert len(visible) == 9 and len(figure.axes) == 12  # 3 rows of 4, three blanks
     assert figure.get_figwidth() == pytest.approx(4 * 3.2)
+
+
+def test_item_encoder_diagram_draws_every_part_the_module_holds_under_its_real_name():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_item_encoders import build, make_features
+
+    from dmesr.models.anatomy import encoder_parts
+
+    for overrides in ({"views": ["text"], "token_pca_dim": 4}, {"views": ["image", "text"], "integration": "gate"},
+                      {"views": ["text"], "fusion": "none", "align_weight": 0.0}):
+        features = make_features(views=tuple(overrides["views"]))
+        encoder = build(features=features, **overrides)
+        parts = encoder_parts(encoder)
+        for part in parts.values():  # a reader finds each box's part where the box says
+            if part["path"]:
+                head, _, last = part["path"].rpartition(".")
+                owner = encoder.get_submodule(head) if head else encoder
+                assert hasattr(owner, last), part["path"]
+        assert ("fusion" in parts) == (overrides.get("fusion") != "none")
+        assert ("alignment" in parts) == (overrides.get("align_weight", 0.1) > 0)
+        assert set(parts.get("alignment", {}).get("aligns", [])) <= set(parts)
+        assert overrides.get("integration", "sum") in parts["integration"]["title"]
+        assert parts["input_ids"]["shape"] == f"[{encoder.num_items + 1}, {encoder.dim}]"
+        assert {f"view_adapter_{view}" for view in overrides["views"]} <= set(parts)
+        figure = viz.item_encoder_diagram(parts, "SASRec", encoder.auxiliary_weight)
+        drawn = " ".join(text.get_text() for text in figure.axes[0].texts)
+        assert all(part["title"] in drawn and part["shape"].split(": ")[-1] in drawn for part in parts.values())
