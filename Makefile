@@ -34,8 +34,10 @@ install: $(STAMP)
 # (one seed, the defaults of dmesr/config.py), and write the comparison to runs/demo/results.md.
 # A rerun does nothing twice: the features and both finished runs are found again.
 DEMO_PREFACE := **The demo: SASRec and SASRec+DMESR on ml-100k, one run each.** $(strip One seed (42) with the defaults of dmesr/config.py: at most 200 epochs, early stopping after 10 epochs \
-without a better validation NDCG@10. With one seed there is no spread (every ± reads n/a) and no significance \
-test: this checks that the pipeline works end to end, it is not the study. The study (3 seeds, patience 20, \
+without a better validation NDCG@10. With one seed there is no spread (every ± reads n/a) and no t-test over \
+seeds; a mark or p-value over users compares the users of these two runs only and says nothing about another \
+seed. A run marked not converged stopped at the epoch cap while validation still rose. This checks that the \
+pipeline works end to end, it is not the study. The study (3 seeds, patience 20, \
 every baseline and ablation) is reports/results.md, written from the committed run store by \
 `dmesr report main --out reports/results.md`.)\n\n
 
