@@ -107,7 +107,7 @@ def ablation(summary: pd.DataFrame, seeds: int, peaks: pd.DataFrame) -> list[str
     else:
         notes.append("No variant scores higher than the default.")
     notes.append(_seeds_sentence(seeds) + " Whether the differences are real: the study's tables and "
-                 "notebook 05, where the controls show what the gain comes from.")
+                 "`05_results`, where the controls show what the gain comes from.")
     on_template = int(peaks["template token"].sum())
     notes.append(f"{on_template} of {len(peaks)} items attend most to a template token (the field names and "
                  "punctuation every original text shares) rather than a word of their own; compare each peak with "
@@ -117,12 +117,11 @@ def ablation(summary: pd.DataFrame, seeds: int, peaks: pd.DataFrame) -> list[str
 
 def results(compared: int, better: int, marked: int, expected: float, seeds: list[int]) -> list[str]:
     """05: how many rows beat their backbone, how many marks, and how many chance alone would give."""
-    notes = [f"{better} of {compared} method rows score above their backbone; {marked} carry a mark, where "
-             f"chance alone would give about {expected:.1f}."]
     if max(seeds) < 2:
-        notes.append("Every row has one seed: no t-test over seeds is possible, and a mark from the test over users "
-                     "says the users differ in this one run, not that another seed would agree.")
-    return notes
+        return [f"{better} of {compared} method rows score above their backbone, each from one run: with one seed "
+                "the table carries no marks (above), and the sizes of these changes are untested."]
+    return [f"{better} of {compared} method rows score above their backbone; {marked} carry a mark, where "
+            f"chance alone would give about {expected:.1f}."]
 
 
 def explorer(jaccard: float, hits: dict[str, float], shared: float) -> list[str]:

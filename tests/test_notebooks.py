@@ -236,8 +236,13 @@ def test_methods_with_several_configs_are_labelled_by_the_settings_that_differ()
 
     import pandas as pd
 
-    runs = pd.DataFrame([run(c, i, s) for c, i in [("b0", "sum"), ("c1", "sum"), ("c2", "gate")] for s in (1, 2)])
-    assert sorted(set(_labels(runs))) == ["backbone", "dmesr (integration=gate)", "dmesr (integration=sum)"]
+    runs = pd.DataFrame([run(c, i, s) for c, i in [("b0", "sum"), ("c1", "sum"), ("c2", "gate"), ("c3", "sum"),
+                                                   ("c4", "dual")] for s in (1, 2)])
+    labels = dict(zip(runs["config"], _labels(runs)))
+    assert labels == {"b0": "backbone", "c1": "dmesr (c1)", "c2": "dmesr (integration=gate)", "c3": "dmesr (c3)",
+                      "c4": "dmesr (integration=dual)"}  # c1, c3: the same settings, told apart by their hash
+    two = runs[runs["config"].isin(["b0", "c1", "c4"])]
+    assert sorted(set(_labels(two))) == ["backbone", "dmesr (integration=dual)", "dmesr (integration=sum)"]
 
 
 @pytest.mark.slow
