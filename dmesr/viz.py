@@ -160,10 +160,12 @@ def tsne_2d(vectors, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
 
 
-def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, title: str = "") -> Figure:
+def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, title: str = "",
+                      colour_title: str = "", marker_title: str = "") -> Figure:
     """One scatter per panel (``name -> [N, 2]`` points), coloured by ``colours`` labels, shaped by ``markers``.
 
-    Every panel holds the same N rows, so colours and markers are shared (e.g. genre and view).
+    Every panel holds the same N rows, so colours and markers are shared (e.g. genre and view). Beyond
+    ``MAX_SERIES`` colours the rarest labels are drawn grey as "other"; colours and markers get a legend each.
     """
     if not panels:
         raise ValueError("cannot draw an embedding scatter without panels")
@@ -172,8 +174,12 @@ def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, titl
     for name, points in panels.items():
         if np.shape(points) != (len(colours), 2):
             raise ValueError(f"panel {name!r} has shape {np.shape(points)}, expected ({len(colours)}, 2)")
-    labels = sorted(set(colours))
-    palette = dict(zip(labels, _palette(len(labels))))
+    counts = pd.Series(colours).value_counts()
+    if len(counts) > MAX_SERIES:  # colours a reader can tell apart; the rest grey
+        colours = np.where(np.isin(colours, counts.index[:MAX_SERIES - 1]), colours, "other")
+    labels = [label for label in pd.Series(colours).value_counts().index if label != "other"]
+    palette = dict(zip(labels, _palette(len(labels))), other="#bbbbbb")
+    labels += ["other"] if "other" in colours else []
     shapes = dict(zip(sorted(set(markers)), "o^sDvP*X"))
     figure, axes = _figure(width=5.0 * len(panels), height=4.5, columns=len(panels))
     for axis, (name, points) in zip(axes, panels.items()):
@@ -184,12 +190,15 @@ def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, titl
                 if rows.any():
                     axis.scatter(points[rows, 0], points[rows, 1], s=12, color=palette[label], marker=shape, alpha=0.75)
         axis.set(title=name, xticks=[], yticks=[])
-    # one legend entry per colour and one per marker, not one per combination
+    # one legend for the colours and one for the markers, not one entry per combination
     handles = [Line2D([], [], linestyle="", marker="o", color=palette[label], label=label) for label in labels]
+    legend = axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                             title=colour_title or None, title_fontsize=8)
     if len(shapes) > 1:
-        handles += [Line2D([], [], linestyle="", marker=shape, color="black", label=marker)
-                    for marker, shape in shapes.items()]
-    axes[-1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        axes[-1].add_artist(legend)
+        axes[-1].legend(handles=[Line2D([], [], linestyle="", marker=shape, color="black", label=marker)
+                                 for marker, shape in shapes.items()], fontsize=7, loc="lower left",
+                        bbox_to_anchor=(1.0, 0.0), frameon=False, title=marker_title or None, title_fontsize=8)
     if title:
         figure.suptitle(title)
     return figure

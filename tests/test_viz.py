@@ -80,12 +80,17 @@ def test_embedding_scatter_one_panel_per_space_and_one_series_per_label_and_mark
                                    markers=["d", "t"] * 3)
     assert [axis.get_title() for axis in figure.axes] == ["before", "after"]
     assert len(figure.axes[0].collections) == 6  # 3 labels x 2 markers, 1 point each
-    legend = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
-    assert legend == ["a", "b", "c", "d", "t"]  # colours, then markers
+    colour_legend = next(artist for artist in figure.axes[1].artists if isinstance(artist, matplotlib.legend.Legend))
+    assert sorted(text.get_text() for text in colour_legend.get_texts()) == ["a", "b", "c"]  # a legend each
+    assert [text.get_text() for text in figure.axes[1].get_legend().get_texts()] == ["d", "t"]
     offsets = np.concatenate([c.get_offsets() for c in figure.axes[1].collections])
     assert sorted(map(tuple, offsets)) == sorted(map(tuple, -points))
     with pytest.raises(ValueError, match="expected \\(6, 2\\)"):
         viz.embedding_scatter({"bad": points[:3]}, colours=list("aabbcc"))
+    many = list("abcdefghij") + ["a"] * 5  # ten genres: the seven most frequent keep a colour, the rest are "other"
+    figure = viz.embedding_scatter({"all": np.zeros((len(many), 2))}, colours=many)
+    shown = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert len(shown) == viz.MAX_SERIES and shown[0] == "a" and shown[-1] == "other"
 
 
 def test_attention_heatmap_shows_the_weights_with_token_labels():
