@@ -196,3 +196,25 @@ def test_item_encoder_diagram_draws_every_part_the_module_holds_under_its_real_n
         figure = viz.item_encoder_diagram(parts, "SASRec", encoder.auxiliary_weight)
         drawn = " ".join(text.get_text() for text in figure.axes[0].texts)
         assert all(part["title"] in drawn and part["shape"].split(": ")[-1] in drawn for part in parts.values())
+
+
+def test_controls_chart_draws_a_bar_per_method_and_a_dot_per_backbone():
+    from dmesr.experiments.semantics import controls_frame
+
+    def row(dataset, model, method, control, gain):
+        vs = None if gain is None else {"rel_pct": gain, "p_seeds": 0.5, "p_users": 0.5}
+        return {"dataset": dataset, "model": model, "method": method, "seeds": 3, "describer": "cascade",
+                "control": control, "mean": 0.1, "std": 0.01, "vs_backbone": vs,
+                "vs_dmesr": vs if method not in ("backbone", "dmesr") else None}
+
+    rows = [row(d, m, method, control, gain) for d in ("a", "b") for m in ("sasrec", "gru4rec")
+            for method, control, gain in [("backbone", "none", None), ("dmesr", "none", 10.0),
+                                          ("dmesr-shuffled", "shuffled", 8.0), ("dmesr-random", "random", -1.0)]]
+    figure = viz.controls_chart(rows)
+    assert [axis.get_title() for axis in figure.axes] == ["a", "b"]
+    assert [bar.get_height() for bar in figure.axes[0].patches] == [10.0, 8.0, -1.0]  # mean gains, largest first
+    assert len(figure.axes[0].collections) == 6  # 3 methods x 2 backbones
+    table = controls_frame(rows)
+    assert list(table.loc[table["method"] == "dmesr-shuffled", "vs backbone"]) == ["+8.0%"] * 4
+    assert set(table["MLLM view holds"]) == {"nothing (ID embeddings only)", "descriptions by cascade",
+                                             "shuffled descriptions", "random features"}
