@@ -128,11 +128,12 @@ def explorer(jaccard: float, hits: dict[str, float], shared: float) -> list[str]
     """06: how different the two models' lists are, beside how often each hits."""
     (first, first_rate), (second, second_rate) = hits.items()
     if first_rate == second_rate:
-        comparison = f"{first} and {second} hit the held-out item equally often"
+        comparison = f"{first} and {second} hit the held-out item equally often (HR@10 {first_rate:.4f})"
     else:
         higher, lower = (first, second) if first_rate > second_rate else (second, first)
         comparison = (f"{higher} hits the held-out item more often than {lower} (HR@10 "
                       f"{max(first_rate, second_rate):.4f} against {min(first_rate, second_rate):.4f})")
+    comparison = comparison[0].upper() + comparison[1:]
     return [f"{comparison}; their top-10 lists share {shared:.1f} of 10 items per user on average (mean Jaccard "
             f"{jaccard:.3f}): the item features change which items are recommended, not only how many hits.",
             "The descriptions in a user's history come from the stand-in describer; the neighbour lists in the "
