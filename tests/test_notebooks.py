@@ -328,3 +328,17 @@ def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path):
     assert git("diff", "--stat") == ""
     git("add", "--all")
     assert git("status", "--porcelain") == ""
+
+
+def test_notes_say_what_the_numbers_say():
+    import numpy as np
+
+    from dmesr import notes
+
+    curves = {"rising": np.array([0.1, 0.2]), "peaked": np.array([0.2, 0.1]), "stopped early": np.array([0.3])}
+    assert notes.capped_runs(curves, max_epochs=2) == ["rising"]
+    assert notes.capped_runs(curves, max_epochs=5) == []  # below the cap: stopped by early stopping
+    equal = notes.explorer(0.448, {"backbone": 0.1898, "DMESR": 0.1898}, 5.94)[0]
+    assert equal.startswith("Backbone and DMESR hit the held-out item equally often (HR@10 0.1898)")
+    unequal = notes.explorer(0.089, {"backbone": 0.0477, "DMESR": 0.0997}, 1.5)[0]
+    assert unequal.startswith("DMESR hits the held-out item more often than backbone (HR@10 0.0997 against 0.0477)")
