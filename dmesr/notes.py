@@ -65,8 +65,10 @@ def enrichment(first: dict, again: dict, median_words: float, dataset: str, qual
             continue
         notes.append(f"{row['source']}: genre probe {row['probe']['micro_f1']:.3f} against the original text's "
                      f"{text['probe']['micro_f1']:.3f} and the no-information prior's {row['probe']['prior']['micro_f1']:.3f}; "
-                     f"{row['contradictions']['far_year_rate']:.0%} state a year more than one year off. The descriptions "
-                     "carry genre information, but less than the item's own text.")
+                     f"{row['contradictions']['far_year_rate']:.0%} state a year more than one year off. "
+                     + ("They carry genre information, but less than the item's own text."
+                        if row["probe"]["micro_f1"] - row["probe"]["prior"]["micro_f1"] > 0.1
+                        else "They carry little more genre information than no information at all."))
     return notes
 
 
