@@ -11,9 +11,10 @@ STAMP := $(VENV)/.dmesr-installed
 # TORCH_INDEX: where torch comes from. Empty: PyPI (the CUDA build on Linux, about 5 GB with its
 # libraries); a CPU-only machine saves that with TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
-# notebooks/*.ipynb (.gitattributes) lose their outputs on `git add`: opening them in JupyterLab
-# cannot dirty the committed copies
-NBSTRIPOUT := '$(abspath $(PY))' -m nbstripout --keep-id --extra-keys 'metadata.papermill cell.metadata.papermill'
+# notebooks/*.ipynb (.gitattributes) lose their outputs on `git add`, and what a JupyterLab save adds
+# (the kernel's language_info, collapsed headings, trust marks): opening them cannot dirty the committed copies
+NBSTRIPOUT := '$(abspath $(PY))' -m nbstripout --keep-id --extra-keys 'metadata.papermill cell.metadata.papermill \
+	metadata.language_info metadata.toc cell.metadata.jp-MarkdownHeadingCollapsed cell.metadata.trusted'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,8 +34,10 @@ install: $(STAMP)
 # (one seed, the defaults of dmesr/config.py), and write the comparison to runs/demo/results.md.
 # A rerun does nothing twice: the features and both finished runs are found again.
 DEMO_PREFACE := **The demo: SASRec and SASRec+DMESR on ml-100k, one run each.** $(strip One seed (42) with the defaults of dmesr/config.py: at most 200 epochs, early stopping after 10 epochs \
-without a better validation NDCG@10. With one seed there is no spread (every ± reads n/a) and no significance \
-test: this checks that the pipeline works end to end, it is not the study. The study (3 seeds, patience 20, \
+without a better validation NDCG@10. With one seed there is no spread (every ± reads n/a) and no t-test over \
+seeds; a mark or p-value over users compares the users of these two runs only and says nothing about another \
+seed. A run marked not converged stopped at the epoch cap while validation still rose. This checks that the \
+pipeline works end to end, it is not the study. The study (3 seeds, patience 20, \
 every baseline and ablation) is reports/results.md, written from the committed run store by \
 `dmesr report main --out reports/results.md`.)\n\n
 

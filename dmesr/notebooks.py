@@ -21,8 +21,10 @@ Each notebook records its key numbers with ``record_metrics`` to ``reports/metri
 from __future__ import annotations
 
 import ast
+import html
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -91,7 +93,8 @@ def profile_settings(profile: str, **given):
         if name in PATH_PARAMETERS:
             value = str(repo_root() / Path(value).expanduser())  # an absolute value stays as it is
         values.append(value)
-    print(f"profile {profile}: " + ", ".join(f"{name}={value!r}" for name, value in zip(given, values)))
+    shown = [shown_path(value) if name in PATH_PARAMETERS else value for name, value in zip(given, values)]
+    print(f"profile {profile}: " + ", ".join(f"{name}={value!r}" for name, value in zip(given, shown)))
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -185,8 +188,46 @@ def run_notebooks(profile: str = "tiny", names: list[str] | None = None, out_dir
         except Exception as error:  # a kernel death or a cell timeout surfaces as another exception type
             raise NotebookError(f"notebook {path.stem} did not finish ({type(error).__name__}: "
                                 f"{str(error).strip()[:300]}); executed copy: {output}") from None
+        without_machine_paths(output)
         executed[path.stem] = {"path": str(output), "seconds": round(time.perf_counter() - started, 1)}
     return executed
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` as a notebook should print it: relative to the repository root when inside it (an executed
+    copy then names no folder of the machine that ran it)."""
+    path = Path(path).resolve()
+    return path.relative_to(repo_root()).as_posix() if path.is_relative_to(repo_root()) else str(path)
+
+
+def without_machine_paths(path: str | Path, root: str | Path | None = None) -> None:
+    """Rewrite an executed notebook so it names no folder of the machine that ran it: the checkout's
+    path (``root``, default ``repo_root()``) is dropped, so paths read from the repository root, and the
+    home folder becomes ``~``, in every printed output and in papermill's record of where it ran."""
+    import nbformat
+
+    root = str(root or repo_root())
+    home = str(Path.home()) + os.sep
+
+    def plain(text):
+        return text.replace(root + os.sep, "").replace(root, ".").replace(home, "~" + os.sep)
+
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                output["text"] = plain(output["text"])
+            for kind in ("text/plain", "text/html", "text/markdown"):
+                if kind in output.get("data", {}):
+                    output["data"][kind] = plain(output["data"][kind])
+    record = notebook.metadata.get("papermill", {})
+    for key in ("input_path", "output_path", "cwd"):
+        if isinstance(record.get(key), str):
+            record[key] = plain(record[key])
+    for key, value in record.get("parameters", {}).items():
+        if isinstance(value, str):
+            record["parameters"][key] = plain(value)
+    nbformat.write(notebook, path)
 
 
 def notebooks_command(profile: str = "tiny", names: list[str] | None = None, out_dir: str | Path | None = None,
@@ -228,6 +269,63 @@ def show_notes(sentences: list[str]):
     from IPython.display import Markdown, display
 
     display(Markdown("\n".join(f"- {sentence}" for sentence in sentences)))
+
+
+NOTICE_HEADING = "## What to notice"
+# A number as a sentence quotes it: not part of a name (ml-100k, NDCG@10, 18th, MiniLM-L6), with its sign and %
+_QUOTED_NUMBER = re.compile(r"(?<![\w@.\-/#])[+\-−]?(\d[\d,]*(?:\.\d+)?)(%?)(?![\w@])")
+_SHOWN_NUMBER = re.compile(r"\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_QUOTED_PHRASE = re.compile(r'"([^"]{3,200})"|“([^”]{3,200})”')
+
+
+def _output_text(cell) -> str:
+    """What a code cell shows: its printed text, plain/markdown/HTML results (tags dropped, entities read)."""
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append("".join(output.get("text", "")))
+        data = output.get("data", {})
+        for kind in ("text/plain", "text/markdown"):
+            parts.append("".join(data.get(kind, "")))
+        parts.append(html.unescape(re.sub(r"<[^>]+>", " ", "".join(data.get("text/html", "")))))
+    return " ".join(" ".join(parts).split())
+
+
+def unsupported_claims(notebook) -> list[str]:
+    """The numbers and quoted phrases of an executed notebook's "What to notice" (its text and the sentences
+    computed under it) that no output above it shows.
+
+    A number quoted with ``k`` decimals is shown when some output number rounds to it at ``k`` decimals,
+    directly or as a percentage (0.934 shows 93%); a whole number needs an equal one. Code spans name
+    settings, not results, and are skipped. A quoted phrase must appear in the outputs word for word."""
+    cells = notebook.cells
+    notice = [i for i, cell in enumerate(cells) if cell.cell_type == "markdown"
+              and cell.source.startswith(NOTICE_HEADING)]
+    if len(notice) != 1:
+        return [f"{len(notice)} cells start with {NOTICE_HEADING!r}"]
+    start = notice[0]
+    shown = " ".join(_output_text(cell) for cell in cells[:start] if cell.cell_type == "code")
+    said = cells[start].source[len(NOTICE_HEADING):] + " " + (_output_text(cells[start + 1])
+                                                               if start + 1 < len(cells) else "")
+    said = re.sub(r"`[^`]*`", " ", said)
+    values = [float(number) for number in _SHOWN_NUMBER.findall(shown.replace(",", ""))]
+    missing = []
+    for match in _QUOTED_NUMBER.finditer(said):
+        digits, percent = match.group(1).replace(",", ""), bool(match.group(2))
+        decimals = len(digits.split(".")[1]) if "." in digits else 0
+        quoted, tolerance = float(digits), 0.5 * 10.0 ** -decimals + 1e-9
+        if decimals == 0 and not percent:
+            found = quoted in values
+        else:
+            found = any(abs(value - quoted) <= tolerance or (percent and abs(100 * value - quoted) <= tolerance)
+                        for value in values)
+        if not found:
+            missing.append(match.group(0))
+    lowered = shown.lower()
+    for match in _QUOTED_PHRASE.finditer(said):
+        phrase = " ".join((match.group(1) or match.group(2)).split())
+        if phrase.lower() not in lowered:
+            missing.append(f'"{phrase}"')
+    return missing
 
 
 def interact_or_show(function, interactive: bool, **controls):

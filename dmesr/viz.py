@@ -7,12 +7,15 @@ goes (``save_figure``). Colours come from matplotlib's default cycle or ``tab10`
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import FancyBboxPatch
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 # Stage colours of the leave-one-out diagram: the train part, the validation and the test target.
 SPLIT_COLOURS = {"train": "#9ecae1", "valid": "#fdae6b", "test": "#e6550d"}
@@ -27,7 +30,6 @@ def _figure(width: float = 6.0, height: float = 4.0, columns: int = 1) -> tuple[
 
 def _fitted(title: str, figure_width: float, fontsize: float = 12.0) -> str:
     """``title`` wrapped onto as many lines as it needs to fit ``figure_width`` inches (no clipped titles)."""
-    import textwrap
 
     characters = max(20, int(figure_width * 72 / (0.6 * fontsize)))  # a character is about 0.6 em wide
     return textwrap.fill(title, characters)
@@ -54,7 +56,7 @@ def save_figure(figure: Figure, folder: str | Path, name: str) -> Path:
     """Write ``figure`` as ``<folder>/<name>.png`` (folder created) and return the path."""
     path = Path(folder) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # legends placed beside an axis stay in the picture
     return path
 
 
@@ -67,6 +69,10 @@ def sequence_length_histogram(lengths, title: str = "", bins: int = 40) -> Figur
     edges = np.geomspace(lengths.min(), lengths.max() + 1, bins + 1)
     axis.hist(lengths, bins=edges, color="#3182bd")
     axis.set_xscale("log")
+    # plain numbers at 1-2-5 steps: the log axis's own minor labels ("3x10^1 4x10^1") overlap
+    axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.xaxis.set_minor_formatter(NullFormatter())
     axis.axvline(np.median(lengths), color="black", linestyle="--", label=f"median {np.median(lengths):g}")
     axis.set(xlabel="interactions per user", ylabel="users", title=title or "Sequence lengths")
     axis.legend()
@@ -116,7 +122,6 @@ def leave_one_out_diagram(sequences: dict[str, list[str]], title: str = "") -> F
     """
     if not sequences:
         raise ValueError("cannot draw the leave-one-out split of no users")
-    import textwrap
 
     longest = max(len(items) for items in sequences.values())
     figure, (axis,) = _figure(width=max(6.0, 1.25 * longest), height=1.2 + 0.75 * len(sequences))
@@ -155,10 +160,12 @@ def tsne_2d(vectors, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(vectors)
 
 
-def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, title: str = "") -> Figure:
+def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, title: str = "",
+                      colour_title: str = "", marker_title: str = "") -> Figure:
     """One scatter per panel (``name -> [N, 2]`` points), coloured by ``colours`` labels, shaped by ``markers``.
 
-    Every panel holds the same N rows, so colours and markers are shared (e.g. genre and view).
+    Every panel holds the same N rows, so colours and markers are shared (e.g. genre and view). Beyond
+    ``MAX_SERIES`` colours the rarest labels are drawn grey as "other"; colours and markers get a legend each.
     """
     if not panels:
         raise ValueError("cannot draw an embedding scatter without panels")
@@ -167,8 +174,12 @@ def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, titl
     for name, points in panels.items():
         if np.shape(points) != (len(colours), 2):
             raise ValueError(f"panel {name!r} has shape {np.shape(points)}, expected ({len(colours)}, 2)")
-    labels = sorted(set(colours))
-    palette = dict(zip(labels, _palette(len(labels))))
+    counts = pd.Series(colours).value_counts()
+    if len(counts) > MAX_SERIES:  # colours a reader can tell apart; the rest grey
+        colours = np.where(np.isin(colours, counts.index[:MAX_SERIES - 1]), colours, "other")
+    labels = [label for label in pd.Series(colours).value_counts().index if label != "other"]
+    palette = dict(zip(labels, _palette(len(labels))), other="#bbbbbb")
+    labels += ["other"] if "other" in colours else []
     shapes = dict(zip(sorted(set(markers)), "o^sDvP*X"))
     figure, axes = _figure(width=5.0 * len(panels), height=4.5, columns=len(panels))
     for axis, (name, points) in zip(axes, panels.items()):
@@ -179,12 +190,15 @@ def embedding_scatter(panels: dict[str, np.ndarray], colours, markers=None, titl
                 if rows.any():
                     axis.scatter(points[rows, 0], points[rows, 1], s=12, color=palette[label], marker=shape, alpha=0.75)
         axis.set(title=name, xticks=[], yticks=[])
-    # one legend entry per colour and one per marker, not one per combination
+    # one legend for the colours and one for the markers, not one entry per combination
     handles = [Line2D([], [], linestyle="", marker="o", color=palette[label], label=label) for label in labels]
+    legend = axes[-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False,
+                             title=colour_title or None, title_fontsize=8)
     if len(shapes) > 1:
-        handles += [Line2D([], [], linestyle="", marker=shape, color="black", label=marker)
-                    for marker, shape in shapes.items()]
-    axes[-1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        axes[-1].add_artist(legend)
+        axes[-1].legend(handles=[Line2D([], [], linestyle="", marker=shape, color="black", label=marker)
+                                 for marker, shape in shapes.items()], fontsize=7, loc="lower left",
+                        bbox_to_anchor=(1.0, 0.0), frameon=False, title=marker_title or None, title_fontsize=8)
     if title:
         figure.suptitle(title)
     return figure
@@ -275,6 +289,7 @@ def training_curves(curves: dict[str, pd.DataFrame], metric: str = "NDCG@10", ti
             raise ValueError(f"run {name!r}: epochs table lacks 'epoch' and {metric!r} columns")
         axis.plot(epochs["epoch"], epochs[column], marker="o", label=name)
     axis.set(xlabel="epoch", ylabel=f"validation {metric}")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     axis.set_title(_fitted(title or f"Validation {metric} per epoch", figure.get_figwidth()))
     axis.legend(fontsize=8)
     return figure
@@ -285,7 +300,6 @@ def described_pictures(pictures: list, titles: list[str], captions: list[str], w
     """Each picture above its title and the describer's caption, in a grid of ``columns`` panels a row
     (small multiples: many items stay readable). ``None`` draws an empty panel, for an item without a
     usable picture."""
-    import textwrap
 
     if not pictures or not len(pictures) == len(titles) == len(captions):
         raise ValueError(f"need as many pictures, titles and captions, got {len(pictures)}, {len(titles)}, {len(captions)}")
@@ -345,4 +359,112 @@ def gain_against_quality(points: pd.DataFrame, title: str = "") -> Figure:
                     bbox_to_anchor=(1.0, 1.0))
     figure.suptitle(_fitted(title or "DMESR's gain against what its MLLM view knows about the item",
                             figure.get_figwidth()))
+    return figure
+
+
+def controls_chart(rows: list[dict], title: str = "") -> Figure:
+    """Gain over the backbone (%) of DMESR and of each control, one panel per dataset: a bar per method (the
+    mean over backbones), a dot per backbone (``rows``: ``dmesr.experiments.semantics.comparison_rows``)."""
+    from dmesr.experiments.semantics import holds
+
+    gains = pd.DataFrame([{"dataset": row["dataset"], "model": row["model"], "holds": holds(row),
+                           "gain": row["vs_backbone"]["rel_pct"]} for row in rows if row["vs_backbone"]])
+    if gains.empty:
+        raise ValueError("no method has a gain over its backbone to draw")
+    datasets = sorted(gains["dataset"].unique())
+    order = list(gains.groupby("holds")["gain"].mean().sort_values(ascending=False).index)
+    markers = dict(zip(sorted(gains["model"].unique()), "os^Dv"))
+    colours = dict(zip(order, _palette(len(order))))  # one colour per method in every panel
+    figure, axes = _figure(width=5.8 * len(datasets), height=4.8, columns=len(datasets))
+    for axis, dataset in zip(axes, datasets):
+        group = gains[gains["dataset"] == dataset]
+        shown = [name for name in order if name in set(group["holds"])]
+        means = group.groupby("holds")["gain"].mean()
+        axis.bar(np.arange(len(shown)), [means[name] for name in shown], color=[colours[n] for n in shown], alpha=0.8)
+        for x, name in enumerate(shown):
+            for _, row in group[group["holds"] == name].iterrows():
+                axis.scatter(x, row["gain"], color="black", marker=markers[row["model"]], s=18, zorder=3)
+        axis.axhline(0.0, color="black", linewidth=0.8)
+        axis.set_xticks(np.arange(len(shown)), [textwrap.fill(name, 13) for name in shown], fontsize=8)
+        axis.set_ylabel("test NDCG@10 gain over the backbone (%)")
+        axis.set_title(dataset)
+    axes[-1].legend([Line2D([], [], color="black", marker=m, linestyle="") for m in markers.values()], list(markers),
+                    fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="backbone")
+    figure.suptitle(_fitted(title or "DMESR's gain, and the same encoder given something else to read: bars are "
+                            "means over backbones", figure.get_figwidth()))
+    return figure
+
+
+# Where each stage of the item encoder sits in its diagram (x of the box's left edge, as a share of the width).
+_STAGE_X = {"input": 0.0, "adapter": 0.27, "fusion": 0.54, "alignment": 0.54, "output": 0.8}
+_STAGE_COLOURS = {"input": "#eeeeee", "adapter": "#c6dbef", "fusion": "#fdd0a2", "alignment": "#d9f0d3",
+                  "output": "#fcbba1"}
+
+
+def item_encoder_diagram(parts: dict[str, dict], backbone: str = "backbone", align_weight: float | None = None,
+                         title: str = "") -> Figure:
+    """The DMESR item encoder as boxes and arrows: one box per part of ``parts``
+    (``dmesr.models.anatomy.encoder_parts``: title, class, attribute path, shape), frozen inputs on the
+    left, trained parts in colour, the item table the ``backbone`` scores with on the right."""
+    rows = {"view": 0.8, "tokens": 0.58, "text": 0.3, "ids": 0.08, "fusion": 0.69, "alignment": 0.46, "output": 0.3}
+    spots, taken, layer = {}, {}, {}  # lower-left corners; a second view's boxes lie on top of the first's
+    for key, part in parts.items():
+        spot = (_STAGE_X[part["stage"]], rows[part["stream"]])
+        layer[key] = taken[spot] = taken.get(spot, -1) + 1
+        spots[key] = (spot[0] + 0.012 * layer[key], spot[1] - 0.04 * layer[key])
+    width, height = 0.2, 0.16
+    figure = Figure(figsize=(14.0, 6.8))
+    axis = figure.add_axes((0.0, 0.0, 1.0, 0.93))
+    axis.set_xlim(-0.01, 1.01)
+    axis.set_ylim(-0.08, 1.0)
+    axis.axis("off")
+    for key, part in parts.items():
+        if key not in spots:
+            continue
+        x, y = spots[key]
+        axis.add_patch(FancyBboxPatch((x, y), width, height, boxstyle="round,pad=0.005", zorder=3 + 2 * layer[key],
+                                      facecolor=_STAGE_COLOURS[part["stage"]], edgecolor="#444444"))
+        where = f"{part['cls']}" + (f"  ·  .{part['path']}" if part["path"] else "")
+        above = {"zorder": 4 + 2 * layer[key], "ha": "center"}
+        axis.text(x + width / 2, y + height - 0.025, part["title"], va="top", fontsize=9.5, fontweight="bold", **above)
+        axis.text(x + width / 2, y + height / 2 - 0.01, textwrap.fill(where, 40), va="center", fontsize=7.5,
+                  family="monospace", **above)
+        axis.text(x + width / 2, y + 0.02, textwrap.fill(part["shape"], 44), va="bottom", fontsize=7.5, **above)
+
+    def arrow(start: str, end: str, label: str = "", dashed: bool = False, start_side: str = "right"):
+        if start not in spots or end not in spots:
+            return
+        (x0, y0), (x1, y1) = spots[start], spots[end]
+        begin = (x0 + width, y0 + height / 2) if start_side == "right" else (x0 + width / 2, y0)
+        finish = (x1, y1 + height / 2)
+        axis.annotate("", xy=finish, xytext=begin, arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2,
+                                                                  linestyle="--" if dashed else "-"))
+        if label:
+            axis.text((begin[0] + finish[0]) / 2, (begin[1] + finish[1]) / 2 + 0.015, label, fontsize=8,
+                      ha="center", color="#333333", style="italic")
+
+    for key, part in parts.items():  # each input into its adapter
+        if part["stage"] == "input":
+            arrow(key, next(k for k, p in parts.items() if p["stage"] == "adapter" and p["stream"] == part["stream"]))
+    for view in [key for key, part in parts.items() if part["stage"] == "adapter" and part["stream"] == "view"]:
+        arrow(view, "fusion", "query")
+    for aligned in parts.get("alignment", {}).get("aligns", []):
+        arrow(aligned, "alignment", dashed=True)
+    arrow("adapter_tokens", "fusion", "keys, values")
+    arrow("fusion", "integration", "z (fused view)")
+    arrow("adapter_text", "integration", "items without a view" if "fusion" in parts else "")
+    arrow("input_ids", "integration", "ID embedding")
+    x, y = spots["integration"]
+    axis.annotate("", xy=(x + width / 2, y - 0.12), xytext=(x + width / 2, y),
+                  arrowprops=dict(arrowstyle="-|>", color="#333333", lw=1.2))
+    axis.text(x + width / 2, y - 0.14, textwrap.fill(f"item table: what {backbone} embeds the history with and scores "
+                                                 "every item against (the item / scoring space)", 34),
+              ha="center", va="top", fontsize=8.5)
+    loss = "L = L_rec + \u03bb \u00b7 L_align" + (f",  \u03bb = {align_weight:g}" if align_weight is not None else "")
+    axis.text(0.5, -0.05, loss + "   (L_rec: the backbone's next-item loss; dashed: what L_align pulls together)",
+              ha="center", fontsize=10)
+    for stage, x in [("frozen inputs (computed once, offline)", 0.0), ("trained: adapters, ID table", 0.27),
+                     ("trained: fusion and alignment", 0.54), ("integration", 0.8)]:
+        axis.text(x + width / 2, 0.985, stage, ha="center", fontsize=9, color="#555555")
+    figure.suptitle(_fitted(title or "The DMESR item encoder", 14.0), fontsize=12)
     return figure

@@ -22,6 +22,8 @@ from dmesr.notebooks import (
     repo_root,
     run_notebooks,
     show_figure,
+    unsupported_claims,
+    without_machine_paths,
 )
 
 NOTEBOOKS = notebook_paths()
@@ -186,6 +188,64 @@ def test_every_figure_cell_shows_a_picture(executed_with_seed_7, name):
     assert figure_cells_without_picture(executed) == []
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_what_to_notice_quotes_only_numbers_the_outputs_show(executed_with_seed_7, name):
+    executed = nbformat.read(executed_with_seed_7 / "executed" / f"{name}.ipynb", as_version=4)
+    assert unsupported_claims(executed) == []
+
+
+def _executed(notice: str, computed: str, shown: str):
+    """A notebook whose one code cell printed ``shown``, then "What to notice" and its computed sentences."""
+    notebook = nbformat.v4.new_notebook()
+    printed = nbformat.v4.new_code_cell("...", outputs=[nbformat.v4.new_output("stream", name="stdout", text=shown)])
+    notes = nbformat.v4.new_code_cell("show_notes(...)", outputs=[
+        nbformat.v4.new_output("display_data", data={"text/markdown": computed, "text/plain": "<Markdown>"})])
+    notebook.cells = [printed, nbformat.v4.new_markdown_cell(f"## What to notice\n{notice}"), notes]
+    return notebook
+
+
+def test_unsupported_claims_finds_numbers_and_quotes_the_outputs_do_not_show():
+    shown = "EPOCHS=2; HR@10: backbone 0.047712, DMESR 0.099682; head share 0.6312; 943 users; GoldenEye: gaming console"
+    good = _executed("Read the `tiny` profile's 2 epochs on ml-100k with care.",
+                     "- HR@10 0.0477 against 0.0997; the head holds 63% of 943 users; it says \"gaming console\".", shown)
+    assert unsupported_claims(good) == []
+    bad = _executed('GoldenEye becomes "an 18th-century Japanese art piece" (one run: 0.073 against 0.45).',
+                    "- HR@10 0.0478; 942 users; +5.9%.", shown)
+    assert unsupported_claims(bad) == ["0.073", "0.45", "0.0478", "942", "+5.9%", '"an 18th-century Japanese art piece"']
+
+
+def test_executed_copies_name_no_folder_of_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    root = repo_root()
+    notebook = _executed("", "", f"profile full: REPORTS_DIR='{root}/reports'; cache {tmp_path}/home/.cache/dmesr")
+    notebook.metadata["papermill"] = {"input_path": f"{root}/notebooks/05_results.ipynb", "cwd": str(root)}
+    nbformat.write(notebook, tmp_path / "05.ipynb")
+    without_machine_paths(tmp_path / "05.ipynb")
+    cleaned = nbformat.read(tmp_path / "05.ipynb", as_version=4)
+    assert cleaned.cells[0].outputs[0].text == "profile full: REPORTS_DIR='reports'; cache ~/.cache/dmesr"
+    assert cleaned.metadata.papermill == {"input_path": "notebooks/05_results.ipynb", "cwd": "."}
+
+
+def test_methods_with_several_configs_are_labelled_by_the_settings_that_differ():
+    from dmesr.experiments.comparisons import _labels
+
+    def run(config, integration, seed):
+        return {"dataset": "d", "model": "sasrec", "method": "dmesr" if config != "b0" else "backbone",
+                "config": config, "seed": seed, "test_NDCG@10": 0.1 + seed / 100, "roles": "",
+                "config_yaml": f"items:\n  kind: dmesr\n  integration: {integration}\nmodel:\n  name: sasrec\n"}
+
+    import pandas as pd
+
+    runs = pd.DataFrame([run(c, i, s) for c, i in [("b0", "sum"), ("c1", "sum"), ("c2", "gate"), ("c3", "sum"),
+                                                   ("c4", "dual")] for s in (1, 2)])
+    labels = dict(zip(runs["config"], _labels(runs)))
+    assert labels == {"b0": "backbone", "c1": "dmesr (c1)", "c2": "dmesr (integration=gate)", "c3": "dmesr (c3)",
+                      "c4": "dmesr (integration=dual)"}  # c1, c3: the same settings, told apart by their hash
+    two = runs[runs["config"].isin(["b0", "c1", "c4"])]
+    assert sorted(set(_labels(two))) == ["backbone", "dmesr (integration=dual)", "dmesr (integration=sum)"]
+
+
+@pytest.mark.slow
 def test_results_notebook_explains_an_empty_store(tmp_path):
     executed = run_notebooks("tiny", names=["05"], out_dir=tmp_path / "out",
                              parameters={"RUNS_ROOT": str(tmp_path / "empty"), "REPORTS_DIR": str(tmp_path)})
@@ -222,3 +282,63 @@ def test_results_come_from_a_runs_folder_or_a_store_collection(tmp_path, monkeyp
     assert "user_NDCG@10" in runs.columns  # per-user vectors for the paired tests
     with pytest.raises(FileNotFoundError, match="no collection 'nowhere'"):
         results_from("nowhere")
+
+
+def _makefile_filter(python: str) -> str:
+    """The nbstripout command ``make install`` configures as the git clean filter, with ``python`` as the venv's."""
+    import subprocess
+
+    shown = subprocess.run(["make", "-s", f"PY={python}", "--eval", "show-filter: ; $(info $(NBSTRIPOUT))",
+                            "show-filter"], cwd=repo_root(), check=True, capture_output=True, text=True)
+    return shown.stdout.strip()
+
+
+def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path):
+    """Clone the committed notebooks, configure the filter as ``make install`` does, then save each as
+    JupyterLab does after running it (outputs, execution counts, the kernel's language_info, trust and
+    collapse marks): git sees no change."""
+    import subprocess
+    import sys
+
+    def git(*args, cwd=tmp_path / "clone"):
+        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+    git("clone", "-q", str(repo_root()), str(tmp_path / "clone"), cwd=tmp_path)
+    clean = _makefile_filter(sys.executable)
+    git("config", "filter.nbstripout.clean", clean)
+    git("config", "filter.nbstripout.smudge", "cat")
+    saved = sorted((tmp_path / "clone" / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [path.stem for path in saved] == EXPECTED
+    for path in saved:
+        notebook = json.loads(path.read_text())
+        notebook["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                              "name": "python3"}
+        notebook["metadata"]["language_info"] = {
+            "codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py", "mimetype": "text/x-python",
+            "name": "python", "nbconvert_exporter": "python", "pygments_lexer": "ipython3", "version": "3.11.2"}
+        for count, cell in enumerate(c for c in notebook["cells"] if c["cell_type"] == "code"):
+            cell["execution_count"] = count + 1
+            cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["ran\n"]}]
+            cell["metadata"]["execution"] = {"iopub.status.busy": "2026-12-07T04:00:00.000Z"}
+            cell["metadata"]["trusted"] = True
+        notebook["cells"][0]["metadata"]["jp-MarkdownHeadingCollapsed"] = True
+        path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")  # as JupyterLab writes
+    # git status trusts a changed file size without running the filter, so it lists the saved files until
+    # they are added; the filtered content is what counts: no diff, and nothing to commit once added
+    assert git("diff", "--stat") == ""
+    git("add", "--all")
+    assert git("status", "--porcelain") == ""
+
+
+def test_notes_say_what_the_numbers_say():
+    import numpy as np
+
+    from dmesr import notes
+
+    curves = {"rising": np.array([0.1, 0.2]), "peaked": np.array([0.2, 0.1]), "stopped early": np.array([0.3])}
+    assert notes.capped_runs(curves, max_epochs=2) == ["rising"]
+    assert notes.capped_runs(curves, max_epochs=5) == []  # below the cap: stopped by early stopping
+    equal = notes.explorer(0.448, {"backbone": 0.1898, "DMESR": 0.1898}, 5.94)[0]
+    assert equal.startswith("Backbone and DMESR hit the held-out item equally often (HR@10 0.1898)")
+    unequal = notes.explorer(0.089, {"backbone": 0.0477, "DMESR": 0.0997}, 1.5)[0]
+    assert unequal.startswith("DMESR hits the held-out item more often than backbone (HR@10 0.0997 against 0.0477)")

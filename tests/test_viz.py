@@ -80,12 +80,17 @@ def test_embedding_scatter_one_panel_per_space_and_one_series_per_label_and_mark
                                    markers=["d", "t"] * 3)
     assert [axis.get_title() for axis in figure.axes] == ["before", "after"]
     assert len(figure.axes[0].collections) == 6  # 3 labels x 2 markers, 1 point each
-    legend = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
-    assert legend == ["a", "b", "c", "d", "t"]  # colours, then markers
+    colour_legend = next(artist for artist in figure.axes[1].artists if isinstance(artist, matplotlib.legend.Legend))
+    assert sorted(text.get_text() for text in colour_legend.get_texts()) == ["a", "b", "c"]  # a legend each
+    assert [text.get_text() for text in figure.axes[1].get_legend().get_texts()] == ["d", "t"]
     offsets = np.concatenate([c.get_offsets() for c in figure.axes[1].collections])
     assert sorted(map(tuple, offsets)) == sorted(map(tuple, -points))
     with pytest.raises(ValueError, match="expected \\(6, 2\\)"):
         viz.embedding_scatter({"bad": points[:3]}, colours=list("aabbcc"))
+    many = list("abcdefghij") + ["a"] * 5  # ten genres: the seven most frequent keep a colour, the rest are "other"
+    figure = viz.embedding_scatter({"all": np.zeros((len(many), 2))}, colours=many)
+    shown = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert len(shown) == viz.MAX_SERIES and shown[0] == "a" and shown[-1] == "other"
 
 
 def test_attention_heatmap_shows_the_weights_with_token_labels():
@@ -161,3 +166,55 @@ def test_described_pictures_wraps_many_items_into_rows():
     visible = [axis for axis in figure.axes if axis.axison]
     assert len(visible) == 9 and len(figure.axes) == 12  # 3 rows of 4, three blanks
     assert figure.get_figwidth() == pytest.approx(4 * 3.2)
+
+
+def test_item_encoder_diagram_draws_every_part_the_module_holds_under_its_real_name():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_item_encoders import build, make_features
+
+    from dmesr.models.anatomy import encoder_parts
+
+    for overrides in ({"views": ["text"], "token_pca_dim": 4}, {"views": ["image", "text"], "integration": "gate"},
+                      {"views": ["text"], "fusion": "none", "align_weight": 0.0}):
+        features = make_features(views=tuple(overrides["views"]))
+        encoder = build(features=features, **overrides)
+        parts = encoder_parts(encoder)
+        for part in parts.values():  # a reader finds each box's part where the box says
+            if part["path"]:
+                head, _, last = part["path"].rpartition(".")
+                owner = encoder.get_submodule(head) if head else encoder
+                assert hasattr(owner, last), part["path"]
+        assert ("fusion" in parts) == (overrides.get("fusion") != "none")
+        assert ("alignment" in parts) == (overrides.get("align_weight", 0.1) > 0)
+        assert set(parts.get("alignment", {}).get("aligns", [])) <= set(parts)
+        assert overrides.get("integration", "sum") in parts["integration"]["title"]
+        assert parts["input_ids"]["shape"] == f"[{encoder.num_items + 1}, {encoder.dim}]"
+        assert {f"view_adapter_{view}" for view in overrides["views"]} <= set(parts)
+        figure = viz.item_encoder_diagram(parts, "SASRec", encoder.auxiliary_weight)
+        drawn = " ".join(text.get_text() for text in figure.axes[0].texts)
+        assert all(part["title"] in drawn and part["shape"].split(": ")[-1] in drawn for part in parts.values())
+
+
+def test_controls_chart_draws_a_bar_per_method_and_a_dot_per_backbone():
+    from dmesr.experiments.semantics import controls_frame
+
+    def row(dataset, model, method, control, gain):
+        vs = None if gain is None else {"rel_pct": gain, "p_seeds": 0.5, "p_users": 0.5}
+        return {"dataset": dataset, "model": model, "method": method, "seeds": 3, "describer": "cascade",
+                "control": control, "mean": 0.1, "std": 0.01, "vs_backbone": vs,
+                "vs_dmesr": vs if method not in ("backbone", "dmesr") else None}
+
+    rows = [row(d, m, method, control, gain) for d in ("a", "b") for m in ("sasrec", "gru4rec")
+            for method, control, gain in [("backbone", "none", None), ("dmesr", "none", 10.0),
+                                          ("dmesr-shuffled", "shuffled", 8.0), ("dmesr-random", "random", -1.0)]]
+    figure = viz.controls_chart(rows)
+    assert [axis.get_title() for axis in figure.axes] == ["a", "b"]
+    assert [bar.get_height() for bar in figure.axes[0].patches] == [10.0, 8.0, -1.0]  # mean gains, largest first
+    assert len(figure.axes[0].collections) == 6  # 3 methods x 2 backbones
+    table = controls_frame(rows)
+    assert list(table.loc[table["method"] == "dmesr-shuffled", "vs backbone"]) == ["+8.0%"] * 4
+    assert set(table["MLLM view holds"]) == {"nothing (ID embeddings only)", "descriptions by cascade",
+                                             "shuffled descriptions", "random features"}

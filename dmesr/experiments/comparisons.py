@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from dmesr.evaluation import paired_test
 from dmesr.experiments.roles import runs_roles
@@ -92,10 +93,40 @@ def model_cells(runs: pd.DataFrame):
 
 
 def _labels(runs: pd.DataFrame) -> pd.Series:
-    """The method, with the config hash added where one method ran with several configs (ablations)."""
-    configs = runs.groupby(["dataset", "model", "method"])["config"].transform("nunique")
-    return pd.Series(np.where(configs > 1, runs["method"] + " [" + runs["config"].astype(str) + "]", runs["method"]),
-                     index=runs.index)
+    """The method, with what sets its config apart where one method ran with several configs (ablations
+    run outside a grid): its ``items`` and ``model`` settings that differ from the most common value among
+    them (none for the common config; every value where none is most common), else the config hash."""
+    labels = runs["method"].astype(str).copy()
+    for _, group in runs.groupby(["dataset", "model", "method"]):
+        if group["config"].nunique() < 2:
+            continue
+        texts = group.drop_duplicates("config").set_index("config")["config_yaml"] if "config_yaml" in group else {}
+        settings = {config: _settings(text) for config, text in dict(texts).items()}
+        names = sorted({name for values in settings.values() for name in values})
+        common = {name: _most_common([repr(values.get(name)) for values in settings.values()]) for name in names}
+        said = {config: ", ".join(f"{name.split('.', 1)[1]}={values.get(name)}" for name in names
+                                  if repr(values.get(name)) != common[name]) for config, values in settings.items()}
+        unique = pd.Series(said).value_counts()
+        method = group["method"].iloc[0]
+        for config, index in group.groupby("config").groups.items():
+            text = said.get(config)
+            if text is None or unique[text] > 1:  # nothing read, or not enough to tell it apart: the hash too
+                text = f"{text}, {config}" if text else config
+            labels[index] = f"{method} ({text})" if text else method
+    return labels
+
+
+def _most_common(values: list[str]) -> str | None:
+    """The value more frequent than any other, or ``None`` on a tie."""
+    counts = pd.Series(values).value_counts()
+    return counts.index[0] if len(counts) == 1 or counts.iloc[0] > counts.iloc[1] else None
+
+
+def _settings(config_yaml: str) -> dict:
+    """A run's ``items`` and ``model`` settings, flat (``items.integration``: ``sum``)."""
+    config = yaml.safe_load(config_yaml) or {}
+    return {f"{section}.{name}": value for section in ("items", "model")
+            for name, value in (config.get(section) or {}).items()}
 
 
 def results_table(runs: pd.DataFrame, metric: str, alpha: float = 0.05, per_user_test: str = "ttest") -> pd.DataFrame:

@@ -191,8 +191,26 @@ def _stat_text(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def still_rising(runs: pd.DataFrame) -> pd.Series:
+    """Runs stopped by their epoch cap with their best validation epoch the last: not converged."""
+    return (runs["stopped"] == "max_epochs") & (runs["best_epoch"] == runs["epochs"])
+
+
+def not_converged_sentence(store: pd.DataFrame) -> list[str]:
+    """A warning when some runs were cut off by the epoch cap while validation still rose."""
+    rising = still_rising(store)
+    if not rising.any():
+        return []
+    return [f"**Not converged:** {int(rising.sum())} of {len(store)} runs stopped at their epoch cap with validation "
+            f"still rising (best epoch = last epoch; 'cap, rising' in the runs table): every comparison that includes "
+            "them compares unfinished models."]
+
+
 def runs_table(runs: pd.DataFrame) -> str:
-    rows = [[r.dataset, r.model, r.method, r.seed, r.hardware, f"{r.best_epoch}/{r.epochs}",
+    rising = still_rising(runs)
+    runs = runs.assign(stop=[f"{b}/{e}" + (" (cap, rising)" if r else "")
+                             for b, e, r in zip(runs["best_epoch"], runs["epochs"], rising)])
+    rows = [[r.dataset, r.model, r.method, r.seed, r.hardware, r.stop,
              f"{r.seconds_train_total:.1f}", f"{r.seconds_train_epoch_median:.2f}", f"{r.seconds_test_evaluation:.2f}"]
             for r in runs.sort_values(["dataset", "model", "method", "seed"]).itertuples()]
     return markdown_table(["dataset", "model", "method", "seed", "hardware", "best/last epoch",
@@ -293,7 +311,7 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
     method, then hand-written notes (``notes``, included verbatim)."""
     _check_store(store, metrics, per_user_test)
     parts = [f"# `{runs_roles(store).proposed}` against its backbones, baselines and ablations", f"Command: `{command}`",
-             _legend(store, alpha, per_user_test), *proposed_summary(store)]
+             _legend(store, alpha, per_user_test), *proposed_summary(store), *not_converged_sentence(store)]
     for dataset in sorted(store["dataset"].unique()):
         parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,
                                                    per_user_test, (), details=False)]
@@ -329,7 +347,7 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
     """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
     _check_store(store, metrics, per_user_test)
     parts = ["# Results", f"Command: `{command}`", _legend(store, alpha, per_user_test),
-             *proposed_summary(store), "## Datasets", dataset_statistics(store)]
+             *proposed_summary(store), *not_converged_sentence(store), "## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
         parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]

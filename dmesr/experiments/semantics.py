@@ -127,6 +127,36 @@ def reading(as_much: dict[str, bool]) -> str:
     return "No control has run yet."
 
 
+def holds(row: dict) -> str:
+    """What a method's MLLM view held, in words (the describer's descriptions, or its control)."""
+    if row["method"] == BACKBONE:
+        return "nothing (ID embeddings only)"
+    return CONTROL_WORDS.get(row["control"], f"descriptions by {row['describer']}")
+
+
+def controls_frame(rows: list[dict]) -> pd.DataFrame:
+    """``comparison_rows`` as a table to display: per cell and method, test NDCG@10 and its changes."""
+    def change(result):
+        return "" if result is None else f"{result['rel_pct']:+.1f}%"
+
+    return pd.DataFrame([{"dataset": row["dataset"], "model": row["model"], "method": row["method"],
+                          "MLLM view holds": holds(row), "seeds": row["seeds"],
+                          f"test {METRIC}": mean_std(row["mean"], row["std"]),
+                          "vs backbone": change(row["vs_backbone"]), "vs dmesr": change(row["vs_dmesr"]),
+                          "p (users) vs dmesr": p_text(row["vs_dmesr"]["p_users"]) if row["vs_dmesr"] else ""}
+                         for row in rows])
+
+
+def quality_frame(quality: list[dict]) -> pd.DataFrame:
+    """``read_quality`` rows as a table to display: genre probe (and its no-information prior), wrong years."""
+    return pd.DataFrame([{"dataset": row["dataset"], "source": row["source"], "items described": row["described"],
+                          "genre probe micro-F1": round(row["probe"]["micro_f1"], 3),
+                          "prior micro-F1": round(row["probe"]["prior"]["micro_f1"], 3),
+                          "year off by > 1": round(row["contradictions"]["far_year_rate"], 3),
+                          "foreign genre named": round(row["contradictions"]["foreign_genre_rate"], 3)}
+                         for row in quality])
+
+
 def read_quality(paths: list[str | Path]) -> list[dict]:
     """One row per (dataset, source) of ``dmesr experiments quality`` files (a source scored twice: the last)."""
     rows = {}

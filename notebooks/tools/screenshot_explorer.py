@@ -2,7 +2,14 @@
 
 For ``06_explorer`` it also uses the widgets as a reader would: it types another user id into the
 user box and looks an item up by its title in the item box, then takes one screenshot of each.
-For any other notebook it takes one screenshot at its first figure and one at "What to notice".
+For any other notebook it takes one screenshot at its first figure and one at "What to notice", or,
+with ``--at HEADING`` (repeatable), one at each section whose heading contains HEADING. With
+``--no-run`` it shows the notebook's stored outputs (an executed copy in ``reports/executed/``)::
+
+    python notebooks/tools/screenshot_explorer.py --notebook notebooks/00_quickstart.ipynb \
+        --at "How the DMESR item encoder works"
+    python notebooks/tools/screenshot_explorer.py --notebook reports/executed/05_results.ipynb --no-run \
+        --at "Where the gain comes from" --at "Main table"
 
 Needs Debian's chromium and chromium-driver (``apt-get install chromium chromium-driver``) and
 selenium in any Python environment (``pip install selenium``; not a dependency of dmesr). Start
@@ -98,6 +105,22 @@ def figure_views(driver, out: Path, stem: str) -> None:
           out / f"{stem}-jupyterlab-notice.png")
 
 
+def section_views(driver, out: Path, stem: str, headings: list[str]) -> None:
+    """One screenshot per heading, the section scrolled to the top (``<stem>-jupyterlab-<heading>.png``)."""
+    for heading in headings:
+        anchor = driver.find_element(By.XPATH, f"//*[self::h2 or self::h3][contains(normalize-space(), '{heading}')]")
+        name = "-".join(heading.lower().replace(":", " ").split()[:4])
+        shoot(driver, anchor, out / f"{stem}-jupyterlab-{name}.png")
+
+
+def show_stored_outputs(driver) -> None:
+    wait_until(driver, "return !!(window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell'))",
+               120, "JupyterLab and the notebook")
+    time.sleep(8)  # the stored outputs render
+    for button in driver.find_elements(By.XPATH, "//button[normalize-space()='No']"):
+        button.click()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8899")
@@ -108,6 +131,9 @@ def main() -> None:
     parser.add_argument("--user", default="42", help="(explorer) the user id typed into the user box")
     parser.add_argument("--item", default="Star Wars [#50]", help="(explorer) the item picked by title")
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed for running every cell")
+    parser.add_argument("--at", action="append", default=[], metavar="HEADING",
+                        help="a screenshot at the section whose heading contains HEADING (repeatable)")
+    parser.add_argument("--no-run", action="store_true", help="show the stored outputs; run no cell")
     args = parser.parse_args()
     if not args.token:
         parser.error("no token: pass --token or set JUPYTER_TOKEN (the server must have one)")
@@ -119,9 +145,11 @@ def main() -> None:
     stem = Path(args.notebook).stem
     try:
         driver.get(f"{args.url}/lab/tree/{args.notebook}?reset&token={quote(args.token)}")  # reset: no tabs of an earlier visit
-        run_all_cells(driver, args.timeout)
+        show_stored_outputs(driver) if args.no_run else run_all_cells(driver, args.timeout)
         args.out.mkdir(parents=True, exist_ok=True)
-        if stem == "06_explorer":
+        if args.at:
+            section_views(driver, args.out, stem, args.at)
+        elif stem == "06_explorer":
             explorer_views(driver, args.out, stem, args.user, args.item)
         else:
             figure_views(driver, args.out, stem)
