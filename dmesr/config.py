@@ -35,6 +35,7 @@ FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
 LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
 CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
+ACTIVATIONS = ("relu", "gelu")  # model.activation (dmesr.models.sasrec)
 
 
 @dataclass
@@ -55,6 +56,8 @@ class ModelConfig:
     num_heads: int = 2
     dropout: float = 0.2
     mask_prob: float = 0.2  # BERT4Rec cloze masking probability
+    inner_size: int = 0  # SASRec feed-forward width; 0 = hidden_size (the SASRec paper's)
+    activation: str = "relu"  # SASRec feed-forward activation: relu (the SASRec paper's) | gelu
 
 
 @dataclass
@@ -286,7 +289,7 @@ def check_config(config: RunConfig) -> None:
     dataset_name(config.data.dataset)
     data, model, items, train, eval_ = config.data, config.model, config.items, config.train, config.eval
     choices = {"model.name": (model.name, (*BACKBONES, *TRIVIAL_BASELINES)), "items.kind": (items.kind, ITEM_KINDS),
-               "items.control": (items.control, CONTROLS),
+               "items.control": (items.control, CONTROLS), "model.activation": (model.activation, ACTIVATIONS),
                "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
                "eval.protocol": (eval_.protocol, PROTOCOLS)}
@@ -302,7 +305,8 @@ def check_config(config: RunConfig) -> None:
                 "data.min_item_interactions": (data.min_item_interactions, 0), "data.max_len": (data.max_len, 1),
                 "data.num_sampled_negatives": (data.num_sampled_negatives, 0),
                 "model.hidden_size": (model.hidden_size, 1), "model.num_layers": (model.num_layers, 1),
-                "model.num_heads": (model.num_heads, 1), "items.adapter_hidden": (items.adapter_hidden, 1),
+                "model.num_heads": (model.num_heads, 1), "model.inner_size": (model.inner_size, 0),
+                "items.adapter_hidden": (items.adapter_hidden, 1),
                 "items.token_pca_dim": (items.token_pca_dim, 0), "items.align_weight": (items.align_weight, 0),
                 "train.num_negatives": (train.num_negatives, 1), "train.batch_size": (train.batch_size, 1),
                 "train.weight_decay": (train.weight_decay, 0), "train.max_epochs": (train.max_epochs, 1),

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -233,10 +234,16 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         return evaluate(self.model, self.valid_inputs, self.config.eval, self.device).metrics
 
-    def fit(self) -> TrainState:
-        """Train until patience, ``max_epochs`` or the time budget runs out; returns the final state."""
+    def fit(self, on_epoch: Callable[[dict], None] | None = None) -> TrainState:
+        """Train until patience, ``max_epochs`` or the time budget runs out; returns the final state.
+
+        ``on_epoch(row)``: called with each finished epoch's log row once it is checkpointed (a resumed run's
+        earlier epochs first, so a caller sees the whole validation curve); what it raises stops training."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume()
+        if on_epoch is not None:
+            for row in read_epoch_log(self.run_dir / "epochs.jsonl"):
+                on_epoch(row)
         train = self.config.train
         budget = train.max_minutes * 60 if train.max_minutes > 0 else float("inf")
         while not self.state.stopped:
@@ -274,6 +281,8 @@ class Trainer:
             self._log_epoch(row)
             self._save_checkpoint()
             barrier(self.dist)
+            if on_epoch is not None:
+                on_epoch(row)
             if self.show_progress:
                 terms = "".join(f" ({name.removeprefix('loss_')} {value:.4f})" for name, value in losses.items()
                                 if name != "loss")
