@@ -10,7 +10,7 @@
     dmesr train --dataset ml-1m --model sasrec [--config configs/x.yaml] [--set train.lr=5e-4 ...]
     dmesr evaluate RUN_DIR [--protocol sampled]
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
-    dmesr tune configs/experiments/tuned-ml100k.yaml [--workers 2] [--cells GLOB]   search settings on validation
+    dmesr tune configs/experiments/tuned.yaml [--workers 2] [--cells GLOB]   search settings on validation
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
     dmesr experiments quality --dataset ml-100k --descriptions FILE.jsonl   description quality, no judge needed

@@ -1,7 +1,7 @@
 """Hyperparameter search on validation NDCG@10: Optuna TPE, pruning, one SQLite study per method.
 
-    dmesr tune configs/experiments/tuned-ml100k.yaml --workers 2   # every (dataset, model, method) of the grid
-    dmesr tune configs/experiments/tuned-ml100k.yaml --cells 'ml-100k/sasrec/*'
+    dmesr tune configs/experiments/tuned.yaml --workers 2   # every (dataset, model, method) of the grid
+    dmesr tune configs/experiments/tuned.yaml --cells 'ml-100k/sasrec/*'
 
 The grid file declares the search under ``tuning``::
 
