@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from dmesr.cli import main
 from dmesr.experiments.grid import load_grid
 from dmesr.experiments.tuning import load_tuning, storage_url, tune
 from tests.conftest import make_tiny_split
@@ -70,7 +71,7 @@ def test_a_bad_search_space_is_refused_naming_the_key(tmp_path, change, message)
         load_tuning(experiment(tmp_path, **change))
 
 
-def test_a_study_spends_its_budget_on_validation_only(tmp_path, monkeypatch):
+def test_a_study_spends_its_budget_on_validation_only(tmp_path, monkeypatch, capsys):
     from dmesr.training import trainer
 
     def validation_only(split, stage, max_len):
@@ -102,8 +103,9 @@ def test_a_study_spends_its_budget_on_validation_only(tmp_path, monkeypatch):
     assert [(c.method, c.seed) for c in cells] == [(m, s) for m in ("backbone", "no-dropout") for s in (7, 8)]
     assert cells[2].config.train.lr == best.params["train.lr"] and cells[2].config.model.dropout == 0.0
     assert cells[0].config.output_dir == str(tmp_path / "runs-tuned")
-    # a rerun finds the budget spent: no trial is added
-    assert tune(path, show_progress=False)["studies"] == summary["studies"]
+    # a rerun (the command line) finds the budget spent: no trial is added
+    assert main(["tune", str(path)]) == 0 and "summary.md" in capsys.readouterr().out
+    assert json.loads((output / "summary.json").read_text())["studies"] == summary["studies"]
     assert len(trials_of(output, summary["studies"][1]["study"])) == 4
 
 
