@@ -105,6 +105,10 @@ class TrainConfig:
     # a run logs the share of training interactions this covers); true: windows over the whole train
     # part, so long histories are trained on in full (more steps per epoch)
     all_windows: bool = False
+    # > 0: windows end every N items of the train part and each trains only its last N targets, so every
+    # target is trained once, with at least max_len - N + 1 items of context; 1 = every prefix with the loss
+    # at its last position (RecBole's sequential training). 0 = off (the windows of all_windows)
+    window_stride: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_epochs: int = 200
@@ -308,7 +312,8 @@ def check_config(config: RunConfig) -> None:
                 "model.num_heads": (model.num_heads, 1), "model.inner_size": (model.inner_size, 0),
                 "items.adapter_hidden": (items.adapter_hidden, 1),
                 "items.token_pca_dim": (items.token_pca_dim, 0), "items.align_weight": (items.align_weight, 0),
-                "train.num_negatives": (train.num_negatives, 1), "train.batch_size": (train.batch_size, 1),
+                "train.num_negatives": (train.num_negatives, 1),
+                "train.window_stride": (train.window_stride, 0), "train.batch_size": (train.batch_size, 1),
                 "train.weight_decay": (train.weight_decay, 0), "train.max_epochs": (train.max_epochs, 1),
                 "train.patience": (train.patience, 1), "train.max_minutes": (train.max_minutes, 0),
                 "train.num_threads": (train.num_threads, 0), "eval.batch_size": (eval_.batch_size, 1)}
@@ -328,6 +333,10 @@ def check_config(config: RunConfig) -> None:
     for key, value in fractions.items():
         if not 0 <= value < 1:
             raise ValueError(f"{key} must be in [0, 1), got {value}")
+    if train.window_stride > data.max_len:
+        raise ValueError(f"train.window_stride must be <= data.max_len ({data.max_len}), got {train.window_stride}")
+    if train.window_stride and model.name == "bert4rec":
+        raise ValueError("train.window_stride trains next-item targets; bert4rec's cloze targets take 0")
     if not eval_.ks or min(eval_.ks) < 1:
         raise ValueError(f"eval.ks must list cut-offs >= 1, got {list(eval_.ks)}")
 

@@ -45,7 +45,8 @@ from dmesr.training.trainer import Trainer, read_epoch_log
 _NOT_HASHED = {("output_dir",), ("train", "seed"), ("train", "device"), ("train", "num_threads"),
                ("train", "compile")}
 # Settings hashed only away from their default, so adding one does not rename every existing run folder.
-_HASHED_WHEN_SET = {("items", "control"): "none", ("model", "inner_size"): 0, ("model", "activation"): "relu"}
+_HASHED_WHEN_SET = {("items", "control"): "none", ("model", "inner_size"): 0, ("model", "activation"): "relu",
+                    ("train", "window_stride"): 0}
 
 
 def config_hash(config: RunConfig) -> str:

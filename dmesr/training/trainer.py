@@ -72,8 +72,8 @@ class LossModule(nn.Module):
         self.model = model
         self.train_config = train_config
 
-    def forward(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return loss_terms(self.model, windows, self.train_config)
+    def forward(self, windows: torch.Tensor, trained: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return loss_terms(self.model, windows, self.train_config, trained)
 
 
 def compile_loss(loss_module: nn.Module, mode: str = "default") -> nn.Module:
@@ -112,7 +112,8 @@ class Trainer:
         self.device = device
         self.dist = dist_context or DistContext()
         self.show_progress = show_progress and self.dist.is_main
-        self.train_windows = TrainWindows(split, config.data.max_len, config.train.all_windows)
+        self.train_windows = TrainWindows(split, config.data.max_len, config.train.all_windows,
+                                          config.train.window_stride)
         if len(self.train_windows) == 0:
             raise ValueError(f"dataset {split.name!r} has no user with at least 2 training interactions")
         self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)
@@ -211,8 +212,10 @@ class Trainer:
         for rows in progress:
             if len(rows) < self.dist.world_size:
                 continue  # every rank needs at least one row to join the gradient all-reduce
-            windows = self.train_windows.windows[self.dist.shard(rows)].to(self.device, non_blocking=True)
-            terms = self.loss_module(windows)
+            rows = self.dist.shard(rows)
+            windows = self.train_windows.windows[rows].to(self.device, non_blocking=True)
+            trained = self.train_windows.trained[rows].to(self.device) if self.config.train.window_stride else None
+            terms = self.loss_module(windows, trained)
             loss = total_loss(self.model, terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
