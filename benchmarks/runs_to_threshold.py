@@ -4,8 +4,9 @@ first reached a threshold (a peer's best score, say), read from each run's per-e
 
     .venv/bin/python benchmarks/runs_to_threshold.py runs/sasrec-defaults --threshold 0.0688
 
-Every folder given is searched for finished run directories (``final.json``). Time to the threshold is the
-sum of the logged ``epoch_seconds`` (training and validation) up to the first epoch at or above it.
+Every folder given is searched for run directories (``epochs.jsonl``); a run stopped before its end (no
+``final.json``) shows its best logged validation epoch and no test score. Time to the threshold is the sum of
+the logged ``epoch_seconds`` (training and validation) up to the first epoch at or above it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def changes_from_defaults(config: RunConfig) -> str:
 
 
 def run_row(run_dir: Path, threshold: float) -> dict:
-    final = json.loads((run_dir / "final.json").read_text())
     epochs = read_epoch_log(run_dir / "epochs.jsonl")
+    best = max(epochs, key=lambda row: row["valid_NDCG@10"])
+    final = json.loads((run_dir / "final.json").read_text()) if (run_dir / "final.json").exists() else \
+        {"valid": best, "best_epoch": best["epoch"], "epochs": len(epochs), "test": {"NDCG@10": None}}
     elapsed, reached = 0.0, None
     for row in epochs:
         elapsed += row["epoch_seconds"]
@@ -55,16 +58,17 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, required=True, help="validation NDCG@10 to time")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
-    runs = sorted({final.parent for folder in args.folders for final in Path(folder).rglob("final.json")},
-                  key=lambda path: (path / "final.json").stat().st_mtime)
+    runs = sorted({log.parent for folder in args.folders for log in Path(folder).rglob("epochs.jsonl")},
+                  key=lambda path: (path / "config.yaml").stat().st_mtime)
     rows = [run_row(run, args.threshold) for run in runs]
     print(f"| settings (besides the defaults) | best valid NDCG@10 (epoch / epochs) | test NDCG@10 | s / epoch | "
           f"time to valid {args.threshold} |")
     print("|---|---|---|---|---|")
     for row in rows:
         reached = f"{row['reached']['seconds']:.0f} s (epoch {row['reached']['epoch']})" if row["reached"] else "not reached"
+        test = "stopped early, not tested" if row["test"] is None else f"{row['test']:.4f}"
         print(f"| {row['settings'] or '(defaults)'} | {row['best_valid']:.4f} ({row['best_epoch']} / {row['epochs']}) | "
-              f"{row['test']:.4f} | {row['seconds_per_epoch']:.2f} | {reached} |")
+              f"{test} | {row['seconds_per_epoch']:.2f} | {reached} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
