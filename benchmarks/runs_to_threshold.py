@@ -69,6 +69,12 @@ def main() -> None:
         test = "stopped early, not tested" if row["test"] is None else f"{row['test']:.4f}"
         print(f"| {row['settings'] or '(defaults)'} | {row['best_valid']:.4f} ({row['best_epoch']} / {row['epochs']}) | "
               f"{test} | {row['seconds_per_epoch']:.2f} | {reached} |")
+    tested = [row for row in rows if row["test"] is not None]
+    if len(tested) > 1:
+        spread = {name: (statistics.mean(row[name] for row in tested), statistics.stdev(row[name] for row in tested))
+                  for name in ("best_valid", "test")}
+        print(f"\nmean ± std over the {len(tested)} tested runs: best valid NDCG@10 {spread['best_valid'][0]:.4f} ± "
+              f"{spread['best_valid'][1]:.4f}, test NDCG@10 {spread['test'][0]:.4f} ± {spread['test'][1]:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 
