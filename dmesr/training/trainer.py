@@ -214,8 +214,10 @@ class Trainer:
                 continue  # every rank needs at least one row to join the gradient all-reduce
             rows = self.dist.shard(rows)
             windows = self.train_windows.windows[rows].to(self.device, non_blocking=True)
-            trained = self.train_windows.trained[rows].to(self.device) if self.config.train.window_stride else None
-            terms = self.loss_module(windows, trained)
+            if self.config.train.window_stride:  # each window's targets that enter the loss
+                terms = self.loss_module(windows, self.train_windows.trained[rows].to(self.device))
+            else:
+                terms = self.loss_module(windows)
             loss = total_loss(self.model, terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
