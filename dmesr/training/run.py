@@ -221,7 +221,9 @@ def describe_training(config: RunConfig, split: SequenceSplit, windows) -> str:
     """One line on what training sees: windows, the share of training interactions they hold, and
     the evaluation choice ``eval.exclude_history`` made for this data."""
     share = windows.covered_interactions / max(windows.train_interactions, 1)
-    mode = "windows over whole histories" if config.train.all_windows else \
+    stride = config.train.window_stride
+    mode = f"windows every {stride} items, each training its last {stride} targets" if stride else \
+        "windows over whole histories" if config.train.all_windows else \
         f"one window per user, at most its last max_len + 1 = {config.data.max_len + 1} items"
     hint = "" if config.train.all_windows or share >= 1 else "; train.all_windows=true trains on all of them"
     exclude = excludes_history(config.eval, has_repeats(split))
