@@ -13,6 +13,7 @@
     dmesr evaluate RUN_DIR [--protocol sampled]
     dmesr reproduce main ml-100k/sasrec/id-07f97036-seed3   train a stored run again: stored vs new metrics
     dmesr experiments run configs/experiments/main.yaml [--workers 2] [--shard 0/4] [--cells GLOB] [--dry-run]
+    dmesr tune configs/experiments/tuned.yaml [--workers 2] [--cells GLOB]   search settings on validation
     dmesr experiments evaluate reports/runs/main --protocol sampled   every finished run, once more
     dmesr experiments collect reports/runs/main   its finished runs into the run store (reports/store)
     dmesr experiments migrate         the store's configs made complete and current (run after a config change)
@@ -235,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     semantics.add_argument("--store", default="reports/store", help="the run store folder (default: reports/store)")
     semantics.add_argument("--out", default="reports/semantics.md", help="the report (its figure goes to figures/ beside it)")
 
+    tune = subparsers.add_parser("tune", help="search each method's settings on validation NDCG@10 (Optuna; resumable)")
+    tune.add_argument("grid_yaml", help="an experiment file with a 'tuning' section (dmesr.experiments.tuning)")
+    tune.add_argument("--workers", type=int, default=1, help="processes sharing the studies")
+    tune.add_argument("--threads", type=int, help="torch threads per worker (default: the cores shared evenly)")
+    tune.add_argument("--cells", nargs="+", metavar="GLOB", help="only the studies matching dataset/model/method")
+    tune.add_argument("--out", help="folder of the studies and trials (default: the file's tuning.output_dir)")
+
     report = subparsers.add_parser("report", help="results tables from the run store (or a folder of finished runs)")
     report.add_argument("sources", nargs="+", metavar="SOURCE",
                         help="a collection of the run store, or a folder of run directories")
@@ -279,6 +287,8 @@ def _parameters(pairs: list[str]) -> dict:
 
 # What a stopped command keeps, said in the one line Ctrl-C prints.
 RESUMES = {"train": "rerun the same command to resume {where} after its last finished epoch",
+           "tune": "rerun the same command: finished trials are kept, a stopped one resumes after its last finished "
+                   "epoch",
            "experiments": "rerun the same command: finished cells are kept, stopped ones resume after their last "
                           "finished epoch",
            "enrich": "rerun the same command: every finished batch is cached and skipped"}
@@ -428,6 +438,13 @@ def _dispatch(args) -> int:
             print(f"dmesr experiments: error: {len(bad)} cell(s) failed or cannot run: {', '.join(bad)}",
                   file=sys.stderr)
         return 1 if bad else 0
+    if args.command == "tune":
+        from dmesr.experiments.tuning import tune
+
+        summary = tune(args.grid_yaml, args.workers, args.threads, args.cells, args.out)
+        print("\n".join(summary["errors"]) or "", end="\n" if summary["errors"] else "")
+        print(f"wrote {summary['markdown']}")
+        return 1 if summary["errors"] else 0
     if args.command == "report":
         from dmesr.experiments import report
 

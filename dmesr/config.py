@@ -48,6 +48,7 @@ FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
 LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
 CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
+ACTIVATIONS = ("relu", "gelu")  # model.activation (dmesr.models.sasrec)
 
 
 @dataclass
@@ -68,6 +69,8 @@ class ModelConfig:
     num_heads: int = 2
     dropout: float = 0.2
     mask_prob: float = 0.2  # BERT4Rec cloze masking probability
+    inner_size: int = 0  # SASRec feed-forward width; 0 = hidden_size (the SASRec paper's)
+    activation: str = "relu"  # SASRec feed-forward activation: relu (the SASRec paper's) | gelu
 
 
 @dataclass
@@ -115,6 +118,10 @@ class TrainConfig:
     # a run logs the share of training interactions this covers); true: windows over the whole train
     # part, so long histories are trained on in full (more steps per epoch)
     all_windows: bool = False
+    # > 0: windows end every N items of the train part and each trains only its last N targets, so every
+    # target is trained once, with at least max_len - N + 1 items of context; 1 = every prefix with the loss
+    # at its last position (RecBole's sequential training). 0 = off (the windows of all_windows)
+    window_stride: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     max_epochs: int = 200
@@ -299,7 +306,7 @@ def check_config(config: RunConfig) -> None:
     dataset_name(config.data.dataset)
     data, model, items, train, eval_ = config.data, config.model, config.items, config.train, config.eval
     choices = {"model.name": (model.name, (*BACKBONES, *TRIVIAL_BASELINES)), "items.kind": (items.kind, ITEM_KINDS),
-               "items.control": (items.control, CONTROLS),
+               "items.control": (items.control, CONTROLS), "model.activation": (model.activation, ACTIVATIONS),
                "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
                "eval.protocol": (eval_.protocol, PROTOCOLS)}
@@ -315,9 +322,11 @@ def check_config(config: RunConfig) -> None:
                 "data.min_item_interactions": (data.min_item_interactions, 0), "data.max_len": (data.max_len, 1),
                 "data.num_sampled_negatives": (data.num_sampled_negatives, 0),
                 "model.hidden_size": (model.hidden_size, 1), "model.num_layers": (model.num_layers, 1),
-                "model.num_heads": (model.num_heads, 1), "items.adapter_hidden": (items.adapter_hidden, 1),
+                "model.num_heads": (model.num_heads, 1), "model.inner_size": (model.inner_size, 0),
+                "items.adapter_hidden": (items.adapter_hidden, 1),
                 "items.token_pca_dim": (items.token_pca_dim, 0), "items.align_weight": (items.align_weight, 0),
-                "train.num_negatives": (train.num_negatives, 1), "train.batch_size": (train.batch_size, 1),
+                "train.num_negatives": (train.num_negatives, 1),
+                "train.window_stride": (train.window_stride, 0), "train.batch_size": (train.batch_size, 1),
                 "train.weight_decay": (train.weight_decay, 0), "train.max_epochs": (train.max_epochs, 1),
                 "train.patience": (train.patience, 1), "train.max_minutes": (train.max_minutes, 0),
                 "train.num_threads": (train.num_threads, 0), "eval.batch_size": (eval_.batch_size, 1)}
@@ -337,6 +346,10 @@ def check_config(config: RunConfig) -> None:
     for key, value in fractions.items():
         if not 0 <= value < 1:
             raise ValueError(f"{key} must be in [0, 1), got {value}")
+    if train.window_stride > data.max_len:
+        raise ValueError(f"train.window_stride must be <= data.max_len ({data.max_len}), got {train.window_stride}")
+    if train.window_stride and model.name == "bert4rec":
+        raise ValueError("train.window_stride trains next-item targets; bert4rec's cloze targets take 0")
     if not eval_.ks or min(eval_.ks) < 1:
         raise ValueError(f"eval.ks must list cut-offs >= 1, got {list(eval_.ks)}")
 
@@ -354,6 +367,9 @@ ADDED_SETTINGS: dict[str, Any] = {
     "items.fusion_norm": "post",  # 2026-11-27; before: the post-norm fusion block (the default became pre)
     "items.control": "none",  # 2026-12-04; before: no control
     "train.compile": False,  # 2026-12-04; before: eager steps
+    "model.inner_size": 0,  # 2026-12-07; before: SASRec's feed-forward as wide as its hidden size
+    "model.activation": "relu",  # 2026-12-07; before: SASRec's feed-forward with ReLU
+    "train.window_stride": 0,  # 2026-12-07; before: windows by train.all_windows alone
 }
 
 
@@ -379,8 +395,10 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     **dict.fromkeys(("model.hidden_size", "model.num_layers", "model.dropout"), _trained),
     "model.num_heads": lambda config: config.model.name in ("sasrec", "bert4rec"),
     "model.mask_prob": lambda config: config.model.name == "bert4rec",
+    **dict.fromkeys(("model.inner_size", "model.activation"), lambda config: config.model.name == "sasrec"),
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
-                     "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic"), _trained),
+                     "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic",
+                     "train.window_stride"), _trained),
     "train.num_negatives": lambda config: _trained(config) and config.train.loss != "ce",
     **dict.fromkeys(("items.views", "items.use_original_text", "items.adapter_hidden", "items.freeze_adapters",
                      "items.dropout", "items.describer", "items.encoder", "items.control"), _semantic),

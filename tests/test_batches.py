@@ -46,3 +46,44 @@ def test_evaluation_inputs_targets_and_full_history():
 def test_unknown_stage():
     with pytest.raises(ValueError, match="unknown evaluation stage 'train'"):
         evaluation_inputs(make_tiny_split(), "train", 3)
+
+
+@pytest.mark.parametrize("stride", [1, 3, 4])
+def test_strided_windows_train_every_transition_once_with_enough_context(stride):
+    split = make_tiny_split(num_users=5, length=14)  # train parts of 12 items
+    windows = TrainWindows(split, max_len=4, stride=stride)
+    inputs, targets = windows.windows[:, :-1], windows.windows[:, 1:]
+    kept = torch.arange(4) >= 4 - windows.trained.unsqueeze(1)  # what loss_terms keeps of each window
+    trained = []
+    for row in range(len(windows)):
+        for position in torch.nonzero(kept[row] & (inputs[row] > 0)).flatten().tolist():
+            context = inputs[row, : position + 1]
+            trained.append((int(windows.users[row]), tuple(context[context > 0].tolist()), int(targets[row, position])))
+    for user in range(split.num_users):
+        part = split.sequence(user)[:-2].tolist()
+        # each of the 11 transitions once, with at least the max_len - stride + 1 items before it as context
+        # (stride 1: all max_len of them)
+        seen = sorted((context[-1], target) for who, context, target in trained if who == user)
+        assert seen == sorted(zip(part[:-1], part[1:]))
+        for who, context, target in trained:
+            if who == user:
+                j = part.index(target)
+                assert list(context) == part[j - len(context) : j] and len(context) >= min(j, 4 - stride + 1)
+    assert windows.covered_interactions == windows.train_interactions
+
+
+def test_strided_loss_trains_only_each_windows_last_targets():
+    from dmesr.config import load_config
+    from dmesr.models import build_model
+    from dmesr.models.item_encoders import build_item_representation
+    from dmesr.models.losses import loss_terms
+
+    config = load_config(overrides=["model.hidden_size=8", "model.num_layers=1", "model.num_heads=1",
+                                    "model.dropout=0", "data.max_len=4", "train.window_stride=1"])
+    torch.manual_seed(0)
+    model = build_model(config.model, build_item_representation(config.items, 30, 8, None), 4)
+    windows = TrainWindows(make_tiny_split(num_users=3, length=8), max_len=4, stride=1)
+    last_only = loss_terms(model, windows.windows, config.train, torch.ones(len(windows), dtype=torch.int64))["rec"]
+    hidden, table = model.hidden_and_table(windows.windows[:, :-1])
+    expected = torch.nn.functional.cross_entropy(hidden[:, -1] @ table[1:].T, windows.windows[:, -1] - 1)
+    assert torch.allclose(last_only, expected, atol=1e-5)  # stride 1: the loss at each prefix's last position

@@ -204,3 +204,14 @@ def test_the_epoch_log_holds_both_loss_terms_and_their_weighted_sum(tmp_path, ti
     backbone = train_run(tiny_config(tmp_path, **{"train.max_epochs": 1}), show_progress=False, split=tiny_split)
     row = json.loads((backbone / "epochs.jsonl").read_text().splitlines()[0])
     assert "loss_align" not in row and row["loss"] == pytest.approx(row["loss_rec"], abs=1e-6)
+
+
+def test_strided_windows_train_every_target_and_learn(tmp_path, tiny_split):
+    config = tiny_config(tmp_path, **{"train.window_stride": 2, "train.max_epochs": 10})
+    run_dir = train_run(config, show_progress=False, split=tiny_split)
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["trained_share"] == 1.0 and final["test"]["HR@10"] > 0.5
+    with pytest.raises(ValueError, match="window_stride must be <= data.max_len"):
+        tiny_config(tmp_path, **{"train.window_stride": 9})
+    with pytest.raises(ValueError, match="bert4rec's cloze targets"):
+        tiny_config(tmp_path, **{"train.window_stride": 2, "model.name": "bert4rec"})

@@ -34,24 +34,31 @@ class TrainWindows(Dataset):
     ``all_windows=False``: one window per user, the last ``max_len + 1`` items (the common
     practice). ``all_windows=True``: the whole train part is covered by windows ending at
     ``len, len - max_len, len - 2 * max_len, ...`` (consecutive windows share one item), so
-    every transition of a history longer than ``max_len`` is trained on exactly once.
+    every transition of a history longer than ``max_len`` is trained on exactly once. ``stride=N``:
+    windows end every N items and each trains its last N targets (``trained``), the earliest all of its
+    own: every transition is trained once, with at least ``max_len - N + 1`` items of context (N = 1: all).
     """
 
-    def __init__(self, split: SequenceSplit, max_len: int, all_windows: bool = False):
-        windows, users = [], []
+    def __init__(self, split: SequenceSplit, max_len: int, all_windows: bool = False, stride: int = 0):
+        windows, users, trained = [], [], []
         self.train_interactions = self.covered_interactions = 0  # how much of the train parts the windows hold
+        step = stride or max_len
         for user in range(split.num_users):
             part = split.train_part(user)
-            ends = range(len(part), 1, -max_len) if all_windows else [len(part)]
+            ends = range(len(part), 1, -step) if all_windows or stride else [len(part)]
             self.train_interactions += len(part)
             if len(part) >= 2:
-                self.covered_interactions += len(part) if all_windows else min(len(part), max_len + 1)
+                self.covered_interactions += len(part) if all_windows or stride else min(len(part), max_len + 1)
             for end in ends:
                 if end >= 2:
                     windows.append(part[max(0, end - max_len - 1) : end])
                     users.append(user)
+                    # the next window (ending `stride` items earlier) trains the targets before these
+                    trained.append(stride if stride and end - stride >= 2 else max_len)
         self.users = np.array(users, dtype=np.int64)
         self.windows = pad_left(windows, max_len + 1)
+        # targets each window trains, counted from its end (``stride``: the others are another window's)
+        self.trained = torch.tensor(trained, dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.users)

@@ -50,7 +50,7 @@ from dmesr.experiments.roles import roles_from_spec
 from dmesr.training.run import run_directory
 
 EXPERIMENT_KEYS = ("name", "description", "base", "datasets", "models", "seeds", "methods", "per_dataset",
-                   "per_model", "only", "order", "store", "roles")
+                   "per_model", "only", "order", "store", "roles", "tuning")  # tuning: dmesr.experiments.tuning
 AXES = ("dataset", "model", "method", "seed")
 REQUIRED_KEYS = ("name", "datasets", "models", "seeds", "methods")
 ONLY_KEYS = ("methods", "models")
@@ -118,6 +118,11 @@ def load_grid(path: str | Path) -> list[Cell]:
     """Read an experiment YAML and expand it to its cells, in the file's ``order``."""
     path = Path(path)
     return expand_grid(_read_spec(path), source=path)
+
+
+def read_experiment(path: str | Path) -> dict[str, Any]:
+    """An experiment file's mapping, its ``extends`` chain resolved."""
+    return _read_spec(Path(path))
 
 
 def _read_spec(path: Path, children: tuple[Path, ...] = ()) -> dict[str, Any]:

@@ -167,13 +167,17 @@ def sampled_softmax(
 
 
 
-def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig
-               ) -> dict[str, torch.Tensor]:
+def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig,
+               trained: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one batch of training windows ``[B, L + 1]``: ``rec`` (L_rec, the next-item loss)
-    and, when the item side has one, ``align`` (its auxiliary loss, unweighted: DMESR's L_align)."""
+    and, when the item side has one, ``align`` (its auxiliary loss, unweighted: DMESR's L_align).
+    ``trained [B]``: each window's targets counted from its end that enter the loss (``train.window_stride``)."""
     if train_config.loss not in LOSSES:
         raise ValueError(f"unknown loss {train_config.loss!r}; known: {', '.join(LOSSES)}")
     inputs, targets = model.training_inputs(windows)
+    if trained is not None:
+        positions = torch.arange(targets.shape[1], device=targets.device)
+        targets = targets * (positions >= targets.shape[1] - trained.unsqueeze(1))
     hidden, table = model.hidden_and_table(inputs)
     has_target = targets > 0
     if train_config.loss == "ce" and torch.compiler.is_compiling():

@@ -56,14 +56,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, num_heads: int, dropout: float):
+    def __init__(self, width: int, num_heads: int, dropout: float, inner: int = 0, activation: str = "relu"):
         super().__init__()
         self.attention_norm = nn.LayerNorm(width)
         self.attention = CausalSelfAttention(width, num_heads, dropout)
         self.feed_forward_norm = nn.LayerNorm(width)
-        # point-wise two-layer ReLU network of width d, as in the SASRec paper
+        # point-wise two-layer network, of width d with a ReLU in the SASRec paper
+        inner = inner or width
         self.feed_forward = nn.Sequential(
-            nn.Linear(width, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, width), nn.Dropout(dropout)
+            nn.Linear(width, inner), nn.GELU() if activation == "gelu" else nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(inner, width), nn.Dropout(dropout)
         )
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
@@ -77,7 +79,8 @@ class SASRec(SequentialRecommender):
         width = items.dim
         self.position_embedding = nn.Embedding(max_len, width)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        blocks = (Block(width, config.num_heads, config.dropout) for _ in range(config.num_layers))
+        blocks = (Block(width, config.num_heads, config.dropout, config.inner_size, config.activation)
+                  for _ in range(config.num_layers))
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = nn.LayerNorm(width)
         self.embedding_scale = math.sqrt(width)

@@ -213,7 +213,9 @@ def describe_training(config: RunConfig, split: SequenceSplit, windows, exclude:
     """One line on what training sees: windows, the share of training interactions they hold, and
     the evaluation choice ``exclude`` that ``eval.exclude_history`` made for this data."""
     share = windows.covered_interactions / max(windows.train_interactions, 1)
-    mode = "windows over whole histories" if config.train.all_windows else \
+    stride = config.train.window_stride
+    mode = f"windows every {stride} items, each training its last {stride} targets" if stride else \
+        "windows over whole histories" if config.train.all_windows else \
         f"one window per user, at most its last max_len + 1 = {config.data.max_len + 1} items"
     hint = "" if config.train.all_windows or share >= 1 else "; train.all_windows=true trains on all of them"
     why = f"{repeat_share(split):.1%} of interactions are repeats" if exclude is False else "no repeat consumption"

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,8 +72,8 @@ class LossModule(nn.Module):
         self.model = model
         self.train_config = train_config
 
-    def forward(self, windows: torch.Tensor) -> dict[str, torch.Tensor]:
-        return loss_terms(self.model, windows, self.train_config)
+    def forward(self, windows: torch.Tensor, trained: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return loss_terms(self.model, windows, self.train_config, trained)
 
 
 def compile_loss(loss_module: nn.Module, mode: str = "default") -> nn.Module:
@@ -111,7 +112,8 @@ class Trainer:
         self.device = device
         self.dist = dist_context or DistContext()
         self.show_progress = show_progress and self.dist.is_main
-        self.train_windows = TrainWindows(split, config.data.max_len, config.train.all_windows)
+        self.train_windows = TrainWindows(split, config.data.max_len, config.train.all_windows,
+                                          config.train.window_stride)
         if len(self.train_windows) == 0:
             raise ValueError(f"dataset {split.name!r} has no user with at least 2 training interactions")
         self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)
@@ -210,8 +212,12 @@ class Trainer:
         for rows in progress:
             if len(rows) < self.dist.world_size:
                 continue  # every rank needs at least one row to join the gradient all-reduce
-            windows = self.train_windows.windows[self.dist.shard(rows)].to(self.device, non_blocking=True)
-            terms = self.loss_module(windows)
+            rows = self.dist.shard(rows)
+            windows = self.train_windows.windows[rows].to(self.device, non_blocking=True)
+            if self.config.train.window_stride:  # each window's targets that enter the loss
+                terms = self.loss_module(windows, self.train_windows.trained[rows].to(self.device))
+            else:
+                terms = self.loss_module(windows)
             loss = total_loss(self.model, terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
@@ -233,10 +239,16 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         return evaluate(self.model, self.valid_inputs, self.config.eval, self.device).metrics
 
-    def fit(self) -> TrainState:
-        """Train until patience, ``max_epochs`` or the time budget runs out; returns the final state."""
+    def fit(self, on_epoch: Callable[[dict], None] | None = None) -> TrainState:
+        """Train until patience, ``max_epochs`` or the time budget runs out; returns the final state.
+
+        ``on_epoch(row)``: called with each finished epoch's log row once it is checkpointed (a resumed run's
+        earlier epochs first, so a caller sees the whole validation curve); what it raises stops training."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._resume()
+        if on_epoch is not None:
+            for row in read_epoch_log(self.run_dir / "epochs.jsonl"):
+                on_epoch(row)
         train = self.config.train
         budget = train.max_minutes * 60 if train.max_minutes > 0 else float("inf")
         while not self.state.stopped:
@@ -274,6 +286,8 @@ class Trainer:
             self._log_epoch(row)
             self._save_checkpoint()
             barrier(self.dist)
+            if on_epoch is not None:
+                on_epoch(row)
             if self.show_progress:
                 terms = "".join(f" ({name.removeprefix('loss_')} {value:.4f})" for name, value in losses.items()
                                 if name != "loss")
