@@ -35,6 +35,7 @@ FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
 LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
 CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
+REPEAT_HISTORIES = ("all", "window")  # model.repeat_history (dmesr.models.baselines)
 
 
 @dataclass
@@ -55,6 +56,12 @@ class ModelConfig:
     num_heads: int = 2
     dropout: float = 0.2
     mask_prob: float = 0.2  # BERT4Rec cloze masking probability
+    # a learned score for the items of the user's own history (how often, how recently), added to the
+    # backbone's score through a gate per user and step (dmesr.models.repeats); for repeat consumption
+    repeat_head: bool = False
+    # repeat-pop counts the user's whole history ("all", the strongest form) or only the max_len items a
+    # model sees ("window")
+    repeat_history: str = "all"
 
 
 @dataclass
@@ -289,7 +296,8 @@ def check_config(config: RunConfig) -> None:
                "items.control": (items.control, CONTROLS),
                "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
-               "eval.protocol": (eval_.protocol, PROTOCOLS)}
+               "eval.protocol": (eval_.protocol, PROTOCOLS),
+               "model.repeat_history": (model.repeat_history, REPEAT_HISTORIES)}
     for key, (value, known) in choices.items():
         if value not in known:
             raise ValueError(f"unknown {key} {value!r}; known: {', '.join(known)}")
@@ -324,6 +332,8 @@ def check_config(config: RunConfig) -> None:
     for key, value in fractions.items():
         if not 0 <= value < 1:
             raise ValueError(f"{key} must be in [0, 1), got {value}")
+    if model.repeat_head and model.name in BACKBONES and train.loss != "ce":
+        raise ValueError(f"model.repeat_head needs train.loss=ce (the full softmax), got {train.loss!r}")
     if not eval_.ks or min(eval_.ks) < 1:
         raise ValueError(f"eval.ks must list cut-offs >= 1, got {list(eval_.ks)}")
 
