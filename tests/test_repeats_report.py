@@ -52,9 +52,14 @@ def test_repeat_and_new_targets_and_models_below_a_heuristic_are_named(tmp_path)
     assert "`sasrec` `repeat-head` is below" not in repeats and "below `pop`" not in repeats
 
 
-def test_no_repeat_section_on_data_without_repeats(tmp_path):
+def test_without_repeats_only_the_baselines_are_compared(tmp_path):
     rng = np.random.default_rng(0)
     for seed in (1, 2):
         write_run(tmp_path / "runs", "sasrec", "backbone", seed, per_user_metrics(rng, 0.3))
     text = write_results_report(collect_runs(tmp_path / "runs"), tmp_path / "r.md", command="x").read_text()
-    assert "Repeat and new targets" not in text
+    assert "Repeat and new targets" not in text and "against the trivial baselines" not in text
+    for seed in (1, 2):
+        write_run(tmp_path / "runs", "pop", "backbone", seed, per_user_metrics(np.random.default_rng(8), 0.6))
+    text = write_results_report(collect_runs(tmp_path / "runs"), tmp_path / "r.md", command="x").read_text()
+    baselines = section(text, "### Trained models against the trivial baselines")
+    assert "repeat NDCG@10" not in baselines and "`sasrec` `backbone` is below `pop`" in baselines
