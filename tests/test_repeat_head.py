@@ -149,3 +149,25 @@ def test_the_settings_at_their_defaults_keep_every_run_hash():
     assert config_hash(load_config(overrides=["model.repeat_history=window"])) != config_hash(load_config())
     with pytest.raises(ValueError, match="model.repeat_head needs train.loss=ce"):
         load_config(overrides=["model.repeat_head=true", "train.loss=bce"])
+
+
+class TwoTables(IDEmbedding):
+    """An item side with two tables, as LLM-ESR-style ``dual`` integration gives: hidden states are twice as wide."""
+
+    def __init__(self, num_items: int, dim: int):
+        super().__init__(num_items, dim)
+        self.second = IDEmbedding(num_items, dim)
+
+    def tables(self) -> list[torch.Tensor]:
+        return [self.embedding.weight, self.second.embedding.weight]
+
+
+def test_the_head_runs_over_an_item_side_with_two_tables():
+    torch.manual_seed(0)
+    config = ModelConfig(name="sasrec", hidden_size=16, num_layers=1, num_heads=1, repeat_head=True)
+    model = build_model(config, TwoTables(20, 16), 8)
+    windows = torch.randint(1, 21, (4, 9))
+    loss = sequence_loss(model, windows, TrainConfig())
+    loss.backward()
+    assert torch.isfinite(loss) and model.repeat_head.item_weight.grad is not None
+    assert model.predict_scores(windows[:, 1:]).shape == (4, 21)
