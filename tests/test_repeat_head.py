@@ -139,12 +139,17 @@ def _hash_without_the_repeat_settings(config) -> str:
 
 
 def test_the_settings_at_their_defaults_keep_every_run_hash():
-    """Every run of the committed store, and the defaults, hash as before the settings existed."""
+    """Every run of the committed store with the settings at their defaults (all but the repeat-head runs),
+    and the defaults, hash as before the settings existed."""
     store = pd.read_parquet("reports/store/runs.parquet", columns=["config_yaml"])
+    checked = 0
     for text in [*store["config_yaml"], yaml.safe_dump(load_config().to_dict())]:
         config = config_from_dict(yaml.safe_load(text))
-        assert config.model.repeat_head is False and config.model.repeat_history == "all"
+        if config.model.repeat_head or config.model.repeat_history != "all":
+            continue
         assert config_hash(config) == _hash_without_the_repeat_settings(config)
+        checked += 1
+    assert checked > 500
     assert config_hash(load_config(overrides=["model.repeat_head=true"])) != config_hash(load_config())
     assert config_hash(load_config(overrides=["model.repeat_history=window"])) != config_hash(load_config())
     with pytest.raises(ValueError, match="model.repeat_head needs train.loss=ce"):
