@@ -49,6 +49,7 @@ LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
 CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
 ACTIVATIONS = ("relu", "gelu")  # model.activation (dmesr.models.sasrec)
+REPEAT_HISTORIES = ("all", "window")  # model.repeat_history (dmesr.models.baselines)
 
 
 @dataclass
@@ -71,6 +72,12 @@ class ModelConfig:
     mask_prob: float = 0.2  # BERT4Rec cloze masking probability
     inner_size: int = 0  # SASRec feed-forward width; 0 = hidden_size (the SASRec paper's)
     activation: str = "relu"  # SASRec feed-forward activation: relu (the SASRec paper's) | gelu
+    # a learned score for the items of the user's own history (how often, how recently), added to the
+    # backbone's score through a gate per user and step (dmesr.models.repeats); for repeat consumption
+    repeat_head: bool = False
+    # repeat-pop counts the user's whole history ("all", the strongest form) or only the max_len items a
+    # model sees ("window")
+    repeat_history: str = "all"
 
 
 @dataclass
@@ -309,7 +316,8 @@ def check_config(config: RunConfig) -> None:
                "items.control": (items.control, CONTROLS), "model.activation": (model.activation, ACTIVATIONS),
                "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
-               "eval.protocol": (eval_.protocol, PROTOCOLS)}
+               "eval.protocol": (eval_.protocol, PROTOCOLS),
+               "model.repeat_history": (model.repeat_history, REPEAT_HISTORIES)}
     for key, (value, known) in choices.items():
         if value not in known:
             raise ValueError(f"unknown {key} {value!r}; known: {', '.join(known)}")
@@ -350,6 +358,8 @@ def check_config(config: RunConfig) -> None:
         raise ValueError(f"train.window_stride must be <= data.max_len ({data.max_len}), got {train.window_stride}")
     if train.window_stride and model.name == "bert4rec":
         raise ValueError("train.window_stride trains next-item targets; bert4rec's cloze targets take 0")
+    if model.repeat_head and model.name in BACKBONES and train.loss != "ce":
+        raise ValueError(f"model.repeat_head needs train.loss=ce (the full softmax), got {train.loss!r}")
     if not eval_.ks or min(eval_.ks) < 1:
         raise ValueError(f"eval.ks must list cut-offs >= 1, got {list(eval_.ks)}")
 
@@ -370,6 +380,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "model.inner_size": 0,  # 2026-12-07; before: SASRec's feed-forward as wide as its hidden size
     "model.activation": "relu",  # 2026-12-07; before: SASRec's feed-forward with ReLU
     "train.window_stride": 0,  # 2026-12-07; before: windows by train.all_windows alone
+    "model.repeat_head": False,  # 2026-12-07; before: the backbone's score alone
+    "model.repeat_history": "window",  # 2026-12-07; before: repeat-pop counted the max_len window only
 }
 
 
@@ -396,6 +408,8 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     "model.num_heads": lambda config: config.model.name in ("sasrec", "bert4rec"),
     "model.mask_prob": lambda config: config.model.name == "bert4rec",
     **dict.fromkeys(("model.inner_size", "model.activation"), lambda config: config.model.name == "sasrec"),
+    "model.repeat_head": _trained,
+    "model.repeat_history": lambda config: config.model.name == "repeat-pop",
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
                      "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic",
                      "train.window_stride"), _trained),

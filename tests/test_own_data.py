@@ -234,3 +234,34 @@ def test_baselines_train_as_runs_and_keep_run_names(tmp_path, tiny_split):
     # "auto" hashes like the true it replaced, so runs trained before keep their folders
     assert config_hash(load_config(overrides=["eval.exclude_history=auto"])) == \
         config_hash(load_config(overrides=["eval.exclude_history=true"]))
+
+
+def test_repeat_pop_counts_the_whole_history_by_default():
+    """Each user's favourite, bought five times long ago, comes back as the test target: only the whole
+    history (the default) sees it; the max_len window of the last 3 items does not."""
+    rows = []
+    for user in range(12):
+        favourite, others = f"f{user % 4}", [f"i{(user + k) % 7}" for k in range(4)]
+        rows += [(f"u{user}", item, step) for step, item in enumerate([favourite] * 5 + others + [favourite])]
+    frame = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+    raw = RawDataset(name="favourites", interactions=frame, items=pd.DataFrame({"item": frame["item"].unique(),
+                                                                                  "text": ""}))
+    split = build_split(raw, DataConfig(min_user_interactions=1, min_item_interactions=1, num_sampled_negatives=5))
+    inputs = evaluation_inputs(split, "test", max_len=3)
+    whole = RepeatPopularity(item_popularity(split), max_len=3)
+    window = RepeatPopularity(item_popularity(split), max_len=3, whole_history=False)
+    assert evaluate(whole, inputs, EvalConfig()).metrics["NDCG@10"] == 1.0
+    assert evaluate(window, inputs, EvalConfig()).metrics["NDCG@10"] < 0.7
+
+
+def test_baselines_count_every_training_interaction(tmp_path, home):
+    orders, _, _ = write_shop(tmp_path, orders=20)
+    assert main(["data", "add", "shop", "--interactions", str(orders), "--user", "user_id", "--item", "product_id",
+                 "--time", "order_number,add_to_cart_order"]) == 0
+    shares = {}
+    for model in ("pop", "repeat-pop", "sasrec"):
+        assert main(["train", "--dataset", "shop", "--model", model, "--epochs", "1", "--output-dir",
+                     str(tmp_path / "runs"), "--quiet", "--set", *TINY]) == 0
+        final = next((tmp_path / "runs").glob(f"shop-*/{model}/*/final.json"))
+        shares[model] = json.loads(final.read_text())["trained_share"]
+    assert shares["pop"] == shares["repeat-pop"] == 1.0 and shares["sasrec"] < 0.2  # 9 of about 78 per user

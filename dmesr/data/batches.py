@@ -80,6 +80,12 @@ class EvalInputs:
     def __len__(self) -> int:
         return len(self.targets)
 
+    def full_histories(self, start: int, stop: int) -> torch.Tensor:
+        """The whole histories of users ``start..stop-1``, left-padded to the longest of them."""
+        offsets = self.seen_offsets[start : stop + 1].tolist()
+        rows = [self.seen_items[offsets[k] : offsets[k + 1]].numpy() for k in range(stop - start)]
+        return pad_left(rows, max(1, max(map(len, rows))))
+
 
 def evaluation_inputs(split: SequenceSplit, stage: str, max_len: int, users=None) -> EvalInputs:
     """Inputs for the validation (target ``sequence[-2]``) or test (target ``sequence[-1]``) stage, of every

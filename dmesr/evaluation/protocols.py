@@ -84,7 +84,10 @@ def _rank_batch(
 ) -> torch.Tensor:
     """Ranks (on the CPU) of the targets of users ``start..stop-1``."""
     targets = inputs.targets[start:stop].to(device)
-    scores = model.predict_scores(inputs.histories[start:stop].to(device))
+    # a model may read each user's whole history instead of the max_len window (repeat-pop's default)
+    histories = inputs.full_histories(start, stop) if getattr(model, "reads_full_history", False) \
+        else inputs.histories[start:stop]
+    scores = model.predict_scores(histories.to(device))
     expected_width = getattr(model, "num_items", scores.shape[-1] - 1) + 1
     if scores.shape != (stop - start, expected_width):
         raise ValueError(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from dmesr.config import TRIVIAL_BASELINES
 from dmesr.experiments.comparisons import (
     BREAKDOWN_METRICS,
     REPORT_METRICS,
@@ -35,6 +36,7 @@ from dmesr.experiments.store import (
     BREAKDOWN_GROUPS,
     DEFAULT_STORE,
     PROTOCOL_FIELDS,
+    REPEAT_GROUPS,
     markdown_table,
     mean_std,
     runs_from,
@@ -122,9 +124,55 @@ def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: st
         parts.append(f"Only `{backbone_method}` runs for this dataset: nothing to compare.")
     else:
         parts.append(f"No `{backbone_method}` runs for this dataset: no improvements or significance tests.")
+    parts += repeat_section(runs, alpha, per_user_test)
     if details:
         parts += _breakdown_section(runs, breakdown_metrics) + _sampled_section(runs, metrics)
     return "\n\n".join(parts)
+
+
+def repeat_section(runs: pd.DataFrame, alpha: float, per_user_test: str, metric: str = SELECTION_METRIC
+                   ) -> list[str]:
+    """Test ``metric`` over all users and, on data with repeat consumption, split into users whose target
+    is a repeat / a new item; each trained cell against the trivial baselines (``pop``, ``repeat-pop``) with
+    paired tests, and one plain sentence naming every trained model below a baseline. Nothing where the
+    runs have neither repeats nor a baseline (most MovieLens collections)."""
+    repeats = "repeat_num_users" in runs and bool((runs["repeat_num_users"].fillna(0) > 0).any())
+    baselines = {name: runs[runs["model"] == name] for name in TRIVIAL_BASELINES if (runs["model"] == name).any()}
+    trained = ~runs["model"].isin(TRIVIAL_BASELINES)
+    if not repeats and not (baselines and trained.any()):
+        return []
+    groups = REPEAT_GROUPS if repeats else ()
+    header = ["model", "method", "seeds", f"test {metric}", *(f"{group} {metric}" for group in groups)]
+    header += [f"vs `{name}` (p seeds / users)" for name in baselines]
+    rows, below = [], []
+    for model, method, cell_runs in model_cells(runs):
+        row = [model, method, cell_runs["seed"].nunique(),
+               *(_cell_text(cell_runs, f"{group}_{metric}") for group in ("test", *groups))]
+        for name, baseline_runs in baselines.items():
+            if model in TRIVIAL_BASELINES:
+                row.append("")
+                continue
+            result = compare_with_backbone(cell_runs, baseline_runs, [metric], per_user_test)[0][metric]
+            marks = significance_marks(result, alpha)
+            row.append(f"{result['rel_pct']:+.1f}%{marks} ({p_text(result['p_seeds'])} / {p_text(result['p_users'])})")
+            if result["rel_pct"] < 0:
+                below.append(f"`{model}` `{method}` is below `{name}` ({result['rel_pct']:+.1f}%, "
+                             f"{'significant' if marks else 'not significant'})")
+        rows.append(row)
+    first = runs.iloc[0]
+    note = (f"Test users whose target is an item they had before (`repeat`): {int(first['repeat_num_users'])}, "
+            f"the others (`new`): {int(first['new_num_users'])}. " if repeats else "No user consumes an item twice. ")
+    note += (f"Changes are relative to each baseline's mean; p-values: paired t-test over seeds / paired "
+             f"{TEST_NAMES[per_user_test]} over users, on all users.")
+    if not baselines:
+        verdict = "No `pop` or `repeat-pop` runs here: nothing tells whether the heuristics win."
+    elif below:
+        verdict = "**A trained model is below a trivial baseline:** " + "; ".join(below) + "."
+    else:
+        verdict = (f"Every trained model is above {' and '.join(f'`{name}`' for name in baselines)} "
+                   f"(significantly where the table marks it).")
+    title = "Repeat and new targets" if repeats else "Trained models against the trivial baselines"
+    return [f"### {title} (test {metric}, mean ± std over seeds)", note, markdown_table(header, rows), verdict]
 
 
 def _cell_text(runs: pd.DataFrame, column: str) -> str:

@@ -7,8 +7,8 @@ output folder, say) and ``run`` (the run directory's path inside that folder):
 
 * ``runs.parquet``, one row per run: identity (``experiment``, ``dataset``, ``model``, ``method``,
   ``items``, ``config`` hash, ``seed``), the protocol settings (``PROTOCOL_FIELDS``), validation
-  metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail and short/long
-  metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings
+  metrics of the selected epoch (``valid_*``), test metrics (``test_*``), head/tail, short/long and
+  repeat/new metrics (``head_*``, ...), sampled-protocol metrics when evaluated (``sampled_*``), timings
   (``seconds_*``), ``hardware``, ``stopped``, its grid's method ``roles`` (JSON), the complete resolved config
   (``config_yaml``, every setting written out, migrated to ``config_version``: what was trained) and the data
   provenance (``data_provenance``: split fingerprint and statistics, as JSON);
@@ -43,6 +43,7 @@ TABLES = ("runs", "epochs", "per_user")
 RUN_KEY = ["collection", "run"]
 KEYS = ["dataset", "model", "method", "items", "config"]
 BREAKDOWN_GROUPS = ("head", "tail", "short", "long")
+REPEAT_GROUPS = ("repeat", "new")  # users whose test target is / is not an item they had before
 PER_USER_PREFIX = "user_"  # per-user test vectors, attached to a runs table as columns of arrays
 # Settings every run of a comparison must share, stored per run as ``<section>_<field>`` columns
 # from its ``config.yaml`` so a report can state the protocol and flag a dataset that mixes them
@@ -76,7 +77,7 @@ def _read_run(run_dir: Path, root: Path, collection: str) -> tuple[dict, pd.Data
         **{f"seconds_{k}": v for k, v in final["seconds"].items()},
     }
     row.update({f"{section}_{field}": getattr(getattr(config, section), field) for section, field in PROTOCOL_FIELDS})
-    for group in BREAKDOWN_GROUPS:
+    for group in (*BREAKDOWN_GROUPS, *REPEAT_GROUPS):
         row.update({f"{group}_{k}": v for k, v in final.get("test_breakdown", {}).get(group, {}).items()})
     sampled_path = run_dir / "evaluation-sampled.json"
     if sampled_path.exists():

@@ -13,6 +13,10 @@ Conventions shared by data, models and evaluation:
 A representation may return several tables (LLM-ESR-style ``dual`` integration): the backbone
 then runs once per table with shared weights, and hidden states and tables are concatenated, so
 ``score = sum_v <h_v, e_v>``.
+
+``model.repeat_head`` adds a repeat / explore mixture over the user's own history on top of any
+backbone (:mod:`dmesr.models.repeats`): subclasses only say which items form each training
+position's history (:meth:`SequentialRecommender.repeat_prefix`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from dmesr.config import ModelConfig
+from dmesr.models.repeats import RepeatHead
 
 
 class ItemRepresentation(nn.Module):
@@ -67,6 +72,10 @@ class SequentialRecommender(nn.Module):
         self.items = items
         self.max_len = max_len
         self.num_items = items.num_items
+        self.repeat_head = None
+        if config.repeat_head:  # drawn from a forked generator: the backbone's weights are the same without it
+            with torch.random.fork_rng(devices=[]):
+                self.repeat_head = RepeatHead(items.dim)
 
     def encode(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """``seqs [B, L]`` (0 = padding) embedded with ``table`` -> hidden states ``[B, L, d]``."""
@@ -87,11 +96,20 @@ class SequentialRecommender(nn.Module):
         inputs = windows[:, :-1]
         return inputs, windows[:, 1:] * (inputs > 0)
 
+    def repeat_prefix(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` items whose first ``i + 1`` make the history of training position ``i`` (the repeat
+        head's features). Next-item prediction: the inputs up to and including ``i``."""
+        return inputs
+
     def inference_inputs(self, histories: torch.Tensor) -> torch.Tensor:
         """Histories ``[B, L]`` -> the input whose last position predicts the next item."""
         return histories
 
     def predict_scores(self, histories: torch.Tensor) -> torch.Tensor:
-        """Scores ``[B, num_items + 1]`` for the item following each history (column 0 = padding)."""
+        """Scores ``[B, num_items + 1]`` for the item following each history (column 0 = padding);
+        with the repeat head, the log-probabilities of its mixture."""
         hidden, table = self.hidden_and_table(self.inference_inputs(histories))
-        return hidden[:, -1, :] @ table.T
+        scores = hidden[:, -1, :] @ table.T
+        if self.repeat_head is None:
+            return scores
+        return self.repeat_head.scores(scores, hidden[:, -1, :], table, histories)

@@ -77,6 +77,12 @@ class BERT4Rec(SequentialRecommender):
         targets = seqs.masked_fill(~masked, 0)
         return inputs, targets
 
+    def repeat_prefix(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The items before each position (masked ones restored): a cloze target's history is what
+        precedes it, as at inference, where the history precedes the appended mask."""
+        originals = torch.where(targets > 0, targets, inputs)
+        return F.pad(originals[:, :-1], (1, 0))
+
     def inference_inputs(self, histories: torch.Tensor) -> torch.Tensor:
         mask_column = torch.full_like(histories[:, :1], self.mask_token)
         return torch.cat([histories[:, 1:], mask_column], dim=1)

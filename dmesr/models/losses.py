@@ -180,6 +180,12 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
         targets = targets * (positions >= targets.shape[1] - trained.unsqueeze(1))
     hidden, table = model.hidden_and_table(inputs)
     has_target = targets > 0
+    if model.repeat_head is not None:  # the repeat / explore mixture's -log p (train.loss is ce, checked)
+        weights = has_target.to(hidden.dtype) if torch.compiler.is_compiling() else None
+        if weights is None and not has_target.any():
+            raise ValueError("training batch has no target item: every window is empty or a single item")
+        return _with_auxiliary(model, windows, model.repeat_head.loss(
+            hidden, table, model.repeat_prefix(inputs, targets), targets, weights))
     if train_config.loss == "ce" and torch.compiler.is_compiling():
         # fixed shapes for a compiled graph (train.compile): every position, those without a target
         # weighted 0, instead of selecting the positions with one (a shape only the data decides)

@@ -69,6 +69,9 @@ def build_run_model(config: RunConfig, split: SequenceSplit, features: SemanticF
     if config.model.name in BASELINES:
         if config.items.kind != "id":
             raise ValueError(f"model {config.model.name!r} is a baseline without item vectors; use items.kind=id")
+        if config.model.name == "repeat-pop":
+            return BASELINES["repeat-pop"](item_popularity(split), config.data.max_len,
+                                           whole_history=config.model.repeat_history == "all")
         return BASELINES[config.model.name](item_popularity(split), config.data.max_len)
     features = features if features is not None else load_run_features(config, split)
     items = build_item_representation(config.items, split.num_items, config.model.hidden_size, features)
@@ -195,8 +198,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
         "seconds": {"train_total": round(state.train_seconds, 2), "to_best": round(state.seconds_to_best, 2),
                     "train_epoch_median": float(np.median(epoch_seconds)),
                     "test_evaluation": round(eval_seconds, 3)},
-        "trained_share": round(trainer.train_windows.covered_interactions
-                               / max(trainer.train_windows.train_interactions, 1), 4),
+        "trained_share": trained_share(config, trainer.train_windows),
         "exclude_history": exclude,
         "hardware": hardware(), "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -207,6 +209,14 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
         print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))
         print(f"wrote {run_dir}")
     return run_dir
+
+
+def trained_share(config: RunConfig, windows) -> float:
+    """The share of training interactions the model learns from: all of them for a baseline (its
+    popularity counts every one), else those its training windows hold."""
+    if config.model.name in BASELINES:
+        return 1.0
+    return round(windows.covered_interactions / max(windows.train_interactions, 1), 4)
 
 
 def describe_training(config: RunConfig, split: SequenceSplit, windows, exclude: bool) -> str:

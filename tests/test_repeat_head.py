@@ -1,0 +1,162 @@
+"""The repeat-aware head (model.repeat_head): shapes, causality, a closed gate, learning on repeat data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dmesr.config import DataConfig, ModelConfig, TrainConfig, config_hash, load_config
+from dmesr.data import build_split
+from dmesr.data.schema import RawDataset
+from dmesr.models import IDEmbedding, build_model
+from dmesr.models.losses import sequence_loss
+from dmesr.models.repeats import history_features
+from dmesr.training.run import train_run
+
+BACKBONES = ["sasrec", "bert4rec", "gru4rec"]
+
+
+def small_model(name: str, repeat_head: bool, num_items: int = 20, max_len: int = 8):
+    torch.manual_seed(0)
+    config = ModelConfig(name=name, hidden_size=16, num_layers=1, num_heads=1, repeat_head=repeat_head)
+    return build_model(config, IDEmbedding(num_items, 16), max_len)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_shapes_and_a_finite_loss_with_gradients_for_the_head(name):
+    model = small_model(name, repeat_head=True)
+    windows = torch.randint(1, 21, (4, 9))
+    windows[0, :5] = 0  # a left-padded short window
+    loss = sequence_loss(model, windows, TrainConfig())
+    loss.backward()
+    assert torch.isfinite(loss) and model.repeat_head.gate.weight.grad.abs().sum() > 0
+    assert model.repeat_head.score[0].weight.grad.abs().sum() > 0
+    scores = model.predict_scores(windows[:, 1:])
+    assert scores.shape == (4, 21) and torch.isfinite(scores[:, 1:]).all()
+    assert torch.allclose(scores[:, 1:].exp().sum(dim=1), torch.ones(4), atol=1e-4)  # log p of a mixture
+
+
+def test_features_count_recency_and_each_item_once():
+    features, candidate, gate = history_features(torch.tensor([[0, 3, 5, 3, 3]]))
+    last = candidate[0, -1]
+    assert last.tolist() == [False, False, True, False, True]  # item 5 at 2, item 3's last occurrence at 4
+    assert features[0, -1, 4, 0].expm1().item() == pytest.approx(3.0)  # item 3 three times
+    assert features[0, -1, 2, 1].expm1().item() == pytest.approx(2.0)  # item 5 two steps ago
+    assert gate[0, -1, 0].item() == pytest.approx(0.5) and gate[0, 0, 0].item() == 0.0  # 2 repeats of 4; padding
+
+
+def test_no_future_item_reaches_a_position():
+    prefix = torch.tensor([[0, 4, 2, 4, 7, 2, 9, 4]])
+    changed = prefix.clone()
+    changed[0, 5:] = torch.tensor([4, 4, 1])  # rewrite what comes after position 4
+    (features, candidate, gate), (features_changed, candidate_changed, gate_changed) = (
+        history_features(p) for p in (prefix, changed))
+    assert torch.equal(candidate[:, :5], candidate_changed[:, :5]) and torch.equal(gate[:, :5], gate_changed[:, :5])
+    used = candidate[:, :5, :, None]  # the features of non-candidates are never read
+    assert torch.equal(features[:, :5] * used, features_changed[:, :5] * used)
+    # the training target of a position is never among its candidates: next-item and cloze backbones
+    for name in BACKBONES:
+        model = small_model(name, repeat_head=True)
+        windows = torch.tensor([[0, 4, 2, 4, 7, 2, 9, 4, 3]])
+        inputs, targets = model.training_inputs(windows)
+        prefix = model.repeat_prefix(inputs, targets)
+        _, candidate, _ = history_features(prefix)
+        for position in torch.nonzero(targets[0] > 0).flatten().tolist():
+            history = windows[0, : position + 1] if name != "bert4rec" else windows[0, 1:][:position]
+            assert sorted(set(prefix[0][candidate[0, position]].tolist())) == sorted(set(history.tolist()) - {0})
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_a_closed_gate_ranks_exactly_like_the_plain_backbone(name):
+    plain, repeat = small_model(name, repeat_head=False), small_model(name, repeat_head=True)
+    repeat.load_state_dict({**plain.state_dict(), **{k: v for k, v in repeat.state_dict().items()
+                                                      if k.startswith("repeat_head.")}})
+    with torch.no_grad():
+        repeat.repeat_head.gate.weight.zero_()
+        repeat.repeat_head.gate.bias.fill_(-torch.inf)
+    plain.eval(), repeat.eval()
+    histories = torch.randint(0, 21, (6, 8))
+    expected = plain.predict_scores(histories)[:, 1:].log_softmax(dim=1)
+    assert torch.equal(repeat.predict_scores(histories)[:, 1:], expected)
+
+
+def test_the_head_draws_no_random_number_of_the_backbone():
+    plain, repeat = small_model("sasrec", repeat_head=False), small_model("sasrec", repeat_head=True)
+    for key, value in plain.state_dict().items():
+        assert torch.equal(value, repeat.state_dict()[key]), key
+
+
+def favourites_split(num_users: int = 120, num_items: int = 120, length: int = 24, seed: int = 0):
+    """Every user buys mostly from three favourites of their own (80%), else anything: repeat-heavy."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(num_users):
+        favourites = rng.choice(num_items, size=3, replace=False)
+        for step in range(length):
+            item = rng.choice(favourites) if rng.random() < 0.8 else rng.integers(num_items)
+            rows.append((f"u{user}", f"i{item}", step))
+    frame = pd.DataFrame(rows, columns=["user", "item", "timestamp"])
+    raw = RawDataset(name="favourites", interactions=frame,
+                     items=pd.DataFrame({"item": frame["item"].unique(), "text": ""}))
+    return build_split(raw, DataConfig(min_user_interactions=1, min_item_interactions=1, num_sampled_negatives=5))
+
+
+def _run(tmp_path, split, name: str, repeat_head: bool, epochs: int = 6) -> dict:
+    pairs = {"model.name": name, "model.repeat_head": repeat_head, "data.max_len": 20, "model.hidden_size": 16,
+             "model.num_layers": 1, "model.num_heads": 1, "train.batch_size": 32, "train.lr": 0.005,
+             "train.max_epochs": epochs, "train.patience": 50, "train.device": "cpu", "train.seed": 1,
+             "output_dir": str(tmp_path / "runs")}
+    config = load_config(overrides=[f"{k}={v}" for k, v in pairs.items()])
+    return json.loads((train_run(config, show_progress=False, split=split) / "final.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_the_head_learns_repeats_the_plain_backbone_misses(tmp_path, name):
+    split = favourites_split()
+    plain, repeat = _run(tmp_path, split, name, False), _run(tmp_path, split, name, True)
+    assert repeat["test"]["NDCG@10"] > plain["test"]["NDCG@10"] + 0.1
+    assert repeat["test_breakdown"]["repeat"]["NDCG@10"] > plain["test_breakdown"]["repeat"]["NDCG@10"]
+
+
+def test_without_repeats_the_backbone_trains_as_without_the_head(tmp_path, tiny_split):
+    """No target is ever in its history, so the mixture sends the backbone the plain gradient."""
+    plain, repeat = (_run(tmp_path, tiny_split, "sasrec", head, epochs=3) for head in (False, True))
+    assert repeat["test"]["NDCG@10"] == pytest.approx(plain["test"]["NDCG@10"], abs=1e-3)
+
+
+def test_the_repeat_settings_change_an_identity_only_where_they_act():
+    """At their former values they leave every identity as it was (config.ADDED_SETTINGS); the repeat head
+    renames a trained run, the history repeat-pop counts renames only a repeat-pop run."""
+    assert config_hash(load_config(overrides=["model.repeat_head=true"])) != config_hash(load_config())
+    assert config_hash(load_config(overrides=["model.repeat_history=window"])) == config_hash(load_config())
+    repeat_pop = ["model.name=repeat-pop"]
+    assert (config_hash(load_config(overrides=repeat_pop + ["model.repeat_history=window"]))
+            != config_hash(load_config(overrides=repeat_pop)))
+    with pytest.raises(ValueError, match="model.repeat_head needs train.loss=ce"):
+        load_config(overrides=["model.repeat_head=true", "train.loss=bce"])
+
+
+class TwoTables(IDEmbedding):
+    """An item side with two tables, as LLM-ESR-style ``dual`` integration gives: hidden states are twice as wide."""
+
+    def __init__(self, num_items: int, dim: int):
+        super().__init__(num_items, dim)
+        self.second = IDEmbedding(num_items, dim)
+
+    def tables(self) -> list[torch.Tensor]:
+        return [self.embedding.weight, self.second.embedding.weight]
+
+
+def test_the_head_runs_over_an_item_side_with_two_tables():
+    torch.manual_seed(0)
+    config = ModelConfig(name="sasrec", hidden_size=16, num_layers=1, num_heads=1, repeat_head=True)
+    model = build_model(config, TwoTables(20, 16), 8)
+    windows = torch.randint(1, 21, (4, 9))
+    loss = sequence_loss(model, windows, TrainConfig())
+    loss.backward()
+    assert torch.isfinite(loss) and model.repeat_head.item_weight.grad is not None
+    assert model.predict_scores(windows[:, 1:]).shape == (4, 21)
