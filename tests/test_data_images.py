@@ -224,7 +224,9 @@ def test_ctrl_c_stops_soon_and_keeps_what_was_recorded(tmp_path):
     with ImageServer(latency=0.2) as server:
         urls = [f"{server.url}/img/c{k}.jpg" for k in range(100)]
         url_items(urls).to_parquet(tmp_path / "items.parquet")
-        script = ("import pandas as pd; from dmesr.data.images import download_images; "
+        # Ctrl-C as at a terminal: a shell that starts jobs in the background hands them SIGINT ignored
+        script = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                  "import pandas as pd; from dmesr.data.images import download_images; "
                   f"download_images(pd.read_parquet({str(tmp_path / 'items.parquet')!r}), "
                   f"{str(tmp_path / 'pics')!r}, workers=2, progress=False)")
         child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
