@@ -62,34 +62,9 @@ def main() -> None:
     split = prepare_split(configs["id"].data)
     windows = TrainWindows(split, configs["id"].data.max_len).windows
     batch = configs["id"].train.batch_size
-    models, optimisers, losses = {}, {}, {}
-    for kind, config in configs.items():
-        torch.manual_seed(0)
-        models[kind] = build_run_model(config, split).to(device).train()
-        optimisers[kind] = torch.optim.Adam(models[kind].parameters(), lr=config.train.lr)
-        losses[kind] = LossModule(models[kind], config.train)  # the trainer's loss module
-        if args.compile:
-            losses[kind] = compile_loss(losses[kind], args.compile)
-    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
-
-    def train_step(kind: str, step: int) -> None:
-        rows = order[(step * batch) % len(windows):][:batch]
-        loss = total_loss(models[kind], losses[kind](windows[rows].to(device)))
-        optimisers[kind].zero_grad(set_to_none=True)
-        loss.backward()
-        optimisers[kind].step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    seconds = {kind: [] for kind in models}
+    train_step = training_steps(configs, split, windows, device, args.compile)
     warmup = 5 if args.compile else 2  # compiling (and recording CUDA graphs) takes a few steps
-    for step in range(args.steps + warmup):  # the warm-up steps are not counted
-        for kind in models:
-            started = time.perf_counter()
-            train_step(kind, step)
-            if step >= warmup:
-                seconds[kind].append(time.perf_counter() - started)
-    medians = {kind: statistics.median(values) for kind, values in seconds.items()}
+    medians = median_step_seconds(train_step, configs, args.steps, warmup)
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
               "batch_size": batch, "max_len": configs["id"].data.max_len, "steps": args.steps,
               "compile": args.compile, "set": args.set,
@@ -99,12 +74,51 @@ def main() -> None:
     if args.profile:
         result["profile_per_step"] = {
             kind: profile_steps(lambda step, kind=kind: train_step(kind, args.steps + warmup + step), args.profile, device)
-            for kind in models
+            for kind in configs
         }
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def training_steps(configs: dict, split, windows: torch.Tensor, device: torch.device, compile_mode: str | None = None):
+    """``train_step(name, step)``: one training step of the model built from ``configs[name]`` (the trainer's
+    loss module, Adam, the same seed and the same shuffled batches for every model)."""
+    batch = next(iter(configs.values())).train.batch_size
+    models, optimisers, losses = {}, {}, {}
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        models[name] = build_run_model(config, split).to(device).train()
+        optimisers[name] = torch.optim.Adam(models[name].parameters(), lr=config.train.lr)
+        losses[name] = LossModule(models[name], config.train)  # the trainer's loss module
+        if compile_mode:
+            losses[name] = compile_loss(losses[name], compile_mode)
+    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
+
+    def train_step(name: str, step: int) -> None:
+        rows = order[(step * batch) % len(windows):][:batch]
+        loss = total_loss(models[name], losses[name](windows[rows].to(device)))
+        optimisers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        optimisers[name].step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return train_step
+
+
+def median_step_seconds(train_step, names, steps: int, warmup: int) -> dict[str, float]:
+    """The median seconds of ``steps`` steps per model, the models' steps interleaved (so that a noisy
+    moment of the machine falls on all of them), after ``warmup`` steps that are not counted."""
+    seconds = {name: [] for name in names}
+    for step in range(steps + warmup):
+        for name in names:
+            started = time.perf_counter()
+            train_step(name, step)
+            if step >= warmup:
+                seconds[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def profile_steps(run_step, steps: int, device: torch.device) -> dict:

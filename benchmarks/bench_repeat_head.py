@@ -13,20 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
+from bench_dmesr_overhead import median_step_seconds, training_steps  # the sibling script's step timing
 
 from dmesr.config import load_config
 from dmesr.data import prepare_split
 from dmesr.data.batches import TrainWindows
-from dmesr.models.losses import total_loss
-from dmesr.training.run import build_run_model
 from dmesr.training.runtime import select_device
-from dmesr.training.trainer import LossModule
 
 VARIANTS = {"backbone": "false", "repeat_head": "true"}
 
@@ -48,31 +44,8 @@ def main() -> None:
     split = prepare_split(configs["backbone"].data)
     windows = TrainWindows(split, configs["backbone"].data.max_len, configs["backbone"].train.all_windows).windows
     batch = configs["backbone"].train.batch_size
-    models, optimisers, losses = {}, {}, {}
-    for name, config in configs.items():
-        torch.manual_seed(0)
-        models[name] = build_run_model(config, split).to(device).train()
-        optimisers[name] = torch.optim.Adam(models[name].parameters(), lr=config.train.lr)
-        losses[name] = LossModule(models[name], config.train)  # the trainer's loss module
-    order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
-
-    def train_step(name: str, step: int) -> None:
-        rows = order[(step * batch) % len(windows):][:batch]
-        loss = total_loss(models[name], losses[name](windows[rows].to(device)))
-        optimisers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        optimisers[name].step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    seconds = {name: [] for name in models}
-    for step in range(args.steps + 2):  # two warm-up steps, not counted
-        for name in models:
-            started = time.perf_counter()
-            train_step(name, step)
-            if step >= 2:
-                seconds[name].append(time.perf_counter() - started)
-    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    train_step = training_steps(configs, split, windows, device)
+    medians = median_step_seconds(train_step, configs, args.steps, warmup=2)
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
               "items": split.num_items, "batch_size": batch, "max_len": configs["backbone"].data.max_len,
               "steps": args.steps, "set": args.set,
