@@ -152,7 +152,7 @@ class SymmetricInfoNCE(nn.Module):
         temperature = self.temperature
         # half precision underflows far sooner than float32: it takes the cross-entropies' max-shifted path
         if a.dtype in (torch.float32, torch.float64) and self.shared_exp:
-            loss = _SharedExpInfoNCE.apply(a, b, temperature.reciprocal(), present.to(a.dtype))
+            loss = _SharedExpInfoNCE.apply(a, b, temperature.reciprocal().to(a.dtype), present.to(a.dtype))
         else:
             loss = self._two_cross_entropies(a @ b.T / temperature, present)
         # Fewer than two usable items leave no negatives: a zero that still belongs to the graph.
