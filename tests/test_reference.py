@@ -20,7 +20,8 @@ from tests.test_item_encoders import DIM, NUM_ITEMS, config, make_features
 
 
 def assert_same(fast, reference, rtol=1e-10, atol=1e-12, what=""):
-    torch.testing.assert_close(fast, reference, rtol=rtol, atol=atol, msg=(lambda text: f"{what}: {text}") if what else None)
+    message = (lambda text: f"{what}: {text}") if what else None
+    torch.testing.assert_close(fast, reference, rtol=rtol, atol=atol, msg=message)
 
 
 def gradients(output: torch.Tensor, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -157,7 +158,8 @@ def trainable(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     return sorted(((name, p) for name, p in module.named_parameters() if p.requires_grad), key=lambda pair: pair[0])
 
 
-@pytest.mark.parametrize("options", ENCODER_OPTIONS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("options", ENCODER_OPTIONS,
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_item_encoder_equals_the_reference(options):
     fast, reference = build_pair(options)
     assert sorted(name for name, _ in trainable(fast)) == sorted(name for name, _ in trainable(reference))

@@ -1,5 +1,8 @@
 """Contrastive alignment of two views of the same items (DMESR's fix for misaligned MLLM views).
 
+The plain form of this loss, to read it, is :func:`dmesr.models.reference.info_nce`; this one computes the
+same values faster (``tests/test_reference.py`` checks it).
+
 The MLLM describes an item once from its image and once from its text; encoded separately, the
 two descriptions land in different regions of the embedding space. A symmetric InfoNCE loss
 (CLIP-style) pulls the two views of one item together and pushes them away from the other items
@@ -9,11 +12,11 @@ Items that lack either view are left out of the loss (not zero-filled: a zero ve
 meaningless positive). With fewer than two usable items there are no negatives, and the loss is
 a zero tensor that still belongs to the graph, so callers never branch on it.
 
-The batch of a DMESR step holds every unique item of its sequences (about 1,900 of ml-1m's 3,416
-at 128 windows of 50), and its ``N x N`` logits were the largest part of DMESR's extra step cost there. Both
-directions' cross-entropies are taken from one exponential of the logits (:class:`_SharedExpInfoNCE`):
-cosines are at most 1, so ``1 / tau`` bounds every logit and serves as the log-sum-exp shift of
-every row and column without a max pass, and the backward pass is written out. Where ``2 / tau``
+The batch of a DMESR step holds every unique item of its sequences, most of a catalogue of a few thousand
+items, so its ``N x N`` logits are a large part of DMESR's extra step cost (reports/dmesr-notes.md,
+"Overhead"). Both directions' cross-entropies are taken from one exponential of the logits
+(:class:`_SharedExpInfoNCE`): cosines are at most 1, so ``1 / tau`` bounds every logit and serves as the
+log-sum-exp shift of every row and column without a max pass, and the backward pass is written out. Where ``2 / tau``
 would let an exponential underflow (``tau < 0.025``, or half precision) the loss falls back to two
 ``F.cross_entropy``.
 """

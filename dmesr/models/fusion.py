@@ -1,5 +1,8 @@
 """Cross-attention fusion of coarse MLLM semantics with the item's fine-grained original text.
 
+The plain form of this block, to read it, is :class:`dmesr.models.reference.ReferenceCrossAttention`; this
+one computes the same values faster (``tests/test_reference.py`` checks it).
+
 DMESR's fix for over-reliance on MLLM output: the coarse MLLM description vector of an item (one
 per view) is the query, the token states of the item's original text (title, genres, brand...)
 are keys and values. The query picks the tokens it needs, and a transformer block (residual +
@@ -9,9 +12,8 @@ LayerNorm, feed-forward) turns the result into the fused vector ``z^v``, in one 
   every fused vector leaves through a LayerNorm;
 * ``norm="pre"`` (DMESR's default, ``ItemEncoderConfig.fusion_norm``): ``h = q + attn(LN(q))``,
   ``z = h + FF(LN(h))``; the query passes unnormalised (a residual stream), so the fused vector is
-  the MLLM vector plus what the text adds to it. On ml-100k it beat ``post`` on validation NDCG@10
-  in every paired seed of the three backbones (reports/dmesr-notes.md), where ``post`` had
-  trailed the ablation without fusion.
+  the MLLM vector plus what the text adds to it (why it is the default, with the validation figures:
+  "Fusion block" in reports/dmesr-notes.md).
 
 Several queries per item (one per view) share the keys and values, so the token projections are
 computed once for all views. Tokens can be given packed (real tokens only);
@@ -69,8 +71,8 @@ class _TokenProduct(torch.autograd.Function):
     (``x [N, C, L]`` -> ``[N, C, p]``), for frozen states ``base [N, L, p]`` = ``base_t [N, p, L]``^T.
 
     Each is computed as the tall ``[L, p]`` or ``[p, L]`` states times the few (``C = Q*H``) columns of
-    ``x``, then transposed: batched products of that shape ran about twice as fast on the CPU as
-    ``[C, p] x [p, L]``. The backward pass of one product is the other one, so it is as fast."""
+    ``x``, then transposed: batched products of that shape run faster on a CPU than ``[C, p] x [p, L]``
+    (reports/dmesr-notes.md, "Fast paths"). The backward pass of one product is the other one."""
 
     @staticmethod
     def multiply(x: torch.Tensor, base: torch.Tensor, base_t: torch.Tensor, over_tokens: bool) -> torch.Tensor:
@@ -171,8 +173,8 @@ class CrossAttentionFusion(nn.Module):
 
         Scores and weights are laid out token-last, so the softmax runs over contiguous rows and the
         products with the token states are plain batched matrix products. Dropout draws one number per
-        element in memory order; drawing the mask in the token-before-head order and transposing it
-        keeps every mask (and hence every training run) what it was in that order.
+        element in memory order; the mask is drawn in the token-before-head order and transposed, so a
+        seeded run draws the masks of that order, which its stored runs were trained with.
         """
         p = self.attention_dropout.p
         if not (self.training and 0 < p < 1):
@@ -195,8 +197,9 @@ class CrossAttentionFusion(nn.Module):
         """Scores ``[N, Q, H, L]`` and the weights -> attended map (output map applied), with keys and
         values of real tokens only, for the (normalised) queries ``normed [N, Q, d]``.
 
-        Over the padded ``[N, L, ...]`` form the head-width products cost 2-3x more on CPU (strided
-        broadcasts, zero-filled copies); only the small score and weight tensors are padded here.
+        The head-width products run over real tokens only (over the padded ``[N, L, ...]`` form they would
+        also work on padding, through strided broadcasts and zero-filled copies); only the small score and
+        weight tensors are padded here.
         """
         n, num_queries, dim = normed.shape
         heads, head_dim = self.num_heads, self.head_dim

@@ -18,6 +18,8 @@ Kinds (``ItemEncoderConfig.kind``):
   = keys/values) -> ``z^img``, ``z^txt`` -> integration with the ID embedding (``sum``,
   ``concat``, ``gate``, ``dual``), plus contrastive alignment of the two MLLM views as an
   auxiliary loss.
+  Its plain form, to read the method, is :class:`dmesr.models.reference.ReferenceDMESRItems`;
+  :class:`DMESRItems` computes the same tables and loss faster (``tests/test_reference.py``).
 
 Interpretations made here (the paper only has an abstract):
 

@@ -2,9 +2,10 @@
 
 * ``ce``: full softmax over all items (padding column 0 excluded). The strongest choice in
   "Turning Dross Into Gold Loss" (RecSys 2023). It is computed in tiles of logits that produce the
-  gradients during the forward pass, so the ``positions x items`` logits never exist at once:
-  on CPU this halves the time of the loss (which dominates a SASRec step) and on any device
-  it bounds memory, whatever the catalogue (time grows linearly with it).
+  gradients during the forward pass, so the ``positions x items`` logits never exist at once: less
+  memory traffic on a CPU, where the loss is a large part of a SASRec step, and bounded memory on any
+  device, whatever the catalogue (time grows linearly with it). Its plain form is
+  :func:`dmesr.models.reference.next_item_loss` (timings of both: reports/dmesr-notes.md, "Fast paths").
 * ``bce``: one positive against ``num_negatives`` uniform negatives per position, binary
   cross-entropy averaged over all those logits (the paper's sampled variant, which draws
   negatives per sequence rather than per batch).

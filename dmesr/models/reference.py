@@ -75,7 +75,8 @@ class ReferenceCrossAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
         nn.init.constant_(self.output_norm.weight, output_scale)  # the fused vectors' initial scale
 
-    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, queries: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> fused ``z [N, Q, d]`` and attention weights ``[N, H, Q, L]``."""
         n, num_queries, dim = queries.shape
         y = self.attention_norm(queries) if self.pre_norm else queries
