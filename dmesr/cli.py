@@ -35,7 +35,7 @@ import sys
 
 
 def _add_train_parser(subparsers) -> None:
-    from dmesr.config import BACKBONES, ITEM_KINDS, TRIVIAL_BASELINES, RunConfig
+    from dmesr.config import BACKBONES, ITEM_KINDS, LOSSES, TRIVIAL_BASELINES, RunConfig
 
     defaults = RunConfig()  # the help states the defaults the config gives
     train = subparsers.add_parser("train", help="train one model (resumes an interrupted run)")
@@ -45,6 +45,8 @@ def _add_train_parser(subparsers) -> None:
     train.add_argument("--model", help=f"backbone: {' | '.join(BACKBONES)}; baselines: {' | '.join(TRIVIAL_BASELINES)} "
                        f"(default: {defaults.model.name})")
     train.add_argument("--items", help=f"item encoder kind: {' | '.join(ITEM_KINDS)} (default: {defaults.items.kind})")
+    train.add_argument("--loss", choices=list(LOSSES), help="next-item loss: " + "; ".join(
+        f"{name}: {spec.about}" for name, spec in LOSSES.items()) + f" (default: {defaults.train.loss})")
     train.add_argument("--epochs", type=int, help=f"maximum epochs (default: {defaults.train.max_epochs}; training "
                        f"stops earlier after train.patience = {defaults.train.patience} epochs without a gain)")
     train.add_argument("--seed", type=int, help=f"random seed (default: {defaults.train.seed})")
@@ -57,7 +59,7 @@ def _add_train_parser(subparsers) -> None:
 
 
 def _train_overrides(args) -> list[str]:
-    flags = {"data.dataset": args.dataset, "model.name": args.model, "items.kind": args.items,
+    flags = {"data.dataset": args.dataset, "model.name": args.model, "items.kind": args.items, "train.loss": args.loss,
              "train.max_epochs": args.epochs, "train.seed": args.seed, "train.device": args.device,
              "output_dir": args.output_dir}
     return [f"{key}={value}" for key, value in flags.items() if value is not None] + list(args.set)

@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import yaml
 
@@ -45,7 +45,29 @@ ITEM_KINDS = {kind: ("dmesr.models.item_encoders", f"{kind}_items")
 INTEGRATIONS = ("sum", "concat", "gate", "dual")  # items.integration
 FUSIONS = ("cross_attention", "none")  # items.fusion
 FUSION_NORMS = ("post", "pre")  # items.fusion_norm (dmesr.models.fusion)
-LOSSES = ("ce", "bce", "sampled_softmax")  # train.loss (dmesr.models.losses)
+
+
+class LossSpec(NamedTuple):
+    """A next-item loss (L_rec): the function computing it, called by ``dmesr.models.losses.loss_terms`` as
+    ``function(hidden, table, targets)``, plus ``train.num_negatives`` when it samples negatives."""
+
+    module: str
+    function: str
+    samples_negatives: bool
+    about: str  # one line for the CLI help
+
+
+# train.loss: the next-item losses. To add one: its function and one line here; the config checks, the run
+# identity (train.num_negatives counts only for a loss that samples), `dmesr train --help` and the loss tests
+# read this registry.
+LOSSES = {
+    "ce": LossSpec("dmesr.models.losses", "full_cross_entropy", False, "full softmax over every item"),
+    "bce": LossSpec("dmesr.models.losses", "bce_sampled", True,
+                    "binary cross-entropy of the positive and train.num_negatives uniform negatives"),
+    "sampled_softmax": LossSpec("dmesr.models.losses", "sampled_softmax", True,
+                                "softmax over the positive and train.num_negatives uniform negatives"),
+}
+
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
 CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
 ACTIVATIONS = ("relu", "gelu")  # model.activation (dmesr.models.sasrec)
@@ -118,7 +140,7 @@ class ItemEncoderConfig:
 
 @dataclass
 class TrainConfig:
-    loss: str = "ce"  # ce (full softmax) | bce (sampled negatives) | sampled_softmax
+    loss: str = "ce"  # the next-item loss, a name in LOSSES: ce (full softmax) | bce | sampled_softmax
     num_negatives: int = 256  # for bce / sampled_softmax
     batch_size: int = 128
     # false: one window per user, the last max_len + 1 items of the train part (the common practice;
@@ -413,7 +435,8 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
                      "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic",
                      "train.window_stride"), _trained),
-    "train.num_negatives": lambda config: _trained(config) and config.train.loss != "ce",
+    "train.num_negatives": lambda config: _trained(config) and (config.train.loss not in LOSSES
+                                                                or LOSSES[config.train.loss].samples_negatives),
     **dict.fromkeys(("items.views", "items.use_original_text", "items.adapter_hidden", "items.freeze_adapters",
                      "items.dropout", "items.describer", "items.encoder", "items.control"), _semantic),
     **dict.fromkeys(("items.fusion", "items.integration", "items.align_weight", "items.temperature",

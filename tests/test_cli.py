@@ -113,3 +113,14 @@ def test_notebook_parameters_are_parsed_as_yaml_and_bad_ones_named(capsys):
                                                                              "DATASET": "ml-1m"}
     assert main(["notebooks", "run", "00", "-p", "THREADS"]) == 2
     assert "must look like NAME=VALUE, got 'THREADS'" in capsys.readouterr().err
+
+
+def test_train_loss_flag_takes_the_registered_losses():
+    from dmesr.cli import _train_overrides
+    from dmesr.config import LOSSES
+
+    for name in LOSSES:
+        assert "train.loss=" + name in _train_overrides(build_parser().parse_args(["train", "--loss", name]))
+    assert not any(o.startswith("train.loss") for o in _train_overrides(build_parser().parse_args(["train"])))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--loss", "hinge"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmesr.config import ModelConfig, TrainConfig
+from dmesr.config import LOSSES, ModelConfig, TrainConfig
 from dmesr.models import IDEmbedding, build_model, losses
 from dmesr.models.losses import bce_sampled, full_cross_entropy, loss_terms, sampled_softmax, sequence_loss
 
@@ -164,14 +164,43 @@ def test_sequence_loss_is_ce_over_target_positions_plus_auxiliary():
     assert torch.equal(model.items.seen, windows)  # every item of the batch (0 = padding), targets included
 
 
-@pytest.mark.parametrize("loss", ["bce", "sampled_softmax"])
-def test_sequence_loss_sampled_variants_give_finite_gradients(loss):
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_every_registered_loss_trains_through_sequence_loss(loss):
     model = small_model("gru4rec")
     windows = torch.randint(1, 13, (4, 6))
     value = sequence_loss(model, windows, TrainConfig(loss=loss, num_negatives=5))
     value.backward()
     assert torch.isfinite(value) and value > 0
     assert model.items.embedding.weight.grad.abs().sum() > 0
+    inputs, targets = model.training_inputs(windows)
+    hidden, table = model.hidden_and_table(inputs)
+    spec = LOSSES[loss]
+    negatives = (5,) if spec.samples_negatives else ()
+    torch.manual_seed(0)
+    expected = getattr(losses, spec.function)(hidden[targets > 0], table, targets[targets > 0], *negatives)
+    torch.manual_seed(0)  # the same negatives
+    torch.testing.assert_close(sequence_loss(model, windows, TrainConfig(loss=loss, num_negatives=5)), expected)
+
+
+def test_the_loss_registry_is_what_checks_help_identity_and_docs_read():
+    from pathlib import Path
+
+    from dmesr.cli import build_parser
+    from dmesr.config import IN_EFFECT, RunConfig, load_config
+
+    readme = Path(__file__).parents[1].joinpath("README.md").read_text()
+    loss_section = readme.split("### Which loss for which catalogue")[1].split("\n#")[0]
+    train_help = next(action.help for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions
+                      if action.dest == "loss")
+    for name, spec in LOSSES.items():
+        assert spec.module == "dmesr.models.losses" and callable(getattr(losses, spec.function))
+        assert f"`{name}`" in loss_section, f"README's loss section does not describe {name}"
+        assert f"{name}: {spec.about}" in train_help
+        config = load_config(overrides=[f"train.loss={name}"])
+        assert IN_EFFECT["train.num_negatives"](config) == spec.samples_negatives
+    with pytest.raises(ValueError, match="unknown train.loss 'hinge'; known: ce, bce, sampled_softmax"):
+        load_config(overrides=["train.loss=hinge"])
+    assert RunConfig().train.loss in LOSSES
 
 
 def test_sequence_loss_rejects_unknown_losses_and_empty_batches():

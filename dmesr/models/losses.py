@@ -1,5 +1,7 @@
 """Recommendation losses over hidden states and an item table, and the one training-step loss.
 
+``train.loss`` picks one by its name in the registry :data:`dmesr.config.LOSSES`:
+
 * ``ce``: full softmax over all items (padding column 0 excluded). The strongest choice in
   "Turning Dross Into Gold Loss" (RecSys 2023). It is computed in tiles of logits that produce the
   gradients during the forward pass, so the ``positions x items`` logits never exist at once: less
@@ -18,6 +20,8 @@ position's positive is masked out of that position's loss.
 """
 
 from __future__ import annotations
+
+from importlib import import_module
 
 import torch
 import torch.nn.functional as F
@@ -173,7 +177,8 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
     """The loss terms of one batch of training windows ``[B, L + 1]``: ``rec`` (L_rec, the next-item loss)
     and, when the item side has one, ``align`` (its auxiliary loss, unweighted: DMESR's L_align).
     ``trained [B]``: each window's targets counted from its end that enter the loss (``train.window_stride``)."""
-    if train_config.loss not in LOSSES:
+    spec = LOSSES.get(train_config.loss)
+    if spec is None:
         raise ValueError(f"unknown loss {train_config.loss!r}; known: {', '.join(LOSSES)}")
     inputs, targets = model.training_inputs(windows)
     if trained is not None:
@@ -195,13 +200,9 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
     hidden, targets = hidden[has_target], targets[has_target]
     if targets.numel() == 0:
         raise ValueError("training batch has no target item: every window is empty or a single item")
-    if train_config.loss == "ce":
-        loss = full_cross_entropy(hidden, table, targets)
-    elif train_config.loss == "bce":
-        loss = bce_sampled(hidden, table, targets, train_config.num_negatives)
-    else:
-        loss = sampled_softmax(hidden, table, targets, train_config.num_negatives)
-    return _with_auxiliary(model, windows, loss)
+    loss_function = getattr(import_module(spec.module), spec.function)  # the registry dmesr.config.LOSSES
+    negatives = (train_config.num_negatives,) if spec.samples_negatives else ()
+    return _with_auxiliary(model, windows, loss_function(hidden, table, targets, *negatives))
 
 
 def _with_auxiliary(model: SequentialRecommender, windows: torch.Tensor, loss: torch.Tensor) -> dict[str, torch.Tensor]:
