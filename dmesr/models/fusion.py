@@ -71,8 +71,8 @@ class _TokenProduct(torch.autograd.Function):
     (``x [N, C, L]`` -> ``[N, C, p]``), for frozen states ``base [N, L, p]`` = ``base_t [N, p, L]``^T.
 
     Each is computed as the tall ``[L, p]`` or ``[p, L]`` states times the few (``C = Q*H``) columns of
-    ``x``, then transposed: batched products of that shape run faster on a CPU than ``[C, p] x [p, L]``
-    (reports/dmesr-notes.md, "Fast paths"). The backward pass of one product is the other one."""
+    ``x``, then transposed: batched products of that shape run faster on a CPU than ``[C, p] x [p, L]``.
+    The backward pass of one product is the other one."""
 
     @staticmethod
     def multiply(x: torch.Tensor, base: torch.Tensor, base_t: torch.Tensor, over_tokens: bool) -> torch.Tensor:
