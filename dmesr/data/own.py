@@ -15,10 +15,11 @@ naming it. Everything made from a registered dataset (splits, descriptions, feat
 under its name plus its content identity (:func:`dmesr.data.identity.dataset_key`), so registering
 the name again with other files or other columns never reuses what was made from the old content.
 
-Formats: ``table`` (CSV, TSV, parquet, JSON lines; see :func:`dmesr.data.tables.load_table`),
-``amazon`` (Amazon Reviews 2018 / 2023 JSON lines, :func:`dmesr.data.amazon.load_amazon`) and
-``recbole`` (a folder of RecBole atomic files). A run saves its dataset's registration in its
-``data.json``, so ``dmesr evaluate`` / ``dmesr export`` can rebuild the split in another data home.
+Formats (the registry :data:`FORMATS`, which ``data add --format`` lists): ``table`` (CSV, TSV, parquet,
+JSON lines; see :func:`dmesr.data.tables.load_table`), ``amazon`` (Amazon Reviews 2018 / 2023 JSON lines,
+:func:`dmesr.data.amazon.load_amazon`) and ``recbole`` (a folder of RecBole atomic files). A run saves its
+dataset's registration in its ``data.json``, so ``dmesr evaluate`` / ``dmesr export`` can rebuild the split in
+another data home.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from dmesr.data.loaders import cached_sha256, load_recbole_atomic, recbole_atomic_files
 from dmesr.data.schema import RawDataset
 from dmesr.data.tables import load_table
 from dmesr.paths import dmesr_home, write_atomically
 
-FORMATS = ("table", "amazon", "recbole")
 # How files are read into ids and times (exact strings, exact times): part of the content identity, so a
 # dataset read under other rules never shares what was made from it.
 READ_RULES = 2
@@ -60,10 +62,7 @@ def registered_names(home: Path | str | None = None) -> list[str]:
 
 def entry_files(entry: dict) -> list[Path]:
     """The files a registered dataset is built from, in a fixed order."""
-    if entry["format"] == "recbole":
-        inter, item = recbole_atomic_files(entry["interactions"])
-        return [inter] + ([item] if item else [])
-    return [Path(entry["interactions"])] + ([Path(entry["items"])] if entry.get("items") else [])
+    return dataset_format(entry["format"]).files(entry)
 
 
 def record_files(entry: dict) -> None:
@@ -109,18 +108,63 @@ def verified_files(entry: dict) -> list[Path]:
 
 def load_entry(entry: dict) -> RawDataset:
     """Read a registered dataset with the columns it was registered with."""
-    name = entry["name"]
-    if entry["format"] == "recbole":
-        raw = load_recbole_atomic(entry["interactions"])
-        raw.name = name
-        return raw
-    if entry["format"] == "amazon":
-        from dmesr.data.amazon import load_amazon
+    return dataset_format(entry["format"]).load(entry)
 
-        return load_amazon(entry["interactions"], entry.get("items"), entry.get("image_folder"), name=name)
+
+def _load_table(entry: dict) -> RawDataset:
     return load_table(entry["interactions"], entry["user"], entry["item"], entry["time"], entry.get("items"),
-                      entry.get("text") or None, entry.get("image_folder"), name=name,
+                      entry.get("text") or None, entry.get("image_folder"), name=entry["name"],
                       image_column=entry.get("image"))
+
+
+def _load_amazon(entry: dict) -> RawDataset:
+    from dmesr.data.amazon import load_amazon
+
+    return load_amazon(entry["interactions"], entry.get("items"), entry.get("image_folder"), name=entry["name"])
+
+
+def _load_recbole(entry: dict) -> RawDataset:
+    raw = load_recbole_atomic(entry["interactions"])
+    raw.name = entry["name"]
+    return raw
+
+
+def _given_files(entry: dict) -> list[Path]:
+    """The interactions file, then the item table if one was given."""
+    return [Path(entry["interactions"])] + ([Path(entry["items"])] if entry.get("items") else [])
+
+
+def _recbole_files(entry: dict) -> list[Path]:
+    inter, item = recbole_atomic_files(entry["interactions"])
+    return [inter] + ([item] if item else [])
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A layout of files ``dmesr data add`` reads: ``load`` turns a registration into the raw log (a bad file is
+    one ``ValueError`` naming the file and the column), ``files`` lists the files it reads, in a fixed order."""
+
+    about: str  # one line for `dmesr data add --help`
+    load: Callable[[dict], RawDataset]
+    files: Callable[[dict], list[Path]] = _given_files
+    needs_columns: bool = False  # needs --user, --item and --time
+
+
+# The formats `dmesr data add --format` accepts. To add one: its loader and one line here (and, if it can be told
+# from its files, a rule in dmesr.data.registry._guess_format); the CLI and the format tests read this registry.
+FORMATS = {
+    "table": DatasetFormat("CSV, TSV, parquet or JSON-lines tables, columns named by --user, --item and --time",
+                           _load_table, needs_columns=True),
+    "amazon": DatasetFormat("Amazon Reviews 2018 / 2023 JSON lines, with the metadata file as --items", _load_amazon),
+    "recbole": DatasetFormat("a folder of RecBole atomic files (.inter, optionally .item)", _load_recbole,
+                             _recbole_files),
+}
+
+
+def dataset_format(name: str) -> DatasetFormat:
+    if name not in FORMATS:
+        raise ValueError(f"unknown dataset format {name!r}; known: {', '.join(FORMATS)}")
+    return FORMATS[name]
 
 
 def restore_registration(entry: dict, home: Path | str | None = None) -> None:

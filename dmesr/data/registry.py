@@ -31,8 +31,8 @@ from dmesr.data.loaders import (
     sha256_file,
 )
 from dmesr.data.own import (
-    FORMATS,
     NAME_PATTERN,
+    dataset_format,
     entry_files,
     load_entry,
     record_files,
@@ -224,10 +224,8 @@ def add_dataset(name: str, interactions: str | Path, items: str | Path | None = 
     if not interactions.exists():
         raise FileNotFoundError(f"interactions file not found: {interactions}")
     fmt = fmt or _guess_format(interactions, user)
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}; known: {', '.join(FORMATS)}")
-    if fmt == "table" and not (user and item and time):
-        raise ValueError(f"{interactions}: a table needs --user, --item and --time (the column names)")
+    if dataset_format(fmt).needs_columns and not (user and item and time):
+        raise ValueError(f"{interactions}: a {fmt} needs --user, --item and --time (the column names)")
     entry = {"name": name, "format": fmt, "interactions": str(interactions),
              "items": str(Path(items).expanduser().resolve()) if items else None,
              "user": user, "item": item, "time": list(time or []), "text": list(text or []), "image": image,
