@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from dmesr.models import alignment
 from dmesr.models.alignment import SHARED_EXP_MIN_TEMPERATURE, SymmetricInfoNCE, _SharedExpInfoNCE, batch_rows
+from dmesr.models.reference import info_nce  # the plain two cross-entropies
 
 
 def test_perfectly_aligned_one_hot_views_give_the_analytic_loss():
@@ -63,12 +64,6 @@ def test_learnable_temperature_gets_gradient_and_is_clamped():
     assert not any(p.requires_grad for p in fixed.parameters())
 
 
-def _two_cross_entropies(a: torch.Tensor, b: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
-    targets = torch.arange(len(a))
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
-
-
 @pytest.mark.parametrize("temperature", [0.01, 0.03, 0.07, 0.5])
 @pytest.mark.parametrize("tile_elements", [2**18, 150])  # one tile; tiles of 3 rows, the last one short
 def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared_exp_bound(
@@ -80,7 +75,7 @@ def test_loss_and_gradients_equal_two_cross_entropies_above_and_below_the_shared
     loss = loss_fn(a, b)
     got = torch.autograd.grad(loss, (a, b, loss_fn.log_temperature))
     log_temperature = torch.tensor(math.log(temperature), requires_grad=True)
-    reference = _two_cross_entropies(a, b, log_temperature.exp())
+    reference = info_nce(a, b, log_temperature.exp())
     expected = torch.autograd.grad(reference, (a, b, log_temperature))
     assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
     for mine, theirs in zip(got, expected):
@@ -92,7 +87,7 @@ def test_half_precision_views_take_the_cross_entropy_path_and_stay_finite():
     torch.manual_seed(0)
     a, b = torch.randn(40, 8), -torch.randn(40, 8)
     loss = SymmetricInfoNCE(0.03)(a.half(), b.half())  # the shared exponential would give -inf here
-    reference = _two_cross_entropies(a, b, torch.tensor(0.03))
+    reference = info_nce(a, b, torch.tensor(0.03))
     assert torch.isfinite(loss) and loss.item() == pytest.approx(reference.item(), rel=1e-2)
 
 

@@ -2,7 +2,8 @@
 
 ``encoder_parts`` reads them off a built :class:`~dmesr.models.item_encoders.DMESRItems` (nothing is
 typed in), so the diagram ``dmesr.viz.item_encoder_diagram`` draws from it stays in step with the code:
-each part's ``path`` is the attribute a reader finds it under (``encoder.get_submodule(path)``).
+each part's ``path`` is the attribute a reader finds it under (``encoder.get_submodule(path)``). The same parts
+written plainly, with their equations and shapes, are :mod:`dmesr.models.reference` (same attribute names).
 """
 
 from __future__ import annotations
