@@ -15,7 +15,17 @@ from dmesr.models import alignment, build_model, losses
 from dmesr.models.alignment import SHARED_EXP_MIN_TEMPERATURE, SymmetricInfoNCE, batch_rows
 from dmesr.models.fusion import CrossAttentionFusion, LinearTokens
 from dmesr.models.item_encoders import build_item_representation
-from dmesr.models.reference import ReferenceCrossAttention, ReferenceDMESRItems, frozen_inputs, info_nce, training_loss
+from dmesr.models.losses import full_cross_entropy
+from dmesr.models.reference import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    ReferenceCrossAttention,
+    ReferenceDMESRItems,
+    frozen_inputs,
+    info_nce,
+    next_item_loss,
+    training_loss,
+)
 from tests.test_item_encoders import DIM, NUM_ITEMS, config, make_features
 
 
@@ -185,6 +195,34 @@ def test_item_encoder_equals_the_reference(options):
         assert_same(auxiliary, expected_auxiliary)
     for (name, _), grad, expected in zip(trainable(fast), grads, expected_grads):
         assert_same(grad, expected, rtol=1e-9, atol=1e-11, what=name)
+    if fast.fuse:  # the weights the notebooks draw
+        every_item = torch.arange(1, NUM_ITEMS + 1)
+        assert_same(fast.attention_weights(every_item), reference.fused_views()[1])
+
+
+def test_the_reference_temperature_clamp_is_the_encoders():
+    assert (SymmetricInfoNCE().min_temperature, SymmetricInfoNCE().max_temperature) == (MIN_TEMPERATURE,
+                                                                                        MAX_TEMPERATURE)
+
+
+@pytest.mark.parametrize("tile_bytes", [2**22, 256])  # one tile; tiles of a few rows and items
+def test_next_item_loss_in_tiles_and_with_row_weights_equals_the_reference(tile_bytes, monkeypatch):
+    """The tiled cross-entropy, also in the fixed-shape form a compiled step uses (every position, those
+    without a target weighted 0), equals the plain softmax cross-entropy over the positions with a target."""
+    monkeypatch.setitem(losses.TILE_BYTES, "cpu", tile_bytes)
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(4, 7, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    table = torch.randn(NUM_ITEMS + 1, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(1, NUM_ITEMS + 1, (4, 7), generator=generator)
+    targets[0, :3] = 0  # positions without a target
+    has_target = targets > 0
+    expected = next_item_loss(hidden, table, targets)
+    expected_grads = torch.autograd.grad(expected, (hidden, table))
+    for loss in (full_cross_entropy(hidden[has_target], table, targets[has_target]),
+                 full_cross_entropy(hidden.flatten(0, 1), table, targets.flatten(), has_target.flatten().double())):
+        assert_same(loss, expected)
+        for grad, expected_grad in zip(torch.autograd.grad(loss, (hidden, table)), expected_grads):
+            assert_same(grad, expected_grad)
 
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))

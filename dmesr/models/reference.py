@@ -5,7 +5,10 @@ This is where to read the method. The modules that train (:mod:`~dmesr.models.fu
 the same values faster (attention folded around the frozen token states, both InfoNCE directions from one
 exponential, cross-entropy in tiles, cached adapter stages); ``tests/test_reference.py`` checks that they
 equal this file, forward values and gradients. This file has the same parameters under the same names, so
-``ReferenceDMESRItems(...).load_state_dict(fast_encoder.state_dict())`` gives the same model.
+``ReferenceDMESRItems(...).load_state_dict(fast_encoder.state_dict())`` gives the same model. Dropout acts at
+the same places in both, but the random masks differ (the fast forms draw the attention's in another order, and
+a training step aligns the very view vectors it adapted for the item table), so the two agree exactly with
+dropout off or in eval mode.
 
 Per item ``i`` (``N`` items, model width ``d``, frozen encoder width ``D``, ``L`` original-text tokens),
 the frozen inputs, computed offline by the sentence encoder (:mod:`dmesr.enrich`):
@@ -21,7 +24,8 @@ The trained item encoder (:class:`ReferenceDMESRItems`):
 1. adapters to the model width: ``q^v_i = A_v(e^v_i)``, ``K_i = A_tok(T_i) [L, d]``, ``u_i = A_txt(t_i)``
    with ``A(x) = W_2 Dropout(GELU(W_1 x + b_1)) + b_2`` (``A_tok`` is linear after the token PCA);
 2. cross-attention fusion per view (:class:`ReferenceCrossAttention`): ``z^v_i = Fuse(q^v_i, K_i, m_i)``,
-   the description vector as the query and the original-text tokens as keys and values;
+   the description vector as the query and the original-text tokens as keys and values (without fusion,
+   ``items.fusion=none`` or no original text, ``z^v_i = q^v_i``);
 3. integration with the ID embedding ``x_i`` (:meth:`ReferenceDMESRItems.tables`): parts
    ``[x_i, z^img_i, z^txt_i, u_i]`` (absent views zero; ``u_i`` only for items with no view when fusing),
    combined by ``sum``, ``concat`` (a linear map of the concatenation), ``gate`` (a softmax gate over the
