@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # JupyterLab's server re-records a saved notebook's git index entry (dmesr/jupyter_git.py), so git status
-# compares it through the filter instead of listing it for its new size
-JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.d/dmesr-git.json
+# compares it through the filter instead of listing it for its new size. The venv's own server config: the
+# server reads only extension switches from jupyter_server_config.d/, settings from this file
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
 
 $(JUPYTER_HOOK): $(STAMP)
 	mkdir -p $(dir $@)

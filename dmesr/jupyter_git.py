@@ -7,7 +7,7 @@ taken as a change (git's read-cache.c, ``ie_modified``). An entry whose recorded
 ``git update-index --cacheinfo`` leaves it, is compared by content instead, through the filter.
 
 So the server's post-save hook (``ContentsManager.post_save_hook``, which ``make install`` sets in the venv's
-``etc/jupyter/jupyter_server_config.d/``) re-records the saved file's index entry with the mode and blob it
+``etc/jupyter/jupyter_server_config.json``) re-records the saved file's index entry with the mode and blob it
 already has. Nothing is staged: the next ``git status`` runs the filter on that file once, lists it only if its
 cleaned content differs from the index (a real edit, left unstaged), and records its size when it does not.
 The outputs stay in the working copy; the save itself runs no filter.

@@ -297,17 +297,26 @@ def _makefile_filter(python: str) -> str:
     return _make(f"PY={python}", "--eval", "show-filter: ; $(info $(NBSTRIPOUT))", "show-filter").strip()
 
 
-def _makefile_contents_manager(venv, root):
-    """JupyterLab's contents manager (the server's default class) for ``root``, configured by the
-    jupyter_server_config.d file ``make install`` writes into ``venv`` (an installed venv: its stamp is there)."""
-    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
-    from traitlets.config import Config
+def _makefile_contents_manager(venv, root, monkeypatch):
+    """JupyterLab's contents manager for ``root``, as a server run from ``venv`` makes it: configured by the
+    file ``make install`` writes into the venv (an installed one: its stamp is there)."""
+    import sys
+
+    from jupyter_core.paths import ENV_CONFIG_PATH
+    from jupyter_server.serverapp import ServerApp
 
     (venv / ".dmesr-installed").parent.mkdir(parents=True)
     (venv / ".dmesr-installed").touch()
-    hook = venv / "etc/jupyter/jupyter_server_config.d/dmesr-git.json"
-    _make(f"VENV={venv}", str(hook))
-    return AsyncLargeFileManager(root_dir=str(root), config=Config(json.loads(hook.read_text())))
+    config = venv / "etc/jupyter/jupyter_server_config.json"
+    _make(f"VENV={venv}", str(config))
+    # a server run from a venv reads <venv>/etc/jupyter; this one is not the running venv, so name it
+    assert os.path.join(sys.prefix, "etc", "jupyter") in ENV_CONFIG_PATH
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(config.parent))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(venv / "no-user-config"))
+    server = ServerApp()
+    server.load_config_file()
+    assert str(config) in server.loaded_config_files
+    return server.contents_manager_class(config=server.config, root_dir=str(root))
 
 
 def _as_jupyterlab_saves(notebook: dict, count: int) -> dict:
@@ -327,7 +336,7 @@ def _as_jupyterlab_saves(notebook: dict, count: int) -> dict:
     return notebook
 
 
-def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path):
+def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path, monkeypatch):
     """Clone the committed notebooks, configure git and Jupyter as ``make install`` does, then save each through
     the server's contents manager as JupyterLab does after running it: ``git status`` lists nothing, the
     outputs stay in the working copy, and a real edit is listed as modified and left unstaged."""
@@ -347,7 +356,7 @@ def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path):
     subprocess.run(["git", "clone", "-q", str(repo_root()), str(clone)], check=True)
     git("config", "filter.nbstripout.clean", _makefile_filter(sys.executable))
     git("config", "filter.nbstripout.smudge", "cat")
-    server = _makefile_contents_manager(tmp_path / "venv", clone)
+    server = _makefile_contents_manager(tmp_path / "venv", clone, monkeypatch)
     assert server.post_save_hook is refresh_git_index
 
     def save(manager, name, edit=lambda notebook: notebook):
