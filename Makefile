@@ -28,7 +28,17 @@ $(STAMP): pyproject.toml
 	  git config diff.ipynb.textconv "$(NBSTRIPOUT) -t"; fi
 	touch $(STAMP)
 
-install: $(STAMP)
+# JupyterLab's server re-records a saved notebook's git index entry (dmesr/jupyter_git.py), so git status
+# compares it through the filter instead of listing it for its new size. The venv's own server config: the
+# server reads only extension switches from jupyter_server_config.d/, settings from this file
+JUPYTER_HOOK := $(VENV)/etc/jupyter/jupyter_server_config.json
+
+$(JUPYTER_HOOK): $(STAMP)
+	mkdir -p $(dir $@)
+	printf '{"ContentsManager": {"post_save_hook": "dmesr.jupyter_git.refresh_git_index"}}\n' > $@
+
+install: $(STAMP) $(JUPYTER_HOOK)
+demo test: $(JUPYTER_HOOK)
 
 # fetch + preprocess ml-100k, embed the shipped text-view descriptions, train SASRec and SASRec+DMESR
 # (one seed, the defaults of dmesr/config.py), and write the comparison to runs/demo/results.md.

@@ -284,50 +284,126 @@ def test_results_come_from_a_runs_folder_or_a_store_collection(tmp_path, monkeyp
         results_from("nowhere")
 
 
-def _makefile_filter(python: str) -> str:
-    """The nbstripout command ``make install`` configures as the git clean filter, with ``python`` as the venv's."""
+def _make(*args: str) -> str:
+    """``make -s args`` in the checkout: what it prints."""
     import subprocess
 
-    shown = subprocess.run(["make", "-s", f"PY={python}", "--eval", "show-filter: ; $(info $(NBSTRIPOUT))",
-                            "show-filter"], cwd=repo_root(), check=True, capture_output=True, text=True)
-    return shown.stdout.strip()
+    return subprocess.run(["make", "-s", *args], cwd=repo_root(), check=True, capture_output=True,
+                          text=True).stdout
 
 
-def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path):
-    """Clone the committed notebooks, configure the filter as ``make install`` does, then save each as
-    JupyterLab does after running it (outputs, execution counts, the kernel's language_info, trust and
-    collapse marks): git sees no change."""
+def _makefile_filter(python: str) -> str:
+    """The nbstripout command ``make install`` configures as the git clean filter, with ``python`` as the venv's."""
+    return _make(f"PY={python}", "--eval", "show-filter: ; $(info $(NBSTRIPOUT))", "show-filter").strip()
+
+
+def _makefile_contents_manager(venv, root, monkeypatch):
+    """JupyterLab's contents manager for ``root``, as a server run from ``venv`` makes it: configured by the
+    file ``make install`` writes into the venv (an installed one: its stamp is there)."""
+    import sys
+
+    from jupyter_core.paths import ENV_CONFIG_PATH
+    from jupyter_server.serverapp import ServerApp
+
+    (venv / ".dmesr-installed").parent.mkdir(parents=True)
+    (venv / ".dmesr-installed").touch()
+    config = venv / "etc/jupyter/jupyter_server_config.json"
+    _make(f"VENV={venv}", str(config))
+    # a server run from a venv reads <venv>/etc/jupyter; this one is not the running venv, so name it
+    assert os.path.join(sys.prefix, "etc", "jupyter") in ENV_CONFIG_PATH
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(config.parent))
+    monkeypatch.setenv("JUPYTER_CONFIG_DIR", str(venv / "no-user-config"))
+    server = ServerApp()
+    server.load_config_file()
+    assert str(config) in server.loaded_config_files
+    return server.contents_manager_class(config=server.config, root_dir=str(root))
+
+
+def _as_jupyterlab_saves(notebook: dict, count: int) -> dict:
+    """``notebook`` after a run in JupyterLab: outputs, execution counts, the kernel's metadata, trust and
+    collapse marks."""
+    notebook["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                          "name": "python3"}
+    notebook["metadata"]["language_info"] = {
+        "codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py", "mimetype": "text/x-python",
+        "name": "python", "nbconvert_exporter": "python", "pygments_lexer": "ipython3", "version": "3.11.2"}
+    for number, cell in enumerate(c for c in notebook["cells"] if c["cell_type"] == "code"):
+        cell["execution_count"] = number + count
+        cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["ran\n"]}]
+        cell["metadata"]["execution"] = {"iopub.status.busy": "2026-12-07T04:00:00.000Z"}
+        cell["metadata"]["trusted"] = True
+    notebook["cells"][0]["metadata"]["jp-MarkdownHeadingCollapsed"] = True
+    return notebook
+
+
+def test_a_jupyterlab_save_leaves_git_status_clean(tmp_path, monkeypatch):
+    """Clone the committed notebooks, configure git and Jupyter as ``make install`` does, then save each through
+    the server's contents manager as JupyterLab does after running it: ``git status`` lists nothing, the
+    outputs stay in the working copy, and a real edit is listed as modified and left unstaged."""
+    import asyncio
     import subprocess
     import sys
 
-    def git(*args, cwd=tmp_path / "clone"):
-        return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+    from jupyter_server.services.contents.filemanager import AsyncFileContentsManager
 
-    git("clone", "-q", str(repo_root()), str(tmp_path / "clone"), cwd=tmp_path)
-    clean = _makefile_filter(sys.executable)
-    git("config", "filter.nbstripout.clean", clean)
+    from dmesr.jupyter_git import refresh_git_index
+
+    clone = tmp_path / "clone"
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=clone, check=True, capture_output=True, text=True).stdout
+
+    subprocess.run(["git", "clone", "-q", str(repo_root()), str(clone)], check=True)
+    git("config", "filter.nbstripout.clean", _makefile_filter(sys.executable))
     git("config", "filter.nbstripout.smudge", "cat")
-    saved = sorted((tmp_path / "clone" / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert [path.stem for path in saved] == EXPECTED
-    for path in saved:
-        notebook = json.loads(path.read_text())
-        notebook["metadata"]["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                              "name": "python3"}
-        notebook["metadata"]["language_info"] = {
-            "codemirror_mode": {"name": "ipython", "version": 3}, "file_extension": ".py", "mimetype": "text/x-python",
-            "name": "python", "nbconvert_exporter": "python", "pygments_lexer": "ipython3", "version": "3.11.2"}
-        for count, cell in enumerate(c for c in notebook["cells"] if c["cell_type"] == "code"):
-            cell["execution_count"] = count + 1
-            cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": ["ran\n"]}]
-            cell["metadata"]["execution"] = {"iopub.status.busy": "2026-12-07T04:00:00.000Z"}
-            cell["metadata"]["trusted"] = True
-        notebook["cells"][0]["metadata"]["jp-MarkdownHeadingCollapsed"] = True
-        path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")  # as JupyterLab writes
-    # git status trusts a changed file size without running the filter, so it lists the saved files until
-    # they are added; the filtered content is what counts: no diff, and nothing to commit once added
-    assert git("diff", "--stat") == ""
-    git("add", "--all")
+    server = _makefile_contents_manager(tmp_path / "venv", clone, monkeypatch)
+    assert server.post_save_hook is refresh_git_index
+
+    def save(manager, name, edit=lambda notebook: notebook):
+        path = f"notebooks/{name}.ipynb"
+        notebook = edit(_as_jupyterlab_saves(json.loads((clone / path).read_text()), count=1))
+        asyncio.run(manager.save({"type": "notebook", "format": "json", "content": notebook}, path))
+        return path
+
+    # without the hook git lists a saved notebook for its new size, though the filter maps it to the index's blob
+    listed = save(AsyncFileContentsManager(root_dir=str(clone)), EXPECTED[1])
+    assert git("status", "--porcelain") == f" M {listed}\n" and git("diff", "--stat") == ""
+    for name in EXPECTED:
+        save(server, name)
     assert git("status", "--porcelain") == ""
+    assert all(json.loads((clone / f"notebooks/{name}.ipynb").read_text())["metadata"]["language_info"]
+               for name in EXPECTED)  # the working copies keep what the kernel wrote
+
+    def edit_first_code_cell(notebook):
+        next(c for c in notebook["cells"] if c["cell_type"] == "code")["source"] += "\nprint('edited')"
+        return notebook
+
+    edited = save(server, EXPECTED[0], edit_first_code_cell)
+    assert git("status", "--porcelain") == f" M {edited}\n"  # modified in the working tree, nothing staged
+    assert git("diff", "--cached", "--name-only") == "" and "print('edited')" in git("diff")
+
+
+def test_the_save_hook_leaves_entries_it_must_not_rewrite(tmp_path):
+    """Untracked, intent-to-add and assume-unchanged files, and files outside a checkout: the hook does nothing."""
+    import subprocess
+
+    from dmesr.jupyter_git import refresh_git_index
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    (tmp_path / "outside.ipynb").write_text("{}")
+    assert not refresh_git_index(os_path=str(tmp_path / "outside.ipynb"))
+    git("init", "-q")
+    for name in ("untracked", "intent", "assumed", "tracked"):
+        (tmp_path / f"{name}.ipynb").write_text("{}")
+    git("add", "assumed.ipynb", "tracked.ipynb")
+    git("add", "--intent-to-add", "intent.ipynb")
+    git("update-index", "--assume-unchanged", "assumed.ipynb")
+    before = git("ls-files", "--stage", "-v")
+    assert [refresh_git_index(os_path=str(tmp_path / f"{name}.ipynb"))
+            for name in ("untracked", "intent", "assumed", "tracked")] == [False, False, False, True]
+    assert git("ls-files", "--stage", "-v") == before  # the same entries, flags and blobs
 
 
 def test_notes_say_what_the_numbers_say():

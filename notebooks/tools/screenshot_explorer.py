@@ -4,7 +4,9 @@ For ``06_explorer`` it also uses the widgets as a reader would: it types another
 user box and looks an item up by its title in the item box, then takes one screenshot of each.
 For any other notebook it takes one screenshot at its first figure and one at "What to notice", or,
 with ``--at HEADING`` (repeatable), one at each section whose heading contains HEADING. With
-``--no-run`` it shows the notebook's stored outputs (an executed copy in ``reports/executed/``)::
+``--no-run`` it shows the notebook's stored outputs (an executed copy in ``reports/executed/``); with
+``--save`` it saves the notebook at the end, as a reader would (``git status`` stays clean: the git
+filter and the server's save hook that ``make install`` sets up)::
 
     python notebooks/tools/screenshot_explorer.py --notebook notebooks/00_quickstart.ipynb \
         --at "How the DMESR item encoder works"
@@ -67,6 +69,13 @@ def run_all_cells(driver, timeout: float) -> None:
     time.sleep(3)
     for button in driver.find_elements(By.XPATH, "//button[normalize-space()='No']"):
         button.click()  # JupyterLab's "get notified about news?" toast
+
+
+def save_notebook(driver) -> None:
+    """Save the notebook as a reader does (File > Save) and wait until the server has written it."""
+    driver.execute_script("window.jupyterapp.commands.execute('docmanager:save')")
+    wait_until(driver, "const panel = window.jupyterapp.shell.currentWidget; "
+                       "return !!(panel && panel.context && !panel.context.model.dirty)", 120, "the save")
 
 
 def shoot(driver, anchor, path: Path, where: str = "start") -> None:
@@ -134,6 +143,7 @@ def main() -> None:
     parser.add_argument("--at", action="append", default=[], metavar="HEADING",
                         help="a screenshot at the section whose heading contains HEADING (repeatable)")
     parser.add_argument("--no-run", action="store_true", help="show the stored outputs; run no cell")
+    parser.add_argument("--save", action="store_true", help="save the notebook once its cells have run")
     args = parser.parse_args()
     if not args.token:
         parser.error("no token: pass --token or set JUPYTER_TOKEN (the server must have one)")
@@ -153,6 +163,8 @@ def main() -> None:
             explorer_views(driver, args.out, stem, args.user, args.item)
         else:
             figure_views(driver, args.out, stem)
+        if args.save:
+            save_notebook(driver)
     finally:
         driver.quit()
 
