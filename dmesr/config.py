@@ -88,8 +88,8 @@ class ItemEncoderConfig:
     views: tuple[str, ...] = ("image", "text")  # MLLM views to use (missing ones are skipped)
     use_original_text: bool = True
     fusion: str = "cross_attention"  # cross_attention | none
-    # pre | post: where the fusion block's LayerNorms sit (dmesr.models.fusion). "pre": better on
-    # validation NDCG@10 of ml-100k in every paired seed of the three backbones (CHANGELOG.md)
+    # pre | post: where the fusion block's LayerNorms sit (dmesr.models.fusion); the evidence for "pre":
+    # reports/dmesr-notes.md, "Fusion block: pre-norm"
     fusion_norm: str = "pre"
     integration: str = "sum"  # sum | concat | gate | dual
     align_weight: float = 0.1  # lambda in L = L_rec + lambda * L_align
