@@ -64,7 +64,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "sasrec"  # sasrec | bert4rec | gru4rec, or the baselines pop | repeat-pop (nothing to train)
+    name: str = "sasrec"  # a backbone of BACKBONES, or a baseline of TRIVIAL_BASELINES (nothing to train)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
