@@ -26,8 +26,9 @@ def epoch_costs(runs: pd.DataFrame) -> None:
     cells = runs.groupby(["dataset", "hardware", "method", "model"])["seconds_train_epoch_median"].median()
     cells = cells.unstack("model").dropna()
     ratio = cells.max(axis=1) / cells.min(axis=1)
-    print(f"cells with every backbone: {len(ratio)}; slowest / fastest backbone per epoch: median {ratio.median():.2f}, "
-          f"within 1.5x in {(ratio <= 1.5).mean():.0%} of cells, largest {ratio.max():.2f} ({', '.join(ratio.idxmax())})")
+    print(f"cells with every backbone: {len(ratio)}; slowest / fastest backbone per epoch: median "
+          f"{ratio.median():.2f}, within 1.5x in {(ratio <= 1.5).mean():.0%} of cells, largest {ratio.max():.2f} "
+          f"({', '.join(ratio.idxmax())})")
     seconds = runs.groupby(["dataset", "hardware"])["seconds_train_epoch_median"]
     print(seconds.describe(percentiles=[0.1, 0.5, 0.9])[["count", "10%", "50%", "90%"]].round(2).to_string())
 
@@ -37,7 +38,8 @@ def per_user_compression(collection: str, store: str) -> None:
     ratios = []
     for _, run in users.groupby("run"):
         run = run.sort_values("user_index")
-        vectors = {name: run[name].to_numpy() for name in run.columns if name not in ("collection", "run", "user_index")}
+        vectors = {name: run[name].to_numpy() for name in run.columns
+                   if name not in ("collection", "run", "user_index")}
         plain, packed = io.BytesIO(), io.BytesIO()
         np.savez(plain, **vectors)
         np.savez_compressed(packed, **vectors)
