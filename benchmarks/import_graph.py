@@ -23,6 +23,24 @@ def module_files(root: Path, package: str = "dmesr") -> dict[str, Path]:
     return modules
 
 
+def imported_names(path: Path) -> list[tuple[str, list[str]]]:
+    """``(module, names)`` of every absolute import in a file (``import a.b``: ``("a.b", [])``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def missing_modules(modules: dict[str, Path], package: str = "dmesr") -> list[str]:
+    """``file: module`` for each import of a module of ``package`` that does not exist (a module renamed or
+    removed while something still imports it)."""
+    return [f"{path}: {module}" for path in modules.values() for module, _ in imported_names(path)
+            if module.split(".")[0] == package and module not in modules]
+
+
 def import_edges(modules: dict[str, Path], package: str = "dmesr") -> set[tuple[str, str]]:
     """``(importer, imported)`` module pairs; a package's ``__init__`` handing on its own modules is left out."""
     def owner(name: str) -> str:
@@ -32,14 +50,8 @@ def import_edges(modules: dict[str, Path], package: str = "dmesr") -> set[tuple[
 
     edges = set()
     for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{alias.name}" for alias in node.names]
-            else:
-                continue
-            for target in targets:
+        for module, names in imported_names(path):
+            for target in [f"{module}.{alias}" for alias in names] or [module]:
                 imported = owner(target) if target.split(".")[0] == package else ""
                 if imported and imported not in (name, package) and not (
                         path.name == "__init__.py" and imported.startswith(f"{name}.")):
@@ -106,6 +118,8 @@ def main() -> None:
           f"largest module {largest} ({lines[largest]} lines)")
     for group in found:
         print("circle: " + " <-> ".join(group))
+    for line in missing_modules(modules):
+        print(f"imports a module that does not exist: {line}")
     packages = sorted({package_of(name) for name in modules})
     for package in packages:
         size = sum(count for name, count in lines.items() if package_of(name) == package)

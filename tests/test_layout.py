@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.import_graph import circles, import_edges, module_files, package_of
+from benchmarks.import_graph import circles, import_edges, missing_modules, module_files, package_of
 
 MODULES = module_files(Path(__file__).resolve().parents[1])
 EDGES = import_edges(MODULES)
@@ -16,6 +16,15 @@ def test_the_import_graph_is_read_from_every_module():
     assert {"dmesr.cli", "dmesr.experiments.run_store", "dmesr.analysis.results_report"} <= set(MODULES)
     assert ("dmesr.analysis.results_report", "dmesr.experiments.run_store") in EDGES
     assert ("dmesr.data.registry", "dmesr.data.image_checks") in EDGES
+
+
+def test_every_imported_module_exists(tmp_path):
+    assert missing_modules(MODULES) == []
+    (tmp_path / "dmesr").mkdir()
+    (tmp_path / "dmesr" / "__init__.py").write_text("")
+    (tmp_path / "dmesr" / "a.py").write_text("from dmesr.b import x\nimport dmesr.c\nfrom dmesr import a\n")
+    assert missing_modules(module_files(tmp_path)) == [f"{tmp_path / 'dmesr' / 'a.py'}: dmesr.b",
+                                                       f"{tmp_path / 'dmesr' / 'a.py'}: dmesr.c"]
 
 
 def test_no_import_circle():
