@@ -238,7 +238,7 @@ def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: s
                 marks: dict | None = None, title: str = "", note: str = ERROR_BAR_NOTE) -> Figure:
     """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars, grouped by ``group``, one colour per ``hue``.
 
-    ``summary`` is a :func:`dmesr.experiments.run_store.summarize` table (or any with those columns);
+    ``summary`` is a :func:`dmesr.analysis.summarize` table (or any with those columns);
     ``marks`` maps ``(group value, hue value)`` to a text drawn above the bar (significance marks).
     A missing std (a single seed) draws no error bar. ``note`` is printed under the chart (what the bars,
     error bars and marks mean). At most ``MAX_SERIES`` hues: more colours cannot be told apart.
