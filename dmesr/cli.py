@@ -406,7 +406,7 @@ def _dispatch(args) -> int:
             add_to_store(args.runs_root, args.store, args.collection)
             return 0
         if args.action == "migrate":
-            from dmesr.experiments.store import audit_configs, migrate_store, read_table
+            from dmesr.experiments.run_store import audit_configs, migrate_store, read_table
 
             changed = migrate_store(args.store)
             audit = audit_configs(read_table("runs", args.store))
@@ -416,20 +416,20 @@ def _dispatch(args) -> int:
         if args.action == "attention":
             import torch
 
-            from dmesr.experiments.attention import attention_command
+            from dmesr.analysis.attention_sharpness import attention_command
 
             torch.set_num_threads(args.threads)
             attention_command(args.runs_roots, args.method, args.out, "dmesr " + shlex.join(args.argv))
             return 0
         if args.action == "semantics":
-            from dmesr.experiments.semantics import semantics_report
+            from dmesr.analysis.semantics_report import semantics_report
 
             path = semantics_report(args.reference, args.controls, args.quality, args.out,
                                     "dmesr " + shlex.join(args.argv), args.store)
             print(f"wrote {path}")
             return 0
         if args.action == "quality":
-            from dmesr.experiments.quality import quality_command
+            from dmesr.analysis.description_quality import quality_command
 
             quality_command(args.dataset, args.descriptions, args.out, "dmesr " + shlex.join(args.argv), args.seed)
             return 0
@@ -450,7 +450,7 @@ def _dispatch(args) -> int:
         print(f"wrote {summary['markdown']}")
         return 1 if summary["errors"] else 0
     if args.command == "report":
-        from dmesr.experiments import report
+        from dmesr.analysis import report
 
         report(args.sources, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes, bench=args.bench,
                store=args.store, beside=args.beside)

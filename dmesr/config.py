@@ -86,7 +86,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "sasrec"  # sasrec | bert4rec | gru4rec, or the baselines pop | repeat-pop (nothing to train)
+    name: str = "sasrec"  # a backbone of BACKBONES, or a baseline of TRIVIAL_BASELINES (nothing to train)
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 2
@@ -110,8 +110,8 @@ class ItemEncoderConfig:
     views: tuple[str, ...] = ("image", "text")  # MLLM views to use (missing ones are skipped)
     use_original_text: bool = True
     fusion: str = "cross_attention"  # cross_attention | none
-    # pre | post: where the fusion block's LayerNorms sit (dmesr.models.fusion). "pre": better on
-    # validation NDCG@10 of ml-100k in every paired seed of the three backbones (CHANGELOG.md)
+    # pre | post: where the fusion block's LayerNorms sit (dmesr.models.fusion); the evidence for "pre":
+    # reports/dmesr-notes.md, "Fusion block: pre-norm"
     fusion_norm: str = "pre"
     integration: str = "sum"  # sum | concat | gate | dual
     align_weight: float = 0.1  # lambda in L = L_rec + lambda * L_align

@@ -102,7 +102,7 @@ def results_from(source: str | Path):
     """The finished runs of ``source``: a folder of run directories (relative to ``repo_root()``) if one
     is there, else a collection of the committed run store (``reports/store``). A missing folder that is
     no collection either is a ``FileNotFoundError`` naming both places looked at."""
-    from dmesr.experiments.store import DEFAULT_STORE, runs_from
+    from dmesr.experiments.run_store import DEFAULT_STORE, runs_from
 
     folder = repo_root() / Path(source).expanduser()
     try:

@@ -53,7 +53,7 @@ def datasets(head_share: dict[str, float], medians: dict[str, float], longest: d
 
 def enrichment(first: dict, again: dict, median_words: float, dataset: str, quality: list[dict]) -> list[str]:
     """02: what the describe calls did, what the cache saved, and how the shipped descriptions score
-    (``quality``: ``dmesr.experiments.semantics.read_quality`` rows of ``dataset``)."""
+    (``quality``: ``dmesr.analysis.semantics_report.read_quality`` rows of ``dataset``)."""
     skipped = sum(first["skipped"].values())
     notes = [f"{first['done']} descriptions written in {first['seconds']:.1f} s; the second call wrote "
              f"{again['done']} and found {again['cached']} in the cache, in {again['seconds']:.2f} s.",

@@ -238,7 +238,7 @@ def metric_bars(summary: pd.DataFrame, metric: str, group: str = "model", hue: s
                 marks: dict | None = None, title: str = "", note: str = ERROR_BAR_NOTE) -> Figure:
     """Bars of ``<metric>_mean`` with ``<metric>_std`` error bars, grouped by ``group``, one colour per ``hue``.
 
-    ``summary`` is a :func:`dmesr.experiments.store.summarize` table (or any with those columns);
+    ``summary`` is a :func:`dmesr.analysis.summarize` table (or any with those columns);
     ``marks`` maps ``(group value, hue value)`` to a text drawn above the bar (significance marks).
     A missing std (a single seed) draws no error bar. ``note`` is printed under the chart (what the bars,
     error bars and marks mean). At most ``MAX_SERIES`` hues: more colours cannot be told apart.
@@ -364,10 +364,8 @@ def gain_against_quality(points: pd.DataFrame, title: str = "") -> Figure:
 
 def controls_chart(rows: list[dict], title: str = "") -> Figure:
     """Gain over the backbone (%) of DMESR and of each control, one panel per dataset: a bar per method (the
-    mean over backbones), a dot per backbone (``rows``: ``dmesr.experiments.semantics.comparison_rows``)."""
-    from dmesr.experiments.semantics import holds
-
-    gains = pd.DataFrame([{"dataset": row["dataset"], "model": row["model"], "holds": holds(row),
+    mean over backbones), a dot per backbone (``rows``: ``dmesr.analysis.semantics_report.comparison_rows``)."""
+    gains = pd.DataFrame([{"dataset": row["dataset"], "model": row["model"], "holds": row["holds"],
                            "gain": row["vs_backbone"]["rel_pct"]} for row in rows if row["vs_backbone"]])
     if gains.empty:
         raise ValueError("no method has a gain over its backbone to draw")

@@ -144,7 +144,7 @@ PINNED = {("main", "ml-100k/sasrec/id-07f97036-seed1"): "5efde0c1",
 
 
 def test_pinned_identities_of_stored_runs():
-    from dmesr.experiments.store import read_table
+    from dmesr.experiments.run_store import read_table
 
     runs = read_table("runs", Path(__file__).parents[1] / "reports/store").set_index(["collection", "run"])
     for key, identity in PINNED.items():

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from dmesr.enrich.encoders import TextEncoder
+from dmesr.enrich.feature_files import load_features, save_features
 from dmesr.enrich.pipeline import embed_items
-from dmesr.enrich.store import load_features, save_features
 
 TEXTS = ["Title: Toy Story. Year: 1995. Genres: Animation, Children's, Comedy.",
          "Title: Heat. Year: 1995. Genres: Action, Crime, Thriller.",

@@ -11,18 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dmesr.config import load_config, save_config
-from dmesr.evaluation import paired_test
-from dmesr.experiments.export import export_split
-from dmesr.experiments.report import (
+from dmesr.analysis.results_report import (
     REPORT_METRICS,
     proposed_summary,
     training_time_sentence,
     write_brief_report,
     write_results_report,
 )
+from dmesr.config import load_config, save_config
+from dmesr.evaluation import paired_test
+from dmesr.experiments.export import export_split
 from dmesr.experiments.roles import Roles
-from dmesr.experiments.store import collect_runs, mean_std
+from dmesr.experiments.run_store import collect_runs
+from dmesr.markdown import mean_std
 from tests.conftest import make_tiny_split
 
 NUM_USERS = 60
@@ -335,7 +336,7 @@ def test_export_refuses_foreign_files_and_drops_stale_negatives(tmp_path):
 
 
 def test_notebook_tables_mark_the_same_tests_as_the_report(store):
-    from dmesr.experiments.comparisons import breakdown_table, results_table
+    from dmesr.analysis.comparisons import breakdown_table, results_table
 
     table = results_table(store, "NDCG@10").set_index(["model", "method"])
     seed_p, user_p = expected_tests(store, "dmesr", "NDCG@10")

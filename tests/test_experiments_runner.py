@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dmesr.analysis.results_report import report
 from dmesr.config import load_config, save_config
 from dmesr.experiments import runner, status
 from dmesr.experiments.grid import expand_grid
 from dmesr.experiments.reevaluate import evaluate_missing, evaluate_runs
-from dmesr.experiments.report import report
+from dmesr.experiments.run_store import add_to_store, collect_runs, load_epochs, load_runs
 from dmesr.experiments.runner import (
     cell_status,
     estimate_seconds,
@@ -28,7 +29,6 @@ from dmesr.experiments.runner import (
     select_cells,
     with_thread_share,
 )
-from dmesr.experiments.store import add_to_store, collect_runs, load_epochs, load_runs
 from tests.conftest import make_tiny_split
 
 TINY = {"data.max_len": 8, "model.hidden_size": 16, "model.num_layers": 1, "model.num_heads": 1,

@@ -227,7 +227,7 @@ def test_executed_copies_name_no_folder_of_the_machine(tmp_path, monkeypatch):
 
 
 def test_methods_with_several_configs_are_labelled_by_the_settings_that_differ():
-    from dmesr.experiments.comparisons import _labels
+    from dmesr.analysis.comparisons import _labels
 
     def run(config, integration, seed):
         return {"dataset": "d", "model": "sasrec", "method": "dmesr" if config != "b0" else "backbone",
@@ -273,7 +273,7 @@ def test_a_notebook_runs_from_the_repository_root_with_papermill_as_the_readme_s
 def test_results_come_from_a_runs_folder_or_a_store_collection(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from dmesr.experiments.store import load_runs
+    from dmesr.experiments.run_store import load_runs
     from dmesr.notebooks import results_from
 
     monkeypatch.setenv("DMESR_ROOT", str(Path(__file__).resolve().parents[1]))

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from dmesr.experiments.quality import contradictions, genre_probe, score_source
+from dmesr.analysis.description_quality import contradictions, genre_probe, score_source
 
 ITEMS = pd.DataFrame({"item": ["1", "2", "3", "4"], "year": ["1995", "1995", "1977", None],
                       "genres": ["Comedy|Drama", "Film-Noir", "Sci-Fi|War", "Children's"],
@@ -11,7 +11,7 @@ ITEMS = pd.DataFrame({"item": ["1", "2", "3", "4"], "year": ["1995", "1995", "19
 
 
 def _rates(texts: dict) -> dict:
-    from dmesr.experiments.quality import item_genres
+    from dmesr.analysis.description_quality import item_genres
 
     genres = item_genres(ITEMS)
     years = pd.Series(ITEMS["year"].to_numpy(), index=genres.index)

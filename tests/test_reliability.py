@@ -21,8 +21,8 @@ from dmesr.data.tables import load_table
 from dmesr.enrich import pipeline
 from dmesr.enrich.cache import CacheWriter, DescriptionCache, read_jsonl_records
 from dmesr.enrich.describers import Describer
+from dmesr.enrich.feature_files import save_features
 from dmesr.enrich.features import SemanticFeatures
-from dmesr.enrich.store import save_features
 from dmesr.experiments import runner
 from dmesr.experiments.grid import expand_grid
 from dmesr.lock import InProgressError, exclusive, is_locked

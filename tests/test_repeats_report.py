@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 
+from dmesr.analysis.results_report import write_results_report
 from dmesr.evaluation import paired_test
-from dmesr.experiments.report import write_results_report
-from dmesr.experiments.store import collect_runs, mean_std
+from dmesr.experiments.run_store import collect_runs
+from dmesr.markdown import mean_std
 from tests.test_experiments_report import NUM_USERS, per_user_metrics, section, write_run
 
 REPEAT_USERS = np.arange(NUM_USERS) < 40  # the first 40 test users' targets are repeats

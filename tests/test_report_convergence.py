@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dmesr.experiments.report import not_converged_sentence, runs_table, still_rising
+from dmesr.analysis.results_report import not_converged_sentence, runs_table, still_rising
 
 
 def _runs(stops):

@@ -6,7 +6,7 @@ import pandas as pd
 import yaml
 
 from dmesr.config import CONFIG_VERSION, config_hash, load_config
-from dmesr.experiments.store import audit_configs, migrate_store, read_table
+from dmesr.experiments.run_store import audit_configs, migrate_store, read_table
 
 STORE = Path(__file__).parents[1] / "reports/store"
 
@@ -53,7 +53,7 @@ def test_reproduce_trains_a_stored_run_again_from_the_store_alone(tmp_path: Path
     import shutil
 
     from dmesr.cli import main
-    from dmesr.experiments.store import add_to_store
+    from dmesr.experiments.run_store import add_to_store
     from dmesr.training.run import train_run
 
     run_dir = train_run(load_config(overrides=["model.name=pop", f"output_dir={tmp_path / 'runs'}"]),

@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from dmesr.experiments.semantics import comparison_rows, gain_points, verdict
-from dmesr.experiments.store import PER_USER_PREFIX
+from dmesr.analysis.semantics_report import comparison_rows, gain_points, verdict
+from dmesr.experiments.run_store import PER_USER_PREFIX
 from dmesr.viz import gain_against_quality
 
 USERS = 400

@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 import yaml
 
-from dmesr.config import load_config
+from dmesr.config import BACKBONES, load_config
 from dmesr.data.batches import evaluation_inputs
 from dmesr.training.run import build_run_model, run_directory, train_run
 from dmesr.training.runtime import load_checkpoint, seed_everything, select_device
@@ -30,7 +30,7 @@ def tiny_config(tmp_path: Path, **overrides):
     return load_config(overrides=[f"{k}={v}" for k, v in pairs.items()])
 
 
-@pytest.mark.parametrize("model", ["sasrec", "bert4rec", "gru4rec"])
+@pytest.mark.parametrize("model", sorted(BACKBONES))
 def test_train_run_learns_and_writes_everything(tmp_path, tiny_split, model):
     config = tiny_config(tmp_path, **{"model.name": model, "train.max_epochs": 15})
     run_dir = train_run(config, show_progress=False, split=tiny_split)

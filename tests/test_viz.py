@@ -199,13 +199,13 @@ def test_item_encoder_diagram_draws_every_part_the_module_holds_under_its_real_n
 
 
 def test_controls_chart_draws_a_bar_per_method_and_a_dot_per_backbone():
-    from dmesr.experiments.semantics import controls_frame
+    from dmesr.analysis.semantics_report import controls_frame, holds
 
     def row(dataset, model, method, control, gain):
         vs = None if gain is None else {"rel_pct": gain, "p_seeds": 0.5, "p_users": 0.5}
         return {"dataset": dataset, "model": model, "method": method, "seeds": 3, "describer": "cascade",
-                "control": control, "mean": 0.1, "std": 0.01, "vs_backbone": vs,
-                "vs_dmesr": vs if method not in ("backbone", "dmesr") else None}
+                "control": control, "holds": holds(method, "cascade", control), "mean": 0.1, "std": 0.01,
+                "vs_backbone": vs, "vs_dmesr": vs if method not in ("backbone", "dmesr") else None}
 
     rows = [row(d, m, method, control, gain) for d in ("a", "b") for m in ("sasrec", "gru4rec")
             for method, control, gain in [("backbone", "none", None), ("dmesr", "none", 10.0),

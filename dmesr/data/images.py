@@ -1,4 +1,5 @@
-"""Item pictures: downloaded from their URLs (``dmesr data images NAME``) and checked where they are files.
+"""Item pictures downloaded from their URLs (``dmesr data images NAME``); pictures given as files are checked by
+:mod:`dmesr.data.image_checks`.
 
 Amazon metadata and many item tables give pictures as URLs. ``download_images`` fetches each item's
 first ``per_item`` URLs into ``$DMESR_HOME/images/<dataset key>/`` (one folder per dataset identity,
@@ -19,7 +20,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import pandas as pd
 import requests
-from PIL import Image, UnidentifiedImageError
 from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
 from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
@@ -37,7 +36,8 @@ from urllib3.util.retry import Retry
 
 from dmesr.data.download_settings import DEFAULT_MAX_BYTES, DEFAULT_RETRIES, DEFAULT_TIMEOUT, DEFAULT_WORKERS
 from dmesr.data.identity import dataset_key
-from dmesr.data.loaders import is_url, sha256_file
+from dmesr.data.image_checks import check_image, item_urls, wanted_urls
+from dmesr.data.loaders import sha256_file
 from dmesr.paths import dmesr_home
 
 log = logging.getLogger(__name__)
@@ -46,34 +46,11 @@ MAX_REDIRECTS = 5
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 USER_AGENT = "dmesr-image-download/0.1 (research; item pictures for recommendation)"
 MANIFEST = "manifest.jsonl"
-SUFFIXES = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
 
 
 def images_folder(dataset: str, home: Path | str | None = None) -> Path:
     """Where a dataset's downloaded pictures live: under its identity, so other data never shares them."""
     return dmesr_home(home) / "images" / dataset_key(dataset)
-
-
-def _urls(value) -> list[str]:
-    """The URLs in an ``image_urls`` cell (a list, an array, or one string)."""
-    if isinstance(value, str):
-        value = [value]
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    return [str(url).strip() for url in value if is_url(url)]
-
-
-def wanted_urls(items: pd.DataFrame, per_item: int = 1) -> list[tuple[str, str]]:
-    """``(item, url)`` for each item's first ``per_item`` picture URLs, each URL once."""
-    if "image_urls" not in items.columns:
-        return []
-    pairs, seen = [], set()
-    for item, value in zip(items["item"].astype(str), items["image_urls"]):
-        for url in _urls(value)[:per_item]:
-            if url not in seen:
-                seen.add(url)
-                pairs.append((item, url))
-    return pairs
 
 
 # ---------------------------------------------------------------- the manifest
@@ -150,21 +127,6 @@ def make_session(workers: int, retries: int, backoff: float) -> requests.Session
 
 def url_name(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:24]
-
-
-def check_image(path: Path, decode: bool = True) -> tuple[str | None, str | None]:
-    """``(suffix, None)`` when the file is a picture, else ``(None, reason)``. ``decode`` reads every pixel (a
-    truncated file fails); without it only the header and structure are checked (cheap, for many local files)."""
-    try:
-        with Image.open(path) as image:
-            image.load() if decode else image.verify()
-            return SUFFIXES.get(image.format, f".{str(image.format).lower()}"), None
-    except UnidentifiedImageError:
-        return None, "not an image"
-    except Image.DecompressionBombError:
-        return None, "too many pixels"
-    except (OSError, ValueError, SyntaxError):
-        return None, "truncated or corrupt image"
 
 
 def fetch_image(session: requests.Session, url: str, folder: Path, timeout: float, max_bytes: int,
@@ -306,7 +268,7 @@ def with_downloaded_images(items: pd.DataFrame, folder: Path | str,
     for row, value in enumerate(items["image_urls"]):
         if isinstance(paths[row], str) and paths[row]:
             continue
-        done = [manifest[url]["file"] for url in _urls(value)
+        done = [manifest[url]["file"] for url in item_urls(value)
                 if manifest.get(url, {}).get("status") == "done" and (folder / manifest[url]["file"]).is_file()]
         paths[row] = str(folder / done[0]) if done else None
     return items.assign(image_path=pd.Series(paths, index=items.index, dtype=object))
@@ -326,7 +288,7 @@ def image_counts(items: pd.DataFrame, folder: Path | str | None = None,
         if isinstance(path, str) and path:
             with_image += 1
             continue
-        records = [manifest.get(url) for url in _urls(value)]
+        records = [manifest.get(url) for url in item_urls(value)]
         if not records:
             missing["no picture given"] += 1
         elif any(r and r["status"] == "done" and folder is not None and (folder / r["file"]).is_file()
@@ -350,28 +312,3 @@ def dataset_image_counts(dataset: str, items: pd.DataFrame) -> dict | None:
     except ValueError:
         folder = None
     return image_counts(items, folder if folder is not None and folder.is_dir() else None)
-
-
-# ---------------------------------------------------------------- an image column of local files
-
-
-def check_image_files(paths: list[str | None], base: Path, allow_outside: bool = False) -> dict:
-    """Count the files an image column names: present, decodable, inside ``base`` (the folder the item table
-    is in). A file outside ``base`` (``/etc/passwd``, ``../../x.jpg``) is refused unless ``allow_outside``."""
-    base = Path(base).resolve()
-    counts = Counter()
-    for path in paths:
-        if not isinstance(path, str) or not path.strip():
-            continue
-        counts["named"] += 1
-        resolved = Path(path).expanduser().resolve()
-        if not allow_outside and not resolved.is_relative_to(base):
-            raise ValueError(f"image {path!r} lies outside the item table's folder {base}; move the pictures "
-                             "there or pass --allow-images-outside if you mean it")
-        if not resolved.is_file():
-            counts["missing"] += 1
-        elif check_image(resolved, decode=False)[1]:
-            counts["unreadable"] += 1
-        else:
-            counts["readable"] += 1
-    return {key: counts[key] for key in ("named", "readable", "missing", "unreadable")}

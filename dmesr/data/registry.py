@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from dmesr.data.image_checks import check_image_files, wanted_urls
 from dmesr.data.loaders import (
     cached_sha256,
     load_movielens_atomic,
@@ -243,8 +244,6 @@ def add_dataset(name: str, interactions: str | Path, items: str | Path | None = 
 
 def _check_image_column(raw: RawDataset, column: str, base: Path, allow_outside: bool) -> dict:
     """Counts of the pictures ``--image COL`` names; refused when files lie outside ``base`` or none is usable."""
-    from dmesr.data.images import check_image_files, wanted_urls
-
     counts = check_image_files(list(raw.items["image_path"]), base, allow_outside)
     counts["urls"] = len(wanted_urls(raw.items))
     if not counts["readable"] and not counts["urls"]:

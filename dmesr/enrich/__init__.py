@@ -18,8 +18,8 @@ _EXPORTS = {
     "read_descriptions": "dmesr.enrich.cache",
     "export_descriptions": "dmesr.enrich.cache",
     "TextEncoder": "dmesr.enrich.encoders",
-    "save_features": "dmesr.enrich.store",
-    "load_features": "dmesr.enrich.store",
+    "save_features": "dmesr.enrich.feature_files",
+    "load_features": "dmesr.enrich.feature_files",
     "SemanticFeatures": "dmesr.enrich.features",
     "prompt_hash": "dmesr.enrich.prompts",
 }

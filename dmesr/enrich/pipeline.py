@@ -23,11 +23,11 @@ from dmesr.data.identity import dataset_key, dataset_name
 from dmesr.enrich.cache import DescriptionCache, read_descriptions, safe_name
 from dmesr.enrich.describers import Describer, DescribeRequest
 from dmesr.enrich.encoders import DEFAULT_ENCODER, TextEncoder
+from dmesr.enrich.feature_files import load_features, save_features
 from dmesr.enrich.features import SemanticFeatures
 from dmesr.enrich.images import has_image_path, load_image
 from dmesr.enrich.prompts import VIEWS, check_view, prompt_hash
 from dmesr.enrich.registry import describer_name, make_describer
-from dmesr.enrich.store import load_features, save_features
 from dmesr.lock import exclusive
 from dmesr.paths import dmesr_home
 from dmesr.shards import parse_shard

@@ -30,7 +30,7 @@ A cell's config is built in this order, later winning: dataclass defaults, ``bas
 ``per_dataset[dataset]``, ``per_model[model]``, ``methods[method]``, then the cell's own dataset,
 model and seed.
 Runs go under ``base.output_dir`` when it is set, else ``runs/<name>``; with ``store: FOLDER`` each
-finished run is also added to that run store (:mod:`dmesr.experiments.store`), in the collection
+finished run is also added to that run store (:mod:`dmesr.experiments.run_store`), in the collection
 named after the output folder. The method name is not
 part of the config (two names for one config would be the same run), so the runner writes it
 into the run directory as ``cell.json`` and the run store reads it from there, with the method

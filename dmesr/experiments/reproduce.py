@@ -18,7 +18,8 @@ import pandas as pd
 import yaml
 
 from dmesr.config import TRIVIAL_BASELINES, config_from_dict
-from dmesr.experiments.store import DEFAULT_STORE, load_runs, markdown_table
+from dmesr.experiments.run_store import DEFAULT_STORE, load_runs
+from dmesr.markdown import markdown_table
 
 # what is compared: the selected epoch, its validation score and the test metrics at 10
 COMPARED = ("best_epoch", "epochs", "valid_NDCG@10", "test_HR@10", "test_NDCG@10", "test_MRR@10")

@@ -57,8 +57,8 @@ from tqdm.auto import tqdm
 from dmesr.data.identity import dataset_problem
 from dmesr.experiments.grid import Cell, load_grid
 from dmesr.experiments.reevaluate import evaluate_missing
+from dmesr.experiments.run_store import add_to_store
 from dmesr.experiments.status import DEFAULT_SECONDS_PER_EPOCH, STATUSES, cell_status, estimate_seconds  # noqa: F401 - re-exported
-from dmesr.experiments.store import add_to_store
 from dmesr.lock import InProgressError
 from dmesr.shards import parse_shard
 from dmesr.training.run import train_run

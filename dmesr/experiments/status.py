@@ -7,10 +7,11 @@ Time estimates (dry run) use the grid's finished runs: median seconds per epoch 
 epochs of finished runs of the same dataset, minus the epochs a partial run already has. The
 closest runs are used: same model and method, else same model ("measured"), else the same method
 with the other backbones, else any run of the dataset ("other backbones": backbones of one width
-cost within about 1.5x of each other). Only runs that finished on this kind of hardware count (any
-CPU for a CPU, the same GPU model for a GPU: an ml-1m epoch takes 2 s on an H200 and 20-70 s on one
-CPU thread), and of a run resumed on other hardware only the epochs that ran where it finished. A
-dataset without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times ``train.max_epochs``, marked as a guess.
+cost about the same per epoch). Only runs that finished on this kind of hardware count (any CPU for a
+CPU, the same GPU model for a GPU: the same epoch takes many times longer on a CPU thread than on a
+GPU), and of a run resumed on other hardware only the epochs that ran where it finished. A dataset
+without such runs gets ``DEFAULT_SECONDS_PER_EPOCH`` times ``train.max_epochs``, marked as a guess.
+The figures behind both choices: reports/dmesr-notes.md, "Epoch times".
 """
 
 from __future__ import annotations

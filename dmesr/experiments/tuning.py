@@ -59,6 +59,7 @@ from dmesr.data.identity import dataset_key
 from dmesr.experiments.grid import AXIS_KEYS, Cell, expand_grid, read_experiment
 from dmesr.experiments.runner import exit_with_parent, with_thread_share
 from dmesr.lock import exclusive, is_locked
+from dmesr.markdown import markdown_table
 from dmesr.paths import write_atomically
 from dmesr.training.trainer import SELECTION_METRIC, read_epoch_log
 
@@ -468,17 +469,17 @@ def _roles_among(roles: dict, methods: list[str]) -> dict:
 def summary_markdown(summary: dict) -> str:
     lines = [f"Tuning of `{summary['source']}`: {summary['budget']} trials per (dataset, model, method), each trained "
              f"with seed {summary['seed']} and scored by its best validation {SELECTION_METRIC} (the test split is "
-             "not evaluated); pruned trials stopped early by the median pruner.", "",
-             f"| dataset | model | method | trials (complete / pruned / failed) | interrupted, resumed | "
-             f"best valid {SELECTION_METRIC} | best settings | training time |",
-             "|---|---|---|---|---|---|---|---|"]
+             "not evaluated); pruned trials stopped early by the median pruner.", ""]
+    rows = []
     for row in summary["studies"]:
         best = "–" if row["best_valid_ndcg10"] is None else f"{row['best_valid_ndcg10']:.4f}"
         settings = ", ".join(f"{key}={_short(value)}" for key, value in row["best_params"].items()) or "–"
-        lines.append(f"| {row['dataset']} | {row['model']} | {row['method']} | {row['complete']} / {row['pruned']} "
-                     f"/ {row['failed']} of {row['budget']} | {row['interrupted']} | {best} | {settings} | "
-                     f"{row['train_seconds'] / 60:.1f} min |")
-    return "\n".join(lines) + "\n"
+        rows.append([row["dataset"], row["model"], row["method"],
+                     f"{row['complete']} / {row['pruned']} / {row['failed']} of {row['budget']}", row["interrupted"],
+                     best, settings, f"{row['train_seconds'] / 60:.1f} min"])
+    header = ["dataset", "model", "method", "trials (complete / pruned / failed)", "interrupted, resumed",
+              f"best valid {SELECTION_METRIC}", "best settings", "training time"]
+    return "\n".join([*lines, markdown_table(header, rows)]) + "\n"
 
 
 def _short(value: Any) -> str:

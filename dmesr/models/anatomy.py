@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from dmesr.models.adapters import Adapter
-from dmesr.models.semantics import ORIGINAL_TEXT
+from dmesr.models.frozen_semantics import ORIGINAL_TEXT
 
 
 def _shape(*sizes) -> str:

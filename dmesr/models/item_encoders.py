@@ -48,10 +48,10 @@ from dmesr.enrich.features import SemanticFeatures
 from dmesr.models.adapters import Adapter, freeze, with_padding_row
 from dmesr.models.alignment import SymmetricInfoNCE, batch_rows
 from dmesr.models.base import IDEmbedding, ItemRepresentation
+from dmesr.models.frozen_semantics import ORIGINAL_TEXT, FrozenSemantics
 from dmesr.models.fusion import CrossAttentionFusion
 from dmesr.models.pca import pca_init
 from dmesr.models.semantic_sum import ConcatMLPItems, SemanticSumItems
-from dmesr.models.semantics import ORIGINAL_TEXT, FrozenSemantics
 
 logger = logging.getLogger(__name__)
 

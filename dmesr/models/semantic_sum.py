@@ -12,7 +12,7 @@ from torch import nn
 from dmesr.config import ItemEncoderConfig
 from dmesr.models.adapters import Adapter, freeze, with_padding_row
 from dmesr.models.base import IDEmbedding, ItemRepresentation
-from dmesr.models.semantics import FrozenSemantics
+from dmesr.models.frozen_semantics import FrozenSemantics
 
 
 class _IDPlusSemantics(ItemRepresentation):

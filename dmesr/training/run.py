@@ -203,7 +203,7 @@ def _train_locked(config: RunConfig, device: torch.device, dist_context: DistCon
         "hardware": hardware(), "torch": torch.__version__,
         "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
-    np.savez_compressed(run_dir / "test_per_user.npz", **result.per_user)  # 17x smaller: committed with every run
+    np.savez_compressed(run_dir / "test_per_user.npz", **result.per_user)  # kept with every run: compressed
     write_atomically(run_dir / "final.json", json.dumps(final, indent=2))
     if show_progress:
         print("test  " + "  ".join(f"{k} {v:.4f}" for k, v in result.metrics.items() if k.endswith("@10")))

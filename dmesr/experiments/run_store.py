@@ -41,7 +41,6 @@ from dmesr.lock import exclusive
 DEFAULT_STORE = Path("reports/store")
 TABLES = ("runs", "epochs", "per_user")
 RUN_KEY = ["collection", "run"]
-KEYS = ["dataset", "model", "method", "items", "config"]
 BREAKDOWN_GROUPS = ("head", "tail", "short", "long")
 REPEAT_GROUPS = ("repeat", "new")  # users whose test target is / is not an item they had before
 PER_USER_PREFIX = "user_"  # per-user test vectors, attached to a runs table as columns of arrays
@@ -256,23 +255,3 @@ def load_epochs(collection: str | None = None, store: str | Path = DEFAULT_STORE
 def runs_from(source: str | Path, store: str | Path = DEFAULT_STORE) -> pd.DataFrame:
     """A folder of run directories, read as it is, or else a collection of the store."""
     return collect_runs(source) if Path(source).is_dir() else load_runs(str(source), store)
-
-
-def summarize(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    """Mean, std and seed count of ``metrics`` per cell."""
-    grouped = runs.groupby(KEYS, sort=True)
-    table = grouped[metrics].agg(["mean", "std"])
-    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
-    table["seeds"] = grouped.size()
-    return table.reset_index()
-
-
-def mean_std(mean: float, std: float, digits: int = 4) -> str:
-    std_text = "n/a" if pd.isna(std) else f"{std:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std_text}"
-
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)

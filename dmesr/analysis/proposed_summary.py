@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dmesr.experiments.comparisons import SELECTION_METRIC, seeds_text
+from dmesr.analysis.comparisons import SELECTION_METRIC, seeds_text
 from dmesr.experiments.roles import runs_roles
-from dmesr.experiments.store import markdown_table
+from dmesr.markdown import markdown_table
 
 
 def _relative(value: float, reference: float) -> float:

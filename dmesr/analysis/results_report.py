@@ -2,7 +2,7 @@
 
 For every dataset: mean ± std over seeds of HR@5/10/20, NDCG@5/10/20 and MRR@10 per backbone x
 method; the relative improvement of each method over the same backbone with ID embeddings (the
-method named ``backbone``) with two paired significance tests (:mod:`dmesr.experiments.comparisons`);
+method named ``backbone``) with two paired significance tests (:mod:`dmesr.analysis.comparisons`);
 head/tail and short/long breakdowns; the sampled protocol when runs were evaluated with it. Then the
 dataset statistics and the hardware and wall time of every run. The command that wrote the report
 heads it.
@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmesr.config import TRIVIAL_BASELINES
-from dmesr.experiments.comparisons import (
+from dmesr.analysis.comparisons import (
     BREAKDOWN_METRICS,
     REPORT_METRICS,
     SEED_MARK,
@@ -31,17 +30,17 @@ from dmesr.experiments.comparisons import (
     seeds_text,
     significance_marks,
 )
+from dmesr.analysis.proposed_summary import proposed_summary
+from dmesr.config import TRIVIAL_BASELINES
 from dmesr.experiments.roles import runs_roles
-from dmesr.experiments.store import (
+from dmesr.experiments.run_store import (
     BREAKDOWN_GROUPS,
     DEFAULT_STORE,
     PROTOCOL_FIELDS,
     REPEAT_GROUPS,
-    markdown_table,
-    mean_std,
     runs_from,
 )
-from dmesr.experiments.summary import proposed_summary
+from dmesr.markdown import markdown_table, mean_std
 
 
 def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
@@ -409,10 +408,10 @@ def report(sources: list[str], out_path: str | Path | None = None, command: str 
     """CLI entry: the report of the runs of ``sources``, each a collection of the run ``store`` or a folder
     of run directories (default out: ``<folder>/results.md``). ``brief``: the method's report
     (:func:`write_brief_report`) with ``overhead`` files, the collections ``beside`` and ``notes``; ``bench``: the
-    backbones report (:func:`dmesr.experiments.backbones.write_backbones_report`), one section per source."""
+    backbones report (:func:`dmesr.analysis.backbones_report.write_backbones_report`), one section per source."""
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     if bench:
-        from dmesr.experiments.backbones import write_backbones_report
+        from dmesr.analysis.backbones_report import write_backbones_report
 
         if out_path is None:
             raise ValueError("the backbones report (--bench) needs --out")

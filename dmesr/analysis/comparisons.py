@@ -14,7 +14,7 @@ Significance (no correction for multiple comparisons, so read marks as indicatio
 Relative improvement is ``100 * (mean(method) - mean(backbone)) / mean(backbone)`` over each
 cell's seeds.
 
-    runs = load_runs("main")                       # dmesr.experiments.store
+    runs = load_runs("main")                       # dmesr.experiments.run_store
     table = results_table(runs, "NDCG@10")         # one row per dataset x model x method, with marks
     groups = breakdown_table(runs, "NDCG@10")      # head/tail items, short/long users
 """
@@ -27,13 +27,23 @@ import yaml
 
 from dmesr.evaluation import paired_test
 from dmesr.experiments.roles import runs_roles
-from dmesr.experiments.store import BREAKDOWN_GROUPS, PER_USER_PREFIX
+from dmesr.experiments.run_store import BREAKDOWN_GROUPS, PER_USER_PREFIX
 
 REPORT_METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20", "MRR@10")
 BREAKDOWN_METRICS = ("HR@10", "NDCG@10")
 SELECTION_METRIC = "NDCG@10"  # the early-stopping metric; the best baseline is chosen on it, on validation
 SEED_MARK, USER_MARK = "†", "‡"
 TEST_NAMES = {"ttest": "t-test", "wilcoxon": "Wilcoxon signed-rank test"}
+CELL_KEYS = ["dataset", "model", "method", "items", "config"]  # the runs of one cell differ by seed only
+
+
+def summarize(runs: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean, std and seed count of ``metrics`` per cell."""
+    grouped = runs.groupby(CELL_KEYS, sort=True)
+    table = grouped[metrics].agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table["seeds"] = grouped.size()
+    return table.reset_index()
 
 
 def users_mean(runs: pd.DataFrame, metric: str) -> np.ndarray:

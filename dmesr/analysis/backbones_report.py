@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmesr.experiments.store import mean_std
+from dmesr.markdown import markdown_table, mean_std
 
 PUBLISHED = {  # (HR@10, NDCG@10) as printed in the paper
     "sasrec": (0.3152, 0.1821),
@@ -35,23 +35,20 @@ def ml1m_section(name: str, runs: pd.DataFrame) -> list[str]:
         f"Runs: collection `{name}` of the run store (config, per-epoch metrics and final test metrics of each run). "
         f"Hardware: {', '.join(sorted(runs['hardware'].unique()))}. Minimum asked: {MINIMUM}.",
         "",
-        "| model | seeds | HR@10 (ours) | NDCG@10 (ours) | published HR@10 / NDCG@10 | ours / published NDCG@10 "
-        "| epochs (best/last) | stopped by |",
-        "|---|---|---|---|---|---|---|---|",
     ]
     # a set whose runs ran on different machines names each run's machine beside its epochs
     mixed = runs["hardware"].nunique() > 1
+    rows = []
     for model, group in runs.groupby("model"):
         hr, ndcg = PUBLISHED[model]
         epochs = ", ".join(f"{run.best_epoch}/{run.epochs}" + (f" ({run.hardware})" if mixed else "")
                            for run in group.itertuples())
-        stopped = ", ".join(sorted(set(group["stopped"])))
-        lines.append(
-            f"| {model} | {len(group)} | {mean_std(group['test_HR@10'].mean(), group['test_HR@10'].std())} "
-            f"| {mean_std(group['test_NDCG@10'].mean(), group['test_NDCG@10'].std())} | {hr:.4f} / {ndcg:.4f} "
-            f"| {group['test_NDCG@10'].mean() / ndcg:.2f} | {epochs} | {stopped} |"
-        )
-    return lines
+        rows.append([model, len(group), mean_std(group["test_HR@10"].mean(), group["test_HR@10"].std()),
+                     mean_std(group["test_NDCG@10"].mean(), group["test_NDCG@10"].std()), f"{hr:.4f} / {ndcg:.4f}",
+                     f"{group['test_NDCG@10'].mean() / ndcg:.2f}", epochs, ", ".join(sorted(set(group["stopped"])))])
+    header = ["model", "seeds", "HR@10 (ours)", "NDCG@10 (ours)", "published HR@10 / NDCG@10",
+              "ours / published NDCG@10", "epochs (best/last)", "stopped by"]
+    return [*lines, markdown_table(header, rows)]
 
 
 def bench_section(bench_paths: list[Path]) -> list[str]:
@@ -64,18 +61,14 @@ def bench_section(bench_paths: list[Path]) -> list[str]:
         "training until patience or the time budget). Peak memory is the process's maximum resident set (CPU) "
         "or allocated GPU memory.",
         "",
-        "| dataset | model | hardware | s/epoch | sequences/s | best epoch | s to best | full-ranking eval s (all users) "
-        "| peak MB | test NDCG@10 | test HR@10 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        lines.append(
-            f"| {row['dataset']} | {row['model']} | {row['hardware']} | {row['seconds_per_epoch']:.2f} "
-            f"| {row['sequences_per_second']:.0f} | {row['best_epoch']} | {row['seconds_to_best']:.1f} "
-            f"| {row['full_ranking_eval_seconds']:.3f} ({row['users']}) | {row['peak_memory_mb']:.0f} "
-            f"| {row['test_NDCG@10']:.4f} | {row['test_HR@10']:.4f} |"
-        )
-    return lines
+    header = ["dataset", "model", "hardware", "s/epoch", "sequences/s", "best epoch", "s to best",
+              "full-ranking eval s (all users)", "peak MB", "test NDCG@10", "test HR@10"]
+    table = [[row["dataset"], row["model"], row["hardware"], f"{row['seconds_per_epoch']:.2f}",
+              f"{row['sequences_per_second']:.0f}", row["best_epoch"], f"{row['seconds_to_best']:.1f}",
+              f"{row['full_ranking_eval_seconds']:.3f} ({row['users']})", f"{row['peak_memory_mb']:.0f}",
+              f"{row['test_NDCG@10']:.4f}", f"{row['test_HR@10']:.4f}"] for row in rows]
+    return [*lines, markdown_table(header, table)]
 
 
 def write_backbones_report(runs: dict[str, pd.DataFrame], bench_paths: list[str | Path], out_path: str | Path,

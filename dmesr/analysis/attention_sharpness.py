@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmesr.experiments.store import collect_tables
+from dmesr.experiments.run_store import collect_tables
 from dmesr.explorer import attention_sharpness, load_trained
 
 

@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from dmesr.experiments.comparisons import compare_with_backbone, p_text
-from dmesr.experiments.store import load_runs, markdown_table, mean_std
+from dmesr.analysis.comparisons import compare_with_backbone, p_text
+from dmesr.experiments.run_store import load_runs
+from dmesr.markdown import markdown_table, mean_std
 
 METRIC = "NDCG@10"
 ALPHA = 0.05
@@ -63,8 +64,9 @@ def comparison_rows(runs: pd.DataFrame) -> list[dict]:
             if runs_of.empty:
                 continue
             values = runs_of[f"test_{METRIC}"]
+            describer, control = runs_of["describer"].iloc[0], runs_of["control"].iloc[0]
             row = {"dataset": dataset, "model": model, "method": method, "seeds": runs_of["seed"].nunique(),
-                   "describer": runs_of["describer"].iloc[0], "control": runs_of["control"].iloc[0],
+                   "describer": describer, "control": control, "holds": holds(method, describer, control),
                    "mean": values.mean(), "std": values.std(), "vs_backbone": None, "vs_dmesr": None}
             if method != BACKBONE and not backbone.empty:
                 row["vs_backbone"] = compare_with_backbone(runs_of, backbone, [METRIC], "ttest")[0][METRIC]
@@ -127,11 +129,11 @@ def reading(as_much: dict[str, bool]) -> str:
     return "No control has run yet."
 
 
-def holds(row: dict) -> str:
+def holds(method: str, describer: str, control: str) -> str:
     """What a method's MLLM view held, in words (the describer's descriptions, or its control)."""
-    if row["method"] == BACKBONE:
+    if method == BACKBONE:
         return "nothing (ID embeddings only)"
-    return CONTROL_WORDS.get(row["control"], f"descriptions by {row['describer']}")
+    return CONTROL_WORDS.get(control, f"descriptions by {describer}")
 
 
 def controls_frame(rows: list[dict]) -> pd.DataFrame:
@@ -140,7 +142,7 @@ def controls_frame(rows: list[dict]) -> pd.DataFrame:
         return "" if result is None else f"{result['rel_pct']:+.1f}%"
 
     return pd.DataFrame([{"dataset": row["dataset"], "model": row["model"], "method": row["method"],
-                          "MLLM view holds": holds(row), "seeds": row["seeds"],
+                          "MLLM view holds": row["holds"], "seeds": row["seeds"],
                           f"test {METRIC}": mean_std(row["mean"], row["std"]),
                           "vs backbone": change(row["vs_backbone"]), "vs dmesr": change(row["vs_dmesr"]),
                           "p (users) vs dmesr": p_text(row["vs_dmesr"]["p_users"]) if row["vs_dmesr"] else ""}
@@ -270,7 +272,7 @@ def semantics_report(reference: str, controls: str, quality_paths: list[str], ou
               "gets the most frequent genres of its training folds. The original text states the genres, so its probe "
               "is an upper reference. Contradictions: share of texts that state any year; that state a year more than 1 "
               "off the item's year; of those that state a year, the share whose year is off; that name a genre the item "
-              "lacks (method: dmesr/experiments/quality.py). Commands:", "",
+              "lacks (method: dmesr/analysis/description_quality.py). Commands:", "",
               *sorted({f"    {row['command']}" for row in quality}), "", _quality_table(quality), "",
               "## Gain against description quality", "",
               f"![DMESR's gain over the backbone against the genre-probe score of its MLLM view]"
