@@ -47,8 +47,8 @@ from torch import nn
 from dmesr.config import ItemEncoderConfig
 from dmesr.models.adapters import Adapter, freeze
 from dmesr.models.base import IDEmbedding, ItemRepresentation, SequentialRecommender
+from dmesr.models.frozen_semantics import ORIGINAL_TEXT, FrozenSemantics
 from dmesr.models.item_encoders import FUSION_HEADS, ID_INIT_STD, alignment_sources
-from dmesr.models.semantics import ORIGINAL_TEXT, FrozenSemantics
 
 # the temperature's clamp when it is learnable (as SymmetricInfoNCE's defaults)
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 1.0
