@@ -71,6 +71,9 @@ LOSSES = {
 PROTOCOLS = ("full", "sampled")  # eval.protocol (dmesr.evaluation.protocols)
 CONTROLS = ("none", "shuffled", "random", "text-only")  # items.control (dmesr.models.controls)
 ACTIVATIONS = ("relu", "gelu")  # model.activation (dmesr.models.sasrec)
+NORM_LAYOUTS = ("pre", "post")  # model.norm_layout (dmesr.models.sasrec)
+INITS = ("default", "normal")  # model.init (dmesr.models.sasrec)
+POSITIONS = ("newest", "oldest")  # model.positions (dmesr.models.sasrec)
 REPEAT_HISTORIES = ("all", "window")  # model.repeat_history (dmesr.models.baselines)
 
 
@@ -94,6 +97,13 @@ class ModelConfig:
     mask_prob: float = 0.2  # BERT4Rec cloze masking probability
     inner_size: int = 0  # SASRec feed-forward width; 0 = hidden_size (the SASRec paper's)
     activation: str = "relu"  # SASRec feed-forward activation: relu (the SASRec paper's) | gelu
+    # SASRec's LayerNorms: "pre" (before each sub-layer, one after the last block) | "post" (the original
+    # Transformer's and RecBole's: after each residual sum, one on the embeddings, none at the end)
+    norm_layout: str = "pre"
+    scale_embeddings: bool = True  # SASRec multiplies item vectors by sqrt(hidden_size) before adding positions
+    init: str = "default"  # SASRec's linear layers: PyTorch's default | "normal" N(0, 0.02), zero bias (RecBole's)
+    # SASRec's positional vectors count from the newest item (the latest always has the same one) | "oldest"
+    positions: str = "newest"
     # a learned score for the items of the user's own history (how often, how recently), added to the
     # backbone's score through a gate per user and step (dmesr.models.repeats); for repeat consumption
     repeat_head: bool = False
@@ -336,6 +346,8 @@ def check_config(config: RunConfig) -> None:
     data, model, items, train, eval_ = config.data, config.model, config.items, config.train, config.eval
     choices = {"model.name": (model.name, (*BACKBONES, *TRIVIAL_BASELINES)), "items.kind": (items.kind, ITEM_KINDS),
                "items.control": (items.control, CONTROLS), "model.activation": (model.activation, ACTIVATIONS),
+               "model.norm_layout": (model.norm_layout, NORM_LAYOUTS), "model.init": (model.init, INITS),
+               "model.positions": (model.positions, POSITIONS),
                "items.fusion": (items.fusion, FUSIONS), "items.fusion_norm": (items.fusion_norm, FUSION_NORMS),
                "items.integration": (items.integration, INTEGRATIONS), "train.loss": (train.loss, LOSSES),
                "eval.protocol": (eval_.protocol, PROTOCOLS),
@@ -401,6 +413,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "train.compile": False,  # 2026-12-04; before: eager steps
     "model.inner_size": 0,  # 2026-12-07; before: SASRec's feed-forward as wide as its hidden size
     "model.activation": "relu",  # 2026-12-07; before: SASRec's feed-forward with ReLU
+    # 2026-12-07; before: SASRec's pre-LayerNorm blocks, sqrt(d)-scaled items, default init, positions from newest
+    "model.norm_layout": "pre", "model.scale_embeddings": True, "model.init": "default", "model.positions": "newest",
     "train.window_stride": 0,  # 2026-12-07; before: windows by train.all_windows alone
     "model.repeat_head": False,  # 2026-12-07; before: the backbone's score alone
     "model.repeat_history": "window",  # 2026-12-07; before: repeat-pop counted the max_len window only
@@ -429,7 +443,8 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     **dict.fromkeys(("model.hidden_size", "model.num_layers", "model.dropout"), _trained),
     "model.num_heads": lambda config: config.model.name in ("sasrec", "bert4rec"),
     "model.mask_prob": lambda config: config.model.name == "bert4rec",
-    **dict.fromkeys(("model.inner_size", "model.activation"), lambda config: config.model.name == "sasrec"),
+    **dict.fromkeys(("model.inner_size", "model.activation", "model.norm_layout", "model.scale_embeddings",
+                     "model.init", "model.positions"), lambda config: config.model.name == "sasrec"),
     "model.repeat_head": _trained,
     "model.repeat_history": lambda config: config.model.name == "repeat-pop",
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",

@@ -178,3 +178,28 @@ def test_a_few_adam_steps_learn_a_cyclic_walk(name):
     with torch.no_grad():
         predicted = model.predict_scores(windows[:, :-1])[:, 1:].argmax(dim=1) + 1
     assert (predicted == windows[:, -1]).float().mean() > 0.5
+
+
+RECBOLE_LAYOUT = {"norm_layout": "post", "scale_embeddings": False, "init": "normal", "positions": "oldest"}
+
+
+@pytest.mark.parametrize("overrides", [{"norm_layout": "post"}, {"positions": "oldest"}, RECBOLE_LAYOUT])
+def test_sasrec_layouts_stay_causal_and_padding_exact(overrides):
+    model = make_model("sasrec", **overrides)
+    items = [4, 17, 9, 30, 2, 11]
+    short, long = left_pad(items, len(items) + 3), left_pad(items, len(items) + 10)
+    torch.testing.assert_close(hidden(model, short)[:, 3:], hidden(model, long)[:, 10:], atol=1e-5, rtol=1e-5)
+    assert (hidden(model, long)[:, :10] == 0).all()
+    changed = left_pad(items[:-1] + [items[-1] % NUM_ITEMS + 1], len(items) + 3)
+    torch.testing.assert_close(hidden(model, short)[:, :-1], hidden(model, changed)[:, :-1])
+
+
+def test_sasrec_layout_settings_build_what_they_say():
+    default, recbole = make_model("sasrec"), make_model("sasrec", **RECBOLE_LAYOUT)
+    assert isinstance(default.final_norm, nn.LayerNorm) and isinstance(default.embedding_norm, nn.Identity)
+    assert isinstance(recbole.final_norm, nn.Identity) and isinstance(recbole.embedding_norm, nn.LayerNorm)
+    assert default.embedding_scale == WIDTH**0.5 and recbole.embedding_scale == 1.0
+    linears = [m for m in recbole.blocks.modules() if isinstance(m, nn.Linear)]
+    assert all((m.bias == 0).all() for m in linears)
+    assert abs(torch.cat([m.weight.flatten() for m in linears]).std().item() - 0.02) < 0.002
+

@@ -56,8 +56,10 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, num_heads: int, dropout: float, inner: int = 0, activation: str = "relu"):
+    def __init__(self, width: int, num_heads: int, dropout: float, inner: int = 0, activation: str = "relu",
+                 post_norm: bool = False):
         super().__init__()
+        self.post_norm = post_norm
         self.attention_norm = nn.LayerNorm(width)
         self.attention = CausalSelfAttention(width, num_heads, dropout)
         self.feed_forward_norm = nn.LayerNorm(width)
@@ -69,6 +71,9 @@ class Block(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        if self.post_norm:  # the original Transformer's order: normalise each residual sum
+            x = self.attention_norm(x + self.attention(x, allowed))
+            return self.feed_forward_norm(x + self.feed_forward(x))
         x = x + self.attention(self.attention_norm(x), allowed)
         return x + self.feed_forward(self.feed_forward_norm(x))
 
@@ -79,21 +84,33 @@ class SASRec(SequentialRecommender):
         width = items.dim
         self.position_embedding = nn.Embedding(max_len, width)
         self.embedding_dropout = nn.Dropout(config.dropout)
-        blocks = (Block(width, config.num_heads, config.dropout, config.inner_size, config.activation)
+        post_norm = config.norm_layout == "post"
+        blocks = (Block(width, config.num_heads, config.dropout, config.inner_size, config.activation, post_norm)
                   for _ in range(config.num_layers))
         self.blocks = nn.ModuleList(blocks)
-        self.final_norm = nn.LayerNorm(width)
-        self.embedding_scale = math.sqrt(width)
+        # post-norm blocks end normalised and take a normalised input; pre-norm ones need a final norm
+        self.embedding_norm = nn.LayerNorm(width) if post_norm else nn.Identity()
+        self.final_norm = nn.Identity() if post_norm else nn.LayerNorm(width)
+        self.embedding_scale = math.sqrt(width) if config.scale_embeddings else 1.0
+        self.positions_from_oldest = config.positions == "oldest"
         nn.init.normal_(self.position_embedding.weight, std=0.02)
+        if config.init == "normal":
+            for module in self.blocks.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, std=0.02)
+                    nn.init.zeros_(module.bias)
 
     def encode(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         length = seqs.shape[1]
         if length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds the model's max_len {self.max_len}")
         real = seqs > 0
-        positions = torch.arange(self.max_len - length, self.max_len, device=seqs.device)
+        if self.positions_from_oldest:  # the oldest item of the window is position 0 (padding reads it too)
+            positions = (real.cumsum(dim=1) - 1).clamp(min=0)
+        else:
+            positions = torch.arange(self.max_len - length, self.max_len, device=seqs.device)
         x = F.embedding(seqs, table) * self.embedding_scale + self.position_embedding(positions)
-        x = self.embedding_dropout(x) * real.unsqueeze(-1)
+        x = self.embedding_dropout(self.embedding_norm(x)) * real.unsqueeze(-1)
 
         causal = torch.ones(length, length, dtype=torch.bool, device=seqs.device).tril()
         itself = torch.eye(length, dtype=torch.bool, device=seqs.device)
