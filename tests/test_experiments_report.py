@@ -22,7 +22,7 @@ from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
 from dmesr.experiments.roles import Roles
-from dmesr.experiments.run_store import collect_runs
+from dmesr.experiments.run_store import PER_USER_PREFIX, collect_runs
 from dmesr.markdown import mean_std
 from tests.conftest import make_tiny_split
 
@@ -207,11 +207,18 @@ def test_a_dataset_whose_runs_mix_settings_is_flagged(tmp_path):
     for seed in (1, 2):
         write_run(tmp_path / "runs", "gru4rec", "backbone", seed, per_user_metrics(rng, 0.3), patience=30)
     text = write_results_report(collect_runs(tmp_path / "runs"), tmp_path / "r.md", command="x").read_text()
-    assert "**Mixed settings within a backbone, its rows are not comparable:** patience 10 (1 runs), 20 (2 runs), " \
+    assert "**Mixed settings within a method's runs, its rows are not comparable:** patience 10 (1 runs), 20 (2 runs), " \
            "30 (2 runs)." in text
     only_between = collect_runs(tmp_path / "runs").query("seed != 1 or model == 'gru4rec'")
     text = write_results_report(only_between, tmp_path / "r.md", command="x").read_text()
     assert "Per backbone (the rows of one backbone share it): patience 20 (sasrec), 30 (gru4rec)." in text
+    assert "Mixed settings" not in text
+    # each method with its own setting (a tuned grid), every seed alike: listed per method, not flagged
+    for seed in (1, 2):
+        write_run(tmp_path / "per-method", "sasrec", "backbone", seed, per_user_metrics(rng, 0.3), patience=10)
+        write_run(tmp_path / "per-method", "sasrec", "dmesr", seed, per_user_metrics(rng, 0.3), patience=20)
+    text = write_results_report(collect_runs(tmp_path / "per-method"), tmp_path / "r.md", command="x").read_text()
+    assert "Per method (each method's own setting, every seed alike): patience 10 (backbone), 20 (dmesr)." in text
     assert "Mixed settings" not in text
 
 
@@ -238,7 +245,8 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
                            "valid_NDCG@10": valid + seed / 1000, "test_NDCG@10": test + seed / 1000}
                           for (d, m, method), (valid, test) in cells.items() for seed in (1, 2)])
     title, sentence, table = proposed_summary(store)
-    assert "beats its backbone in 1 of 2 (dataset, model) cells;" in sentence
+    table = table.replace("†", "")  # every seed differs by the same amount here: the marks are tested below
+    assert "beats its backbone in 1 of 2 (dataset, model) cells, with a significant difference" in sentence
     # a/sasrec beats text (chosen on validation), b/gru4rec loses to concat
     assert "best baseline (chosen on validation NDCG@10 among" in sentence and "in 1 of 2 cells with baselines" in sentence
     gain_a = 100 * (0.1115 - 0.1015) / 0.1015
@@ -261,8 +269,31 @@ def test_summary_picks_the_best_baseline_on_validation_and_sorts_by_gain():
     # a cell still running: its means say how many seeds they hold, the sentence counts such cells
     running = store[~((store["dataset"] == "b") & (store["method"] == "dmesr") & (store["seed"] == 2))]
     _, sentence, table = proposed_summary(running)
-    assert "(1 of them with fewer seeds so far, marked);" in sentence
+    assert "(1 of them with fewer seeds so far, marked), with a significant difference" in sentence
     assert "| b | gru4rec | 0.2015 | 0.1910 (1 of 2 seeds) |" in table and "| a | sasrec | 0.1015 | 0.1115 |" in table
+
+
+def test_summary_marks_only_differences_the_paired_tests_support():
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+
+    def rows(method, shift, seed_noise):
+        return [{"dataset": "a", "model": "sasrec", "method": method, "seed": seed, "valid_NDCG@10": 0.1,
+                 "test_NDCG@10": base.mean() + shift + seed_noise[seed - 1],
+                 f"{PER_USER_PREFIX}NDCG@10": base + shift + rng.normal(0, 0.3, base.size)} for seed in (1, 2, 3)]
+
+    # dmesr clearly above the backbone (every seed, every user); text only by noise
+    store = pd.DataFrame(rows("backbone", 0.0, (0.0, 0.01, -0.01)) + rows("dmesr", 0.1, (0.001, 0.011, -0.009))
+                         + rows("text", 0.1, (0.05, -0.04, 0.0)))
+    _, sentence, table = proposed_summary(store)
+    assert "with a significant difference († over seeds or ‡ over test users, paired test p < 0.05) in 1;" in sentence
+    row = table.splitlines()[2]
+    assert "% †‡ |".replace(" ", "") in row.replace(" ", "")  # the gain over the backbone carries both marks
+    versus_text = row.split("|")[6]
+    assert "`text`" in versus_text and "†" not in versus_text  # dmesr against text: no seed-level difference
+    # a single seed: no test over seeds; the users' test alone marks
+    _, sentence, table = proposed_summary(store[store["seed"] == 1])
+    assert "in 1;" in sentence and "‡" in table.splitlines()[2] and "†" not in table.splitlines()[2]
 
 
 def test_summary_shows_the_dmesr_variant_best_on_validation():

@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dmesr.analysis.comparisons import SELECTION_METRIC, seeds_text
+from dmesr.analysis.comparisons import SEED_MARK, SELECTION_METRIC, USER_MARK, seeds_text
+from dmesr.evaluation import paired_test
 from dmesr.experiments.roles import runs_roles
+from dmesr.experiments.run_store import PER_USER_PREFIX
 from dmesr.markdown import markdown_table
 
 
@@ -19,7 +21,26 @@ def _relative(value: float, reference: float) -> float:
     return 100.0 * (value - reference) / reference
 
 
-def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> list[str]:
+def significance(runs: pd.DataFrame, method: str, reference: str, metric: str, alpha: float,
+                 per_user_test: str = "ttest") -> str:
+    """``SEED_MARK`` / ``USER_MARK`` where ``method`` and ``reference`` differ on test ``metric`` with p < ``alpha``
+    (a paired t-test over seeds, ``per_user_test`` over test users), as far as the runs allow: two shared seeds for the first,
+    stored per-user vectors for the second."""
+    column, users = f"test_{metric}", f"{PER_USER_PREFIX}{metric}"
+    a, b = (runs[runs["method"] == m].set_index("seed") for m in (method, reference))
+    seeds = sorted(set(a.index) & set(b.index))
+    marks = ""
+    if len(seeds) >= 2 and paired_test(a.loc[seeds, column].to_numpy(), b.loc[seeds, column].to_numpy())["p_value"] < alpha:
+        marks += SEED_MARK
+    if seeds and users in runs and all(isinstance(v, np.ndarray) for v in [*a.loc[seeds, users], *b.loc[seeds, users]]):
+        mean_a, mean_b = (np.mean(list(frame.loc[seeds, users]), axis=0) for frame in (a, b))
+        if len(mean_a) == len(mean_b) and paired_test(mean_a, mean_b, per_user_test)["p_value"] < alpha:
+            marks += USER_MARK
+    return marks
+
+
+def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC, alpha: float = 0.05,
+                     per_user_test: str = "ttest") -> list[str]:
     """The proposed method against its backbone and the best competing baseline, one row per
     (dataset, model), sorted by the gain over the backbone (largest first).
 
@@ -31,7 +52,7 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
     roles = runs_roles(store)
     if not roles.proposed:
         return []
-    rows, gains, wins_backbone = [], [], 0
+    rows, gains, wins_backbone, significant_wins = [], [], 0, 0
     versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
     tuned_wins_backbone, tuned_wins_selected, with_tuned, partial_cells = 0, 0, 0, 0
     for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
@@ -55,11 +76,14 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
         def versus(method):
             if method is None:
                 return "n/a"
-            return f"`{method}` {mean(method, 'test'):.4f} ({_relative(proposed, mean(method, 'test')):+.1f}%)"
+            marks = significance(runs, roles.proposed, method, metric, alpha, per_user_test)
+            return f"`{method}` {mean(method, 'test'):.4f} ({_relative(proposed, mean(method, 'test')):+.1f}%{marks})"
 
         gain = _relative(proposed, backbone)
+        gain_marks = significance(runs, roles.proposed, roles.backbone, metric, alpha, per_user_test)
         gains.append(gain)
         wins_backbone += proposed > backbone
+        significant_wins += proposed > backbone and bool(gain_marks)
         if selected is not None:
             versus_selected.append(_relative(proposed, mean(selected, "test")))
             versus_strongest.append(_relative(proposed, mean(strongest, "test")))
@@ -78,7 +102,7 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
 
         partial_cells += int(seeds[[roles.backbone, roles.proposed]].min() < seeds.max())
         rows.append((gain, [dataset, model, with_seeds(roles.backbone, backbone), with_seeds(roles.proposed, proposed),
-                            f"{gain:+.1f}%", versus(selected), versus(strongest), tuned_text]))
+                            f"{gain:+.1f}%{gain_marks}", versus(selected), versus(strongest), tuned_text]))
     if not rows:
         return []
     rows.sort(key=lambda row: -row[0])
@@ -94,10 +118,13 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC) -> lis
                       f"no such tuning." if with_tuned else "")
     return [f"## `{roles.proposed}` at a glance (test {metric}, mean over seeds)",
             (f"`{roles.proposed}` beats its backbone in {wins_backbone} of {len(rows)} (dataset, model) cells"
-             + (f" ({partial_cells} of them with fewer seeds so far, marked)" if partial_cells else "") + "; "
+             + (f" ({partial_cells} of them with fewer seeds so far, marked)" if partial_cells else "")
+             + f", with a significant difference ({SEED_MARK} over seeds or {USER_MARK} over test users, paired "
+               f"test p < {alpha}) in {significant_wins}; "
              f"{versus_best}; mean gain over the backbone {np.mean(gains):+.1f}%.{tuned_sentence} Rows are sorted "
              f"by the gain of `{roles.proposed}`, largest first; percentages in the baseline columns are "
-             f"`{roles.proposed}` relative to that baseline, in the last column the variant relative to the backbone."),
+             f"`{roles.proposed}` relative to that baseline with its significance marks, in the last column the variant "
+             f"relative to the backbone."),
             markdown_table(["dataset", "model", "backbone", roles.proposed, "gain over backbone",
                             f"best baseline on validation: test ({roles.proposed} vs it)",
                             f"strongest baseline on test ({roles.proposed} vs it)",

@@ -65,8 +65,10 @@ def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
 def protocol_line(runs: pd.DataFrame) -> str:
     """The settings a dataset's runs share (``PROTOCOL_FIELDS``), read from the runs. A setting that
     differs between backbones only is listed per backbone (each backbone's rows, the ones compared with
-    each other, still share it); one that differs within a backbone is flagged with its run counts."""
-    shared, by_model, mixed = [], [], []
+    each other, still share it); one that is the same within each method but differs between methods is
+    listed per method (a method's own setting, as a tuned grid chooses it); one that differs within a
+    method's runs of one backbone is flagged with its run counts."""
+    shared, by_model, by_method, mixed = [], [], [], []
     for section, field in PROTOCOL_FIELDS:
         column = f"{section}_{field}"
         if column not in runs:
@@ -76,15 +78,25 @@ def protocol_line(runs: pd.DataFrame) -> str:
         elif runs.groupby("model")[column].nunique().max() == 1:
             models = runs.groupby(column)["model"].unique()
             by_model.append(f"{field} " + ", ".join(f"{value} ({', '.join(sorted(names))})" for value, names in models.items()))
+        elif runs.groupby(["model", "method"])[column].nunique().max() == 1:
+            methods = runs.groupby(column)["method"].unique()
+            by_method.append(f"{field} " + ", ".join(f"{_short_value(value)} ({', '.join(sorted(names))})"
+                                                     for value, names in methods.items()))
         else:
             counts = runs[column].value_counts().sort_index()
             mixed.append(f"{field} " + ", ".join(f"{value} ({count} runs)" for value, count in counts.items()))
     text = "Protocol (from the runs' configs): " + ", ".join(shared) + "."
     if by_model:
         text += f" Per backbone (the rows of one backbone share it): {'; '.join(by_model)}."
+    if by_method:
+        text += f" Per method (each method's own setting, every seed alike): {'; '.join(by_method)}."
     if mixed:
-        text += f" **Mixed settings within a backbone, its rows are not comparable:** {'; '.join(mixed)}."
+        text += f" **Mixed settings within a method's runs, its rows are not comparable:** {'; '.join(mixed)}."
     return text
+
+
+def _short_value(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics,
@@ -358,7 +370,8 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
     method, then hand-written notes (``notes``, included verbatim)."""
     _check_store(store, metrics, per_user_test)
     parts = [f"# `{runs_roles(store).proposed}` against its backbones, baselines and ablations", f"Command: `{command}`",
-             _legend(store, alpha, per_user_test), *proposed_summary(store), *not_converged_sentence(store)]
+             _legend(store, alpha, per_user_test), *proposed_summary(store, alpha=alpha, per_user_test=per_user_test),
+             *not_converged_sentence(store)]
     for dataset in sorted(store["dataset"].unique()):
         parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,
                                                    per_user_test, (), details=False)]
@@ -394,7 +407,8 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
     """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
     _check_store(store, metrics, per_user_test)
     parts = ["# Results", f"Command: `{command}`", _legend(store, alpha, per_user_test),
-             *proposed_summary(store), *not_converged_sentence(store), "## Datasets", dataset_statistics(store)]
+             *proposed_summary(store, alpha=alpha, per_user_test=per_user_test), *not_converged_sentence(store),
+             "## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
         parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]
