@@ -75,6 +75,10 @@ class ModelConfig:
     # a learned score for the items of the user's own history (how often, how recently), added to the
     # backbone's score through a gate per user and step (dmesr.models.repeats); for repeat consumption
     repeat_head: bool = False
+    # the repeat head also reads the history before the max_len window: counts and recency over the whole
+    # history, and up to this many distinct earlier items (the most often consumed) as candidates; 0: the
+    # window only
+    repeat_context: int = 256
     # repeat-pop counts the user's whole history ("all", the strongest form) or only the max_len items a
     # model sees ("window")
     repeat_history: str = "all"
@@ -331,6 +335,7 @@ def check_config(config: RunConfig) -> None:
                 "data.num_sampled_negatives": (data.num_sampled_negatives, 0),
                 "model.hidden_size": (model.hidden_size, 1), "model.num_layers": (model.num_layers, 1),
                 "model.num_heads": (model.num_heads, 1), "model.inner_size": (model.inner_size, 0),
+                "model.repeat_context": (model.repeat_context, 0),
                 "items.adapter_hidden": (items.adapter_hidden, 1),
                 "items.token_pca_dim": (items.token_pca_dim, 0), "items.align_weight": (items.align_weight, 0),
                 "train.num_negatives": (train.num_negatives, 1),
@@ -382,6 +387,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "train.window_stride": 0,  # 2026-12-07; before: windows by train.all_windows alone
     "model.repeat_head": False,  # 2026-12-07; before: the backbone's score alone
     "model.repeat_history": "window",  # 2026-12-07; before: repeat-pop counted the max_len window only
+    "model.repeat_context": 0,  # 2026-12-07; before: the repeat head read the max_len window only
 }
 
 
@@ -409,6 +415,7 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     "model.mask_prob": lambda config: config.model.name == "bert4rec",
     **dict.fromkeys(("model.inner_size", "model.activation"), lambda config: config.model.name == "sasrec"),
     "model.repeat_head": _trained,
+    "model.repeat_context": lambda config: _trained(config) and config.model.repeat_head,
     "model.repeat_history": lambda config: config.model.name == "repeat-pop",
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
                      "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic",

@@ -72,8 +72,9 @@ class LossModule(nn.Module):
         self.model = model
         self.train_config = train_config
 
-    def forward(self, windows: torch.Tensor, trained: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return loss_terms(self.model, windows, self.train_config, trained)
+    def forward(self, windows: torch.Tensor, trained: torch.Tensor | None = None,
+                earlier: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return loss_terms(self.model, windows, self.train_config, trained, earlier)
 
 
 def compile_loss(loss_module: nn.Module, mode: str = "default") -> nn.Module:
@@ -214,10 +215,12 @@ class Trainer:
                 continue  # every rank needs at least one row to join the gradient all-reduce
             rows = self.dist.shard(rows)
             windows = self.train_windows.windows[rows].to(self.device, non_blocking=True)
+            extra = {}
             if self.config.train.window_stride:  # each window's targets that enter the loss
-                terms = self.loss_module(windows, self.train_windows.trained[rows].to(self.device))
-            else:
-                terms = self.loss_module(windows)
+                extra["trained"] = self.train_windows.trained[rows].to(self.device)
+            if self.model.reads_full_history:  # the repeat head over the whole history: the items before
+                extra["earlier"] = self.train_windows.earlier(rows).to(self.device)
+            terms = self.loss_module(windows, **extra)
             loss = total_loss(self.model, terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
