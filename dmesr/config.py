@@ -134,6 +134,9 @@ class TrainConfig:
     # at its last position (RecBole's sequential training). 0 = off (the windows of all_windows)
     window_stride: int = 0
     lr: float = 1e-3
+    # the repeat head's own few hundred weights learn at this rate (0: train.lr): with one window per user an
+    # epoch is a handful of steps, too few at train.lr for them to move before the backbone stops improving
+    repeat_head_lr: float = 0.03
     weight_decay: float = 0.0
     max_epochs: int = 200
     patience: int = 10  # epochs without validation NDCG@10 improvement before stopping
@@ -346,7 +349,8 @@ def check_config(config: RunConfig) -> None:
     for key, (value, lowest) in at_least.items():
         if value < lowest:
             raise ValueError(f"{key} must be >= {lowest}, got {value}")
-    at_least_zero = {"train.lr": train.lr}  # 0 is allowed: a model that does not learn is a baseline
+    # 0 is allowed: a model that does not learn is a baseline (and a repeat head at 0 learns at train.lr)
+    at_least_zero = {"train.lr": train.lr, "train.repeat_head_lr": train.repeat_head_lr}
     above_zero = {"items.temperature": items.temperature}
     fractions = {"model.dropout": model.dropout, "model.mask_prob": model.mask_prob, "items.dropout": items.dropout,
                  "eval.head_fraction": eval_.head_fraction}
@@ -388,6 +392,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "model.repeat_head": False,  # 2026-12-07; before: the backbone's score alone
     "model.repeat_history": "window",  # 2026-12-07; before: repeat-pop counted the max_len window only
     "model.repeat_context": 0,  # 2026-12-07; before: the repeat head read the max_len window only
+    "train.repeat_head_lr": 0.0,  # 2026-12-07; before: the repeat head learnt at train.lr
 }
 
 
@@ -415,7 +420,8 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     "model.mask_prob": lambda config: config.model.name == "bert4rec",
     **dict.fromkeys(("model.inner_size", "model.activation"), lambda config: config.model.name == "sasrec"),
     "model.repeat_head": _trained,
-    "model.repeat_context": lambda config: _trained(config) and config.model.repeat_head,
+    **dict.fromkeys(("model.repeat_context", "train.repeat_head_lr"),
+                    lambda config: _trained(config) and config.model.repeat_head),
     "model.repeat_history": lambda config: config.model.name == "repeat-pop",
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
                      "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic",

@@ -18,6 +18,7 @@ from dmesr.models import IDEmbedding, build_model
 from dmesr.models.losses import loss_terms, sequence_loss, total_loss
 from dmesr.models.repeats import history_features
 from dmesr.training.run import train_run
+from dmesr.training.trainer import parameter_groups
 
 BACKBONES = ["sasrec", "bert4rec", "gru4rec"]
 
@@ -196,6 +197,17 @@ def test_train_windows_carry_the_items_before_each_window(tiny_split):
         real_window = windows.windows[row][windows.windows[row] > 0].numpy()
         joined = np.concatenate([earlier[earlier > 0].numpy(), real_window])
         assert np.array_equal(joined, part[: len(joined)])  # the earlier items run right up to the window
+
+
+def test_the_head_learns_at_its_own_rate_when_set():
+    model = small_model("sasrec", True)
+    trainable = list(model.parameters())
+    (everything,) = parameter_groups(model, trainable, TrainConfig())
+    assert len(everything["params"]) == len(trainable)
+    backbone, head = parameter_groups(model, trainable, TrainConfig(repeat_head_lr=0.02))
+    assert head["lr"] == 0.02 and "lr" not in backbone
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.repeat_head.parameters()}
+    assert len(backbone["params"]) + len(head["params"]) == len(trainable)
 
 
 def favourites_split(num_users: int = 120, num_items: int = 120, length: int = 24, seed: int = 0):

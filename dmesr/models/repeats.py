@@ -31,6 +31,10 @@ counts, recency and the gate's history length run over everything before the tar
 ``repeat_context`` distinct earlier items (the most often consumed) are candidates beside the window's
 own. Memory stays bounded by ``[B, n + 1]`` per-item counts and ``[B, L, L + repeat_context]`` features.
 
+The head's few hundred weights may learn faster than the backbone (``train.repeat_head_lr``): with one
+window per user an epoch is a handful of steps, and at ``train.lr`` they barely leave their start before
+the backbone stops improving on validation.
+
 The explore term needs each row's log-normaliser with gradients, so the logits are built densely,
 in blocks of rows recomputed in the backward pass (activation checkpointing) when one block would
 exceed ``BLOCK_ELEMENTS``: memory stays bounded, each step costs one extra logits product then.

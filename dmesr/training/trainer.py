@@ -83,6 +83,17 @@ def compile_loss(loss_module: nn.Module, mode: str = "default") -> nn.Module:
     return torch.compile(loss_module, mode=mode)
 
 
+def parameter_groups(model: SequentialRecommender, trainable: list[nn.Parameter], config: TrainConfig) -> list[dict]:
+    """The optimiser's parameter groups: the repeat head's own at ``train.repeat_head_lr`` when set."""
+    head = model.repeat_head.parameters() if model.repeat_head is not None and config.repeat_head_lr else ()
+    head = {id(parameter) for parameter in head}
+    groups = [{"params": [parameter for parameter in trainable if id(parameter) not in head]}]
+    if head:
+        groups.append({"params": [parameter for parameter in trainable if id(parameter) in head],
+                       "lr": config.repeat_head_lr})
+    return groups
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # last finished epoch
@@ -120,7 +131,7 @@ class Trainer:
         self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         # a baseline (pop, repeat-pop) has nothing to train: one validation, no optimizer steps
-        self.optimizer = torch.optim.Adam(trainable, lr=config.train.lr,
+        self.optimizer = torch.optim.Adam(parameter_groups(model, trainable, config.train), lr=config.train.lr,
                                           weight_decay=config.train.weight_decay) if trainable else None
         loss_module = LossModule(self.model, config.train)
         if self.dist.enabled and trainable:
