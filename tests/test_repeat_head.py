@@ -134,8 +134,10 @@ def test_a_training_position_sees_what_inference_sees_after_the_same_history(nam
         seen = history[:, : 14 + position]  # everything before the position's target
         assert targets[0, position].item() == history[0, seen.shape[1]].item()
         window, before = seen[:, -6:], seen[:, :-6]
-        inference = history_features(window, before, 20, context=256)
+        inference = history_features(window, before, 20, context=256, last=1)  # the last position only
         assert _candidate_features(*training, position) == _candidate_features(*inference, -1)
+        every_position = history_features(window, before, 20, context=256)
+        assert all(torch.equal(a[:, -1:], b) for a, b in zip(every_position[1:], inference[1:]))
 
 
 @pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
@@ -202,7 +204,7 @@ def test_train_windows_carry_the_items_before_each_window(tiny_split):
 def test_the_head_learns_at_its_own_rate_when_set():
     model = small_model("sasrec", True)
     trainable = list(model.parameters())
-    (everything,) = parameter_groups(model, trainable, TrainConfig())
+    (everything,) = parameter_groups(model, trainable, TrainConfig(repeat_head_lr=0))  # 0: train.lr
     assert len(everything["params"]) == len(trainable)
     backbone, head = parameter_groups(model, trainable, TrainConfig(repeat_head_lr=0.02))
     assert head["lr"] == 0.02 and "lr" not in backbone

@@ -67,7 +67,7 @@ class HistoryFeatures(NamedTuple):
 
 
 def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, num_items: int = 0,
-                     context: int = 0) -> HistoryFeatures:
+                     context: int = 0, last: int = 0) -> HistoryFeatures:
     """``prefix [B, L]`` (0 = padding) and the items before it, ``earlier [B, H]`` (left-padded, may be
     empty) -> the repeat candidates of every position ``i`` (:class:`HistoryFeatures`): the prefix's
     slots ``k`` and up to ``context`` distinct items of ``earlier`` (the most often consumed, then the
@@ -80,7 +80,8 @@ def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, 
     * ``gate_features [B, L(i), 2]``: the repeat share of the history so far and log(1 + its length).
 
     Strictly causal: nothing after position ``i`` of ``prefix`` enters position ``i``. ``earlier`` sits
-    right before the prefix's first real slot."""
+    right before the prefix's first real slot. ``last``: only the last positions ``i`` (0: all), as
+    inference needs the last one only."""
     length = prefix.shape[1]
     real = prefix > 0
     same = (prefix[:, :, None] == prefix[:, None, :]) & real[:, :, None] & real[:, None, :]
@@ -94,6 +95,10 @@ def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, 
     distinct = candidate.sum(dim=-1)
     recency = (steps[:, None] - steps[None, :]).clamp(min=0).to(torch.float32)
     count = count.to(torch.float32)
+    positions = steps[-last:] if last else steps
+    if last:
+        count, candidate, recency = count[:, -last:], candidate[:, -last:], recency[-last:]
+        history_length, distinct = history_length[:, -last:], distinct[:, -last:]
     slots = prefix
     if earlier is not None and earlier.shape[1] and context > 0:
         earlier_counts, earlier_last = _item_counts(earlier, num_items)  # [B, n + 1] each
@@ -107,10 +112,10 @@ def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, 
                                                       first_real=length - real.sum(dim=1, keepdim=True))
         first_in_prefix = torch.full_like(earlier_counts, length).scatter_reduce_(
             1, prefix, steps.expand_as(prefix), reduce="amin").gather(1, items)  # [B, C]
-        earlier_candidate = (items > 0)[:, None, :] & (first_in_prefix[:, None, :] > steps[None, :, None])
+        earlier_candidate = (items > 0)[:, None, :] & (first_in_prefix[:, None, :] > positions[None, :, None])
         candidate = torch.cat([candidate, earlier_candidate], dim=2)
-        count = torch.cat([count, item_count[:, None, :].expand(-1, length, -1).to(torch.float32)], dim=2)
-        earlier_recency = (steps[None, :, None] - item_time[:, None, :]).clamp(min=0).to(torch.float32)
+        count = torch.cat([count, item_count[:, None, :].expand(-1, len(positions), -1).to(torch.float32)], dim=2)
+        earlier_recency = (positions[None, :, None] - item_time[:, None, :]).clamp(min=0).to(torch.float32)
         recency = torch.cat([recency.expand(len(prefix), -1, -1), earlier_recency], dim=2)
         slots = torch.cat([prefix, items], dim=1)
     seen = history_length.clamp(min=1).to(torch.float32)
@@ -164,8 +169,8 @@ class RepeatHead(nn.Module):
         ``[B, P, S]`` over the candidate slots (``IMPOSSIBLE`` where not a candidate), the candidate mask
         ``[B, P, S]`` and the slots' items ``[B, S]``. ``log g`` is ``IMPOSSIBLE`` (and ``log(1 - g)`` 0)
         where the history is empty."""
-        slots, *parts = history_features(prefix, earlier, table.shape[0] - 1, self.context)
-        features, candidate, gate_features = (part[:, -hidden.shape[1]:] for part in parts)
+        slots, features, candidate, gate_features = history_features(prefix, earlier, table.shape[0] - 1,
+                                                                     self.context, last=hidden.shape[1])
         item_scores = hidden @ F.embedding(slots, table).transpose(1, 2)  # [B, P, S]
         repeat_logits = self.score(features).squeeze(-1) + self.item_weight * item_scores
         repeat_log_probs = repeat_logits.masked_fill(~candidate, IMPOSSIBLE).log_softmax(dim=-1)
