@@ -172,8 +172,8 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
     """The loss terms of one batch of training windows ``[B, L + 1]``: ``rec`` (L_rec, the next-item loss)
     and, when the item side has one, ``align`` (its auxiliary loss, unweighted: DMESR's L_align).
     ``trained [B]``: each window's targets counted from its end that enter the loss (``train.window_stride``).
-    ``earlier [B, H]``: the items before each window (:meth:`dmesr.data.batches.TrainWindows.earlier`), read by a repeat head
-    over the whole history (``model.repeat_context``)."""
+    ``earlier [B, H]``: the items before each window (:meth:`dmesr.data.batches.TrainWindows.earlier`), read
+    by a repeat head over the whole history (``model.repeat_context``)."""
     if train_config.loss not in LOSSES:
         raise ValueError(f"unknown loss {train_config.loss!r}; known: {', '.join(LOSSES)}")
     inputs, targets = model.training_inputs(windows)
