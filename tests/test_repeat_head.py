@@ -180,9 +180,8 @@ def test_the_head_ranks_a_staple_from_before_the_window():
     """Item 7, bought ten times long ago, is a repeat candidate only for the whole-history head."""
     model = small_model("sasrec", True, context=256)
     model.eval()
-    with torch.no_grad():  # a head that trusts counts: the repeat channel alone, by how often
+    with torch.no_grad():  # the gate wide open: the repeat channel decides
         model.repeat_head.gate.bias.fill_(20.0)
-        model.repeat_head.score[2].bias.zero_()
     history = torch.tensor([[7] * 10 + [1, 2, 3, 4, 5, 6, 8, 9]])
     scores = model.predict_scores(history)
     assert torch.isfinite(scores[0, 7]) and scores[0, 7] > scores[0, 10]
