@@ -82,9 +82,11 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 
 
-def training_steps(configs: dict, split, windows: torch.Tensor, device: torch.device, compile_mode: str | None = None):
+def training_steps(configs: dict, split, windows: torch.Tensor, device: torch.device, compile_mode: str | None = None,
+                   earlier=None):
     """``train_step(name, step)``: one training step of the model built from ``configs[name]`` (the trainer's
-    loss module, Adam, the same seed and the same shuffled batches for every model)."""
+    loss module, Adam, the same seed and the same shuffled batches for every model). ``earlier(rows)``: the
+    items before those windows, passed as the trainer does to a model that reads them (``TrainWindows.earlier``)."""
     batch = next(iter(configs.values())).train.batch_size
     models, optimisers, losses = {}, {}, {}
     for name, config in configs.items():
@@ -98,7 +100,8 @@ def training_steps(configs: dict, split, windows: torch.Tensor, device: torch.de
 
     def train_step(name: str, step: int) -> None:
         rows = order[(step * batch) % len(windows):][:batch]
-        loss = total_loss(models[name], losses[name](windows[rows].to(device)))
+        extra = {"earlier": earlier(rows).to(device)} if earlier and models[name].reads_full_history else {}
+        loss = total_loss(models[name], losses[name](windows[rows].to(device), **extra))
         optimisers[name].zero_grad(set_to_none=True)
         loss.backward()
         optimisers[name].step()

@@ -2,7 +2,9 @@
 
 Builds the backbone and the same backbone with the repeat head on one dataset, then times optimiser
 steps on the same training batches, alternating the two models step by step so both see the same
-machine load. Prints the median seconds per step of each and their ratio.
+machine load. Prints the median seconds per step of each and their ratio. The head reads the whole
+history by default (``model.repeat_context``, the items before each window with the batch, as the trainer
+passes them); ``--set model.repeat_context=0`` times the window-only head.
 
     .venv/bin/python benchmarks/bench_repeat_head.py --dataset ml-100k --model sasrec --steps 20 --threads 1 \
         --out reports/bench/repeat-head-ml-100k-sasrec.json
@@ -42,13 +44,13 @@ def main() -> None:
     base = [f"data.dataset={args.dataset}", f"model.name={args.model}", *args.set]
     configs = {name: load_config(overrides=base + [f"model.repeat_head={value}"]) for name, value in VARIANTS.items()}
     split = prepare_split(configs["backbone"].data)
-    windows = TrainWindows(split, configs["backbone"].data.max_len, configs["backbone"].train.all_windows).windows
+    windows = TrainWindows(split, configs["backbone"].data.max_len, configs["backbone"].train.all_windows)
     batch = configs["backbone"].train.batch_size
-    train_step = training_steps(configs, split, windows, device)
+    train_step = training_steps(configs, split, windows.windows, device, earlier=windows.earlier)
     medians = median_step_seconds(train_step, configs, args.steps, warmup=2)
     result = {"dataset": args.dataset, "model": args.model, "device": str(device), "threads": args.threads,
               "items": split.num_items, "batch_size": batch, "max_len": configs["backbone"].data.max_len,
-              "steps": args.steps, "set": args.set,
+              "steps": args.steps, "set": args.set, "repeat_context": configs["repeat_head"].model.repeat_context,
               "backbone_s_per_step": medians["backbone"], "repeat_head_s_per_step": medians["repeat_head"],
               "ratio": medians["repeat_head"] / medians["backbone"], "command": shlex.join(["python", *sys.argv])}
     print(json.dumps(result, indent=2))

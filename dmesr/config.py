@@ -107,6 +107,10 @@ class ModelConfig:
     # a learned score for the items of the user's own history (how often, how recently), added to the
     # backbone's score through a gate per user and step (dmesr.models.repeats); for repeat consumption
     repeat_head: bool = False
+    # the repeat head also reads the history before the max_len window: counts and recency over the whole
+    # history, and up to this many distinct earlier items (the most often consumed) as candidates; 0: the
+    # window only
+    repeat_context: int = 256
     # repeat-pop counts the user's whole history ("all", the strongest form) or only the max_len items a
     # model sees ("window")
     repeat_history: str = "all"
@@ -162,6 +166,9 @@ class TrainConfig:
     # at its last position (RecBole's sequential training). 0 = off (the windows of all_windows)
     window_stride: int = 0
     lr: float = 1e-3
+    # the repeat head's own few hundred weights learn at this rate (0: train.lr): with one window per user an
+    # epoch is a handful of steps, too few at train.lr for them to move before the backbone stops improving
+    repeat_head_lr: float = 0.03
     weight_decay: float = 0.0
     max_epochs: int = 200
     patience: int = 10  # epochs without validation NDCG@10 improvement before stopping
@@ -365,6 +372,7 @@ def check_config(config: RunConfig) -> None:
                 "data.num_sampled_negatives": (data.num_sampled_negatives, 0),
                 "model.hidden_size": (model.hidden_size, 1), "model.num_layers": (model.num_layers, 1),
                 "model.num_heads": (model.num_heads, 1), "model.inner_size": (model.inner_size, 0),
+                "model.repeat_context": (model.repeat_context, 0),
                 "items.adapter_hidden": (items.adapter_hidden, 1),
                 "items.token_pca_dim": (items.token_pca_dim, 0), "items.align_weight": (items.align_weight, 0),
                 "train.num_negatives": (train.num_negatives, 1),
@@ -375,7 +383,8 @@ def check_config(config: RunConfig) -> None:
     for key, (value, lowest) in at_least.items():
         if value < lowest:
             raise ValueError(f"{key} must be >= {lowest}, got {value}")
-    at_least_zero = {"train.lr": train.lr}  # 0 is allowed: a model that does not learn is a baseline
+    # 0 is allowed: a model that does not learn is a baseline (and a repeat head at 0 learns at train.lr)
+    at_least_zero = {"train.lr": train.lr, "train.repeat_head_lr": train.repeat_head_lr}
     above_zero = {"items.temperature": items.temperature}
     fractions = {"model.dropout": model.dropout, "model.mask_prob": model.mask_prob, "items.dropout": items.dropout,
                  "eval.head_fraction": eval_.head_fraction}
@@ -418,6 +427,8 @@ ADDED_SETTINGS: dict[str, Any] = {
     "train.window_stride": 0,  # 2026-12-07; before: windows by train.all_windows alone
     "model.repeat_head": False,  # 2026-12-07; before: the backbone's score alone
     "model.repeat_history": "window",  # 2026-12-07; before: repeat-pop counted the max_len window only
+    "model.repeat_context": 0,  # 2026-12-07; before: the repeat head read the max_len window only
+    "train.repeat_head_lr": 0.0,  # 2026-12-07; before: the repeat head learnt at train.lr
 }
 
 
@@ -446,6 +457,8 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     **dict.fromkeys(("model.inner_size", "model.activation", "model.norm_layout", "model.scale_embeddings",
                      "model.init", "model.positions"), lambda config: config.model.name == "sasrec"),
     "model.repeat_head": _trained,
+    **dict.fromkeys(("model.repeat_context", "train.repeat_head_lr"),
+                    lambda config: _trained(config) and config.model.repeat_head),
     "model.repeat_history": lambda config: config.model.name == "repeat-pop",
     **dict.fromkeys(("train.loss", "train.batch_size", "train.all_windows", "train.lr", "train.weight_decay",
                      "train.max_epochs", "train.patience", "train.max_minutes", "train.deterministic",

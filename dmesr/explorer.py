@@ -55,7 +55,9 @@ def _scores(run: TrainedRun, users, stage: str) -> tuple[torch.Tensor, np.ndarra
     where the run excludes them (``seen_item_mask``, the evaluation's rule), seen items other than the target
     are never listed."""
     inputs = evaluation_inputs(run.split, stage, run.config.data.max_len, users)
-    scores = run.model.predict_scores(inputs.histories).clone()
+    histories = inputs.full_histories(0, len(inputs)) if getattr(run.model, "reads_full_history", False) \
+        else inputs.histories
+    scores = run.model.predict_scores(histories).clone()
     scores[:, 0] = -torch.inf  # padding
     if excludes_history(run.config.eval, has_repeats(run.split)):
         seen = seen_item_mask(inputs, 0, len(inputs), scores.shape, scores.device)

@@ -307,7 +307,8 @@ def test_summary_shows_the_dmesr_variant_best_on_validation():
     _, sentence, table = proposed_summary(store)
     assert table.splitlines()[2].endswith("| `dmesr-dual` 0.1080 (+8.0%) |")
     assert "`dmesr` beats its backbone in 1 of 1 (dataset, model) cells" in sentence
-    assert "Tuned on validation" in sentence and "beats its backbone in 1 of 1 cells with variants and the " \
+    assert "Tuned on validation (the best of `dmesr` and the variants the grid ran: `dmesr-dual`, `dmesr-gate`)" \
+        in sentence and "beats its backbone in 1 of 1 cells with variants and the " \
         "validation-chosen baseline in 0;" in sentence
     # a variant still running says how many seeds its mean holds
     _, _, table = proposed_summary(store[~((store["method"] == "dmesr-dual") & (store["seed"] == 2))])

@@ -8,21 +8,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dmesr.config import DataConfig, ModelConfig, TrainConfig, config_hash, load_config
 from dmesr.data import build_split
+from dmesr.data.batches import TrainWindows
 from dmesr.data.schema import RawDataset
 from dmesr.models import IDEmbedding, build_model
-from dmesr.models.losses import sequence_loss
+from dmesr.models.losses import loss_terms, sequence_loss, total_loss
 from dmesr.models.repeats import history_features
 from dmesr.training.run import train_run
+from dmesr.training.trainer import parameter_groups
 
 BACKBONES = ["sasrec", "bert4rec", "gru4rec"]
 
 
-def small_model(name: str, repeat_head: bool, num_items: int = 20, max_len: int = 8):
+def small_model(name: str, repeat_head: bool, num_items: int = 20, max_len: int = 8, context: int = 256):
     torch.manual_seed(0)
-    config = ModelConfig(name=name, hidden_size=16, num_layers=1, num_heads=1, repeat_head=repeat_head)
+    config = ModelConfig(name=name, hidden_size=16, num_layers=1, num_heads=1, repeat_head=repeat_head,
+                         repeat_context=context)
     return build_model(config, IDEmbedding(num_items, 16), max_len)
 
 
@@ -41,7 +45,7 @@ def test_shapes_and_a_finite_loss_with_gradients_for_the_head(name):
 
 
 def test_features_count_recency_and_each_item_once():
-    features, candidate, gate = history_features(torch.tensor([[0, 3, 5, 3, 3]]))
+    _, features, candidate, gate = history_features(torch.tensor([[0, 3, 5, 3, 3]]))
     last = candidate[0, -1]
     assert last.tolist() == [False, False, True, False, True]  # item 5 at 2, item 3's last occurrence at 4
     assert features[0, -1, 4, 0].expm1().item() == pytest.approx(3.0)  # item 3 three times
@@ -53,7 +57,7 @@ def test_no_future_item_reaches_a_position():
     prefix = torch.tensor([[0, 4, 2, 4, 7, 2, 9, 4]])
     changed = prefix.clone()
     changed[0, 5:] = torch.tensor([4, 4, 1])  # rewrite what comes after position 4
-    (features, candidate, gate), (features_changed, candidate_changed, gate_changed) = (
+    (_, features, candidate, gate), (_, features_changed, candidate_changed, gate_changed) = (
         history_features(p) for p in (prefix, changed))
     assert torch.equal(candidate[:, :5], candidate_changed[:, :5]) and torch.equal(gate[:, :5], gate_changed[:, :5])
     used = candidate[:, :5, :, None]  # the features of non-candidates are never read
@@ -64,7 +68,7 @@ def test_no_future_item_reaches_a_position():
         windows = torch.tensor([[0, 4, 2, 4, 7, 2, 9, 4, 3]])
         inputs, targets = model.training_inputs(windows)
         prefix = model.repeat_prefix(inputs, targets)
-        _, candidate, _ = history_features(prefix)
+        _, _, candidate, _ = history_features(prefix)
         for position in torch.nonzero(targets[0] > 0).flatten().tolist():
             history = windows[0, : position + 1] if name != "bert4rec" else windows[0, 1:][:position]
             assert sorted(set(prefix[0][candidate[0, position]].tolist())) == sorted(set(history.tolist()) - {0})
@@ -88,6 +92,123 @@ def test_the_head_draws_no_random_number_of_the_backbone():
     plain, repeat = small_model("sasrec", repeat_head=False), small_model("sasrec", repeat_head=True)
     for key, value in plain.state_dict().items():
         assert torch.equal(value, repeat.state_dict()[key]), key
+
+
+def test_earlier_items_count_and_are_candidates_until_the_window_repeats_them():
+    # earlier 7, 7, 2 (times -3, -2, -1), then the prefix 3, 7
+    slots, features, candidate, gate = history_features(torch.tensor([[3, 7]]), torch.tensor([[0, 7, 7, 2]]),
+                                                        num_items=9, context=5)
+    assert slots[0].tolist() == [3, 7, 7, 2]  # the prefix, then the earlier items by count
+    assert candidate[0].tolist() == [[True, False, True, True], [True, True, False, True]]
+    assert features[0, 0, 2, 0].expm1().item() == pytest.approx(2.0)  # item 7 twice before the window
+    assert features[0, 0, 2, 1].expm1().item() == pytest.approx(2.0)  # last seen two steps before position 0
+    assert features[0, 1, 1, 0].expm1().item() == pytest.approx(3.0)  # at position 1: three times, just now
+    assert features[0, 1, 1, 1].item() == 0.0 and features[0, 1, 1, 2].item() == pytest.approx(3 / 5)
+    assert gate[0, 1, 0].item() == pytest.approx(2 / 5) and gate[0, 1, 1].expm1().item() == pytest.approx(5.0)
+    # a cap keeps the most often consumed earlier items; counts and the history length still see them all
+    slots, features, candidate, gate = history_features(torch.tensor([[3, 4]]), torch.tensor([[0, 7, 7, 2]]),
+                                                        num_items=9, context=1)
+    assert slots[0].tolist() == [3, 4, 7] and gate[0, 1, 1].expm1().item() == pytest.approx(5.0)
+
+
+def _candidate_features(slots, features, candidate, gate, position: int) -> tuple[dict, list]:
+    """``{item: features}`` of a position's candidates and its gate features, whatever the slot layout."""
+    items = slots[0][candidate[0, position]].tolist()
+    values = features[0, position][candidate[0, position]].numpy().round(5).tolist()
+    return dict(zip(items, map(tuple, values))), gate[0, position].numpy().round(5).tolist()
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_a_training_position_sees_what_inference_sees_after_the_same_history(name):
+    """Each training position's candidates, counts, recency and gate features, with the items before the
+    window, equal those of an inference over the user's whole history up to that position: the earlier
+    items are placed right, and nothing after a position (its target included) reaches it."""
+    model = small_model(name, repeat_head=True, max_len=6)
+    generator = torch.Generator().manual_seed(3)
+    history = torch.randint(1, 6, (1, 20), generator=generator)  # five items: many repeats
+    windows, earlier = history[:, -7:], history[:, :-7]  # a training window of max_len + 1, and before it
+    inputs, targets = model.training_inputs(windows)
+    training = history_features(model.repeat_prefix(inputs, targets), model.repeat_earlier(windows, earlier), 20,
+                                 context=256)
+    for position in torch.nonzero(targets[0] > 0).flatten().tolist():
+        seen = history[:, : 14 + position]  # everything before the position's target
+        assert targets[0, position].item() == history[0, seen.shape[1]].item()
+        window, before = seen[:, -6:], seen[:, :-6]
+        inference = history_features(window, before, 20, context=256, last=1)  # the last position only
+        assert _candidate_features(*training, position) == _candidate_features(*inference, -1)
+        every_position = history_features(window, before, 20, context=256)
+        assert all(torch.equal(a[:, -1:], b) for a, b in zip(every_position[1:], inference[1:]))
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_a_future_item_never_changes_a_training_score(name):
+    """A next-item position's loss, with the items before the window, is the same whatever follows its target
+    (BERT4Rec's cloze encoder reads both sides by design; its head's features are checked above)."""
+    model = small_model(name, repeat_head=True, max_len=6)
+    model.eval()  # no dropout: the two losses differ only by the data
+    earlier = torch.tensor([[0, 9, 9, 4, 7]])
+    windows = torch.tensor([[1, 4, 2, 4, 7, 2, 9]])
+    changed = windows.clone()
+    changed[0, 5:] = torch.tensor([3, 3])  # the items after the target of position 3
+
+    def first_positions_loss(rows: torch.Tensor) -> torch.Tensor:
+        inputs, targets = model.training_inputs(rows)
+        targets[:, 4:] = 0  # score positions 0..3 only
+        hidden, table = model.hidden_and_table(inputs)
+        return model.repeat_head.loss(hidden, table, model.repeat_prefix(inputs, targets), targets,
+                                      earlier=model.repeat_earlier(rows, earlier))
+
+    assert torch.equal(first_positions_loss(windows), first_positions_loss(changed))
+
+
+def test_the_whole_history_head_equals_the_window_head_when_the_history_fits():
+    """Same weights, histories no longer than the window: the same loss and the same scores."""
+    window_only, whole = small_model("sasrec", True, context=0), small_model("sasrec", True, context=256)
+    whole.load_state_dict(window_only.state_dict())
+    window_only.eval(), whole.eval()  # no dropout: the two differ only by the head's reach
+    windows = torch.randint(1, 21, (4, 9))
+    windows[0, :5] = 0
+    train_windows_earlier = torch.zeros(4, 3, dtype=torch.int64)  # nobody has items before the window
+    assert torch.equal(sequence_loss(window_only, windows, TrainConfig()),
+                       total_loss(whole, loss_terms(whole, windows, TrainConfig(), earlier=train_windows_earlier)))
+    assert not window_only.reads_full_history and whole.reads_full_history
+    histories = windows[:, 3:]  # at most 6 items: shorter than the window, as the evaluation pads them
+    assert torch.equal(window_only.predict_scores(F.pad(histories, (2, 0))), whole.predict_scores(histories))
+
+
+def test_the_head_ranks_a_staple_from_before_the_window():
+    """Item 7, bought ten times long ago, is a repeat candidate only for the whole-history head."""
+    model = small_model("sasrec", True, context=256)
+    model.eval()
+    with torch.no_grad():  # the gate wide open: the repeat channel decides
+        model.repeat_head.gate.bias.fill_(20.0)
+    history = torch.tensor([[7] * 10 + [1, 2, 3, 4, 5, 6, 8, 9]])
+    scores = model.predict_scores(history)
+    assert torch.isfinite(scores[0, 7]) and scores[0, 7] > scores[0, 10]
+    window_only = small_model("sasrec", True, context=0)
+    window_only.eval()
+    assert window_only.predict_scores(history[:, -8:])[0, 7] < scores[0, 7]
+
+
+def test_train_windows_carry_the_items_before_each_window(tiny_split):
+    windows = TrainWindows(tiny_split, max_len=3, all_windows=True)
+    for row in range(len(windows)):
+        part = tiny_split.train_part(int(windows.users[row]))
+        earlier = windows.earlier(torch.tensor([row]))[0]
+        real_window = windows.windows[row][windows.windows[row] > 0].numpy()
+        joined = np.concatenate([earlier[earlier > 0].numpy(), real_window])
+        assert np.array_equal(joined, part[: len(joined)])  # the earlier items run right up to the window
+
+
+def test_the_head_learns_at_its_own_rate_when_set():
+    model = small_model("sasrec", True)
+    trainable = list(model.parameters())
+    (everything,) = parameter_groups(model, trainable, TrainConfig(repeat_head_lr=0))  # 0: train.lr
+    assert len(everything["params"]) == len(trainable)
+    backbone, head = parameter_groups(model, trainable, TrainConfig(repeat_head_lr=0.02))
+    assert head["lr"] == 0.02 and "lr" not in backbone
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.repeat_head.parameters()}
+    assert len(backbone["params"]) + len(head["params"]) == len(trainable)
 
 
 def favourites_split(num_users: int = 120, num_items: int = 120, length: int = 24, seed: int = 0):

@@ -51,6 +51,7 @@ def test_repeat_and_new_targets_and_models_below_a_heuristic_are_named(tmp_path)
     assert f"{change:+.1f}%" in row and f"({p_seeds:.3g} / " in row
     assert "**A trained model is below a trivial baseline:** `sasrec` `backbone` is below `repeat-pop`" in repeats
     assert "`sasrec` `repeat-head` is below" not in repeats and "below `pop`" not in repeats
+    assert "Significantly above `repeat-pop`: `sasrec` `repeat-head` (+" in repeats
 
 
 def test_without_repeats_only_the_baselines_are_compared(tmp_path):

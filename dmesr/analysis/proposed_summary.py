@@ -112,8 +112,9 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC, alpha:
                    f"{len(versus_selected)} cells with baselines (on average over those cells {np.mean(versus_selected):+.1f}% "
                    f"against it, {np.mean(versus_strongest):+.1f}% against the strongest baseline on test)"
                    if versus_selected else f"no baseline ({competing}) ran" if competing else "the grid declares no baselines")
-    tuned_sentence = (f" Tuned on validation (the best of the variants the grid ran: integration mode, fusion norm, "
-                      f"alignment weight), `{roles.proposed}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
+    variants = ", ".join(f"`{variant}`" for variant in roles.variants)
+    tuned_sentence = (f" Tuned on validation (the best of `{roles.proposed}` and the variants the grid ran: {variants}), "
+                      f"`{roles.proposed}` beats its backbone in {tuned_wins_backbone} of {with_tuned} cells "
                       f"with variants and the validation-chosen baseline in {tuned_wins_selected}; the baselines had "
                       f"no such tuning." if with_tuned else "")
     return [f"## `{roles.proposed}` at a glance (test {metric}, mean over seeds)",

@@ -155,7 +155,7 @@ def repeat_section(runs: pd.DataFrame, alpha: float, per_user_test: str, metric:
     groups = REPEAT_GROUPS if repeats else ()
     header = ["model", "method", "seeds", f"test {metric}", *(f"{group} {metric}" for group in groups)]
     header += [f"vs `{name}` (p seeds / users)" for name in baselines]
-    rows, below = [], []
+    rows, below, above = [], [], []
     for model, method, cell_runs in model_cells(runs):
         row = [model, method, cell_runs["seed"].nunique(),
                *(_cell_text(cell_runs, f"{group}_{metric}") for group in ("test", *groups))]
@@ -169,6 +169,8 @@ def repeat_section(runs: pd.DataFrame, alpha: float, per_user_test: str, metric:
             if result["rel_pct"] < 0:
                 below.append(f"`{model}` `{method}` is below `{name}` ({result['rel_pct']:+.1f}%, "
                              f"{'significant' if marks else 'not significant'})")
+            elif marks and name == "repeat-pop":
+                above.append(f"`{model}` `{method}` ({result['rel_pct']:+.1f}%{marks})")
         rows.append(row)
     first = runs.iloc[0]
     note = (f"Test users whose target is an item they had before (`repeat`): {int(first['repeat_num_users'])}, "
@@ -179,6 +181,8 @@ def repeat_section(runs: pd.DataFrame, alpha: float, per_user_test: str, metric:
         verdict = "No `pop` or `repeat-pop` runs here: nothing tells whether the heuristics win."
     elif below:
         verdict = "**A trained model is below a trivial baseline:** " + "; ".join(below) + "."
+        if above:  # where some are below, say which clear the stronger heuristic
+            verdict += " Significantly above `repeat-pop`: " + ", ".join(above) + "."
     else:
         verdict = (f"Every trained model is above {' and '.join(f'`{name}`' for name in baselines)} "
                    f"(significantly where the table marks it).")

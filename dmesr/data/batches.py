@@ -2,7 +2,8 @@
 
 Training uses each user's train part (``sequence[:-2]``), cut to its last ``max_len + 1``
 items (``train.all_windows=true``: windows over the whole part); the model turns a window into
-inputs and targets. Evaluation uses, per user, the history before the target (truncated to
+inputs and targets; :meth:`TrainWindows.earlier` gives the items before a batch's windows (the repeat
+head's whole history). Evaluation uses, per user, the history before the target (truncated to
 ``max_len`` for the model) and the full history as the set of seen items to exclude from ranking.
 """
 
@@ -40,22 +41,24 @@ class TrainWindows(Dataset):
     """
 
     def __init__(self, split: SequenceSplit, max_len: int, all_windows: bool = False, stride: int = 0):
-        windows, users, trained = [], [], []
+        windows, users, trained, starts = [], [], [], []
+        self.parts = [split.train_part(user) for user in range(split.num_users)]
         self.train_interactions = self.covered_interactions = 0  # how much of the train parts the windows hold
         step = stride or max_len
-        for user in range(split.num_users):
-            part = split.train_part(user)
+        for user, part in enumerate(self.parts):
             ends = range(len(part), 1, -step) if all_windows or stride else [len(part)]
             self.train_interactions += len(part)
             if len(part) >= 2:
                 self.covered_interactions += len(part) if all_windows or stride else min(len(part), max_len + 1)
             for end in ends:
                 if end >= 2:
-                    windows.append(part[max(0, end - max_len - 1) : end])
+                    starts.append(max(0, end - max_len - 1))
+                    windows.append(part[starts[-1] : end])
                     users.append(user)
                     # the next window (ending `stride` items earlier) trains the targets before these
                     trained.append(stride if stride and end - stride >= 2 else max_len)
         self.users = np.array(users, dtype=np.int64)
+        self.starts = np.array(starts, dtype=np.int64)  # where each window begins in its user's train part
         self.windows = pad_left(windows, max_len + 1)
         # targets each window trains, counted from its end (``stride``: the others are another window's)
         self.trained = torch.tensor(trained, dtype=torch.int64)
@@ -65,6 +68,13 @@ class TrainWindows(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.windows[index]
+
+    def earlier(self, rows: torch.Tensor) -> torch.Tensor:
+        """The items before each window of ``rows``, left-padded to the longest of them ``[len(rows), H]``:
+        built per batch, so memory holds one batch of whole histories at a time."""
+        rows = np.asarray(rows)
+        parts = [self.parts[user][:start] for user, start in zip(self.users[rows], self.starts[rows])]
+        return pad_left(parts, max(map(len, parts), default=0))
 
 
 @dataclass

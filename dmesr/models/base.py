@@ -16,12 +16,13 @@ then runs once per table with shared weights, and hidden states and tables are c
 
 ``model.repeat_head`` adds a repeat / explore mixture over the user's own history on top of any
 backbone (:mod:`dmesr.models.repeats`): subclasses only say which items form each training
-position's history (:meth:`SequentialRecommender.repeat_prefix`).
+position's history (:meth:`SequentialRecommender.repeat_prefix`, :meth:`~SequentialRecommender.repeat_earlier`).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dmesr.config import ModelConfig
@@ -75,7 +76,13 @@ class SequentialRecommender(nn.Module):
         self.repeat_head = None
         if config.repeat_head:  # drawn from a forked generator: the backbone's weights are the same without it
             with torch.random.fork_rng(devices=[]):
-                self.repeat_head = RepeatHead(items.dim)
+                self.repeat_head = RepeatHead(items.dim, config.repeat_context)
+
+    @property
+    def reads_full_history(self) -> bool:
+        """Whether the evaluation passes each user's whole history (the repeat head's ``model.repeat_context``)
+        instead of the ``max_len`` window; the backbone still reads the window."""
+        return self.repeat_head is not None and self.repeat_head.context > 0
 
     def encode(self, seqs: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         """``seqs [B, L]`` (0 = padding) embedded with ``table`` -> hidden states ``[B, L, d]``."""
@@ -101,6 +108,11 @@ class SequentialRecommender(nn.Module):
         head's features). Next-item prediction: the inputs up to and including ``i``."""
         return inputs
 
+    def repeat_earlier(self, windows: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        """The items before :meth:`repeat_prefix`'s first slot, from the training windows ``[B, L + 1]``
+        and the items before them ``earlier [B, H]``. Next-item prediction: ``earlier`` itself."""
+        return earlier
+
     def inference_inputs(self, histories: torch.Tensor) -> torch.Tensor:
         """Histories ``[B, L]`` -> the input whose last position predicts the next item."""
         return histories
@@ -108,8 +120,12 @@ class SequentialRecommender(nn.Module):
     def predict_scores(self, histories: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, num_items + 1]`` for the item following each history (column 0 = padding);
         with the repeat head, the log-probabilities of its mixture."""
+        earlier = None
+        if self.reads_full_history:  # the whole history: the backbone reads its last max_len items
+            histories = F.pad(histories, (max(0, self.max_len - histories.shape[1]), 0))
+            histories, earlier = histories[:, -self.max_len :], histories[:, : -self.max_len]
         hidden, table = self.hidden_and_table(self.inference_inputs(histories))
         scores = hidden[:, -1, :] @ table.T
         if self.repeat_head is None:
             return scores
-        return self.repeat_head.scores(scores, hidden[:, -1, :], table, histories)
+        return self.repeat_head.scores(scores, hidden[:, -1, :], table, histories, earlier)

@@ -83,6 +83,10 @@ class BERT4Rec(SequentialRecommender):
         originals = torch.where(targets > 0, targets, inputs)
         return F.pad(originals[:, :-1], (1, 0))
 
+    def repeat_earlier(self, windows: torch.Tensor, earlier: torch.Tensor) -> torch.Tensor:
+        """The cloze window drops the training window's first item: it joins the items before the prefix."""
+        return torch.cat([earlier, windows[:, :1]], dim=1)
+
     def inference_inputs(self, histories: torch.Tensor) -> torch.Tensor:
         mask_column = torch.full_like(histories[:, :1], self.mask_token)
         return torch.cat([histories[:, 1:], mask_column], dim=1)

@@ -173,10 +173,12 @@ def sampled_softmax(
 
 
 def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config: TrainConfig,
-               trained: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               trained: torch.Tensor | None = None, earlier: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The loss terms of one batch of training windows ``[B, L + 1]``: ``rec`` (L_rec, the next-item loss)
     and, when the item side has one, ``align`` (its auxiliary loss, unweighted: DMESR's L_align).
-    ``trained [B]``: each window's targets counted from its end that enter the loss (``train.window_stride``)."""
+    ``trained [B]``: each window's targets counted from its end that enter the loss (``train.window_stride``).
+    ``earlier [B, H]``: the items before each window (:meth:`dmesr.data.batches.TrainWindows.earlier`), read
+    by a repeat head over the whole history (``model.repeat_context``)."""
     spec = LOSSES.get(train_config.loss)
     if spec is None:
         raise ValueError(f"unknown loss {train_config.loss!r}; known: {', '.join(LOSSES)}")
@@ -190,8 +192,10 @@ def loss_terms(model: SequentialRecommender, windows: torch.Tensor, train_config
         weights = has_target.to(hidden.dtype) if torch.compiler.is_compiling() else None
         if weights is None and not has_target.any():
             raise ValueError("training batch has no target item: every window is empty or a single item")
+        earlier = model.repeat_earlier(windows, earlier) if earlier is not None and model.reads_full_history \
+            else None
         return _with_auxiliary(model, windows, model.repeat_head.loss(
-            hidden, table, model.repeat_prefix(inputs, targets), targets, weights))
+            hidden, table, model.repeat_prefix(inputs, targets), targets, weights, earlier))
     if train_config.loss == "ce" and torch.compiler.is_compiling():
         # fixed shapes for a compiled graph (train.compile): every position, those without a target
         # weighted 0, instead of selecting the positions with one (a shape only the data decides)

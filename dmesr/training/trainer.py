@@ -72,14 +72,26 @@ class LossModule(nn.Module):
         self.model = model
         self.train_config = train_config
 
-    def forward(self, windows: torch.Tensor, trained: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        return loss_terms(self.model, windows, self.train_config, trained)
+    def forward(self, windows: torch.Tensor, trained: torch.Tensor | None = None,
+                earlier: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return loss_terms(self.model, windows, self.train_config, trained, earlier)
 
 
 def compile_loss(loss_module: nn.Module, mode: str = "default") -> nn.Module:
     """``train.compile``: the same values, fewer and fused kernels once compiled (the first steps compile).
     ``mode``: torch.compile's (the overhead benchmark also tries ``reduce-overhead``, CUDA graphs)."""
     return torch.compile(loss_module, mode=mode)
+
+
+def parameter_groups(model: SequentialRecommender, trainable: list[nn.Parameter], config: TrainConfig) -> list[dict]:
+    """The optimiser's parameter groups: the repeat head's own at ``train.repeat_head_lr`` when set."""
+    head = model.repeat_head.parameters() if model.repeat_head is not None and config.repeat_head_lr else ()
+    head = {id(parameter) for parameter in head}
+    groups = [{"params": [parameter for parameter in trainable if id(parameter) not in head]}]
+    if head:
+        groups.append({"params": [parameter for parameter in trainable if id(parameter) in head],
+                       "lr": config.repeat_head_lr})
+    return groups
 
 
 @dataclass
@@ -119,7 +131,7 @@ class Trainer:
         self.valid_inputs = evaluation_inputs(split, "valid", config.data.max_len)
         trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
         # a baseline (pop, repeat-pop) has nothing to train: one validation, no optimizer steps
-        self.optimizer = torch.optim.Adam(trainable, lr=config.train.lr,
+        self.optimizer = torch.optim.Adam(parameter_groups(model, trainable, config.train), lr=config.train.lr,
                                           weight_decay=config.train.weight_decay) if trainable else None
         loss_module = LossModule(self.model, config.train)
         if self.dist.enabled and trainable:
@@ -214,10 +226,12 @@ class Trainer:
                 continue  # every rank needs at least one row to join the gradient all-reduce
             rows = self.dist.shard(rows)
             windows = self.train_windows.windows[rows].to(self.device, non_blocking=True)
+            extra = {}
             if self.config.train.window_stride:  # each window's targets that enter the loss
-                terms = self.loss_module(windows, self.train_windows.trained[rows].to(self.device))
-            else:
-                terms = self.loss_module(windows)
+                extra["trained"] = self.train_windows.trained[rows].to(self.device)
+            if self.model.reads_full_history:  # the repeat head over the whole history: the items before
+                extra["earlier"] = self.train_windows.earlier(rows).to(self.device)
+            terms = self.loss_module(windows, **extra)
             loss = total_loss(self.model, terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch}; lower train.lr")
