@@ -281,3 +281,48 @@ def test_the_head_runs_over_an_item_side_with_two_tables():
     loss.backward()
     assert torch.isfinite(loss) and model.repeat_head.item_weight.grad is not None
     assert model.predict_scores(windows[:, 1:]).shape == (4, 21)
+
+
+@pytest.mark.parametrize("with_earlier", [False, True])
+def test_a_batch_without_repeat_targets_takes_the_gate_only_path_with_the_same_loss_and_gradients(
+        monkeypatch, with_earlier):
+    from dmesr.models.repeats import RepeatHead
+
+    torch.manual_seed(0)
+    num_items, width, length = 400, 8, 12
+    items = torch.randperm(num_items)[: 4 * (length + 1 + 6)].view(4, -1) + 1  # every row: distinct items
+    windows, earlier = items[:, 6:], items[:, :6] if with_earlier else None
+    windows[0, :4] = 0  # a short history
+    if earlier is not None:
+        earlier[1, :3] = 0
+    prefix, targets = windows[:, :-1], windows[:, 1:] * (windows[:, :-1] > 0)
+    head = RepeatHead(width, context=4)
+    with torch.no_grad():
+        head.item_weight.fill_(0.5)
+    hidden = torch.randn(4, length, width, requires_grad=True)
+    table = torch.randn(num_items + 1, width, requires_grad=True)
+
+    def loss_and_gradients():
+        head.zero_grad()
+        hidden.grad = table.grad = None
+        loss = head.loss(hidden, table, prefix, targets, earlier=earlier)
+        loss.backward()
+        return loss.detach(), [hidden.grad.clone(), table.grad.clone()] + [p.grad.clone() for p in head.parameters()]
+
+    assert not head._repeats_a_target(prefix, targets, earlier, num_items)
+    shortcut, shortcut_gradients = loss_and_gradients()
+    monkeypatch.setattr(RepeatHead, "_repeats_a_target", lambda *args: True)  # the full mixture
+    full, full_gradients = loss_and_gradients()
+    assert torch.equal(shortcut, full)
+    for a, b in zip(shortcut_gradients, full_gradients, strict=True):
+        assert torch.equal(a, b)
+    assert all((p.grad == 0).all() for p in (head.item_weight, *head.score.parameters()))
+    monkeypatch.undo()
+    # one repeated target, in the window or before it, sends the batch through the full mixture
+    repeated = targets.clone()
+    repeated[2, -1] = prefix[2, 3]
+    assert head._repeats_a_target(prefix, repeated, earlier, num_items)
+    if earlier is not None:
+        repeated = targets.clone()
+        repeated[3, -1] = earlier[3, -1]
+        assert head._repeats_a_target(prefix, repeated, earlier, num_items)

@@ -67,7 +67,7 @@ class HistoryFeatures(NamedTuple):
 
 
 def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, num_items: int = 0,
-                     context: int = 0, last: int = 0) -> HistoryFeatures:
+                     context: int = 0, last: int = 0, gate_only: bool = False) -> HistoryFeatures:
     """``prefix [B, L]`` (0 = padding) and the items before it, ``earlier [B, H]`` (left-padded, may be
     empty) -> the repeat candidates of every position ``i`` (:class:`HistoryFeatures`): the prefix's
     slots ``k`` and up to ``context`` distinct items of ``earlier`` (the most often consumed, then the
@@ -81,7 +81,9 @@ def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, 
 
     Strictly causal: nothing after position ``i`` of ``prefix`` enters position ``i``. ``earlier`` sits
     right before the prefix's first real slot. ``last``: only the last positions ``i`` (0: all), as
-    inference needs the last one only."""
+    inference needs the last one only. ``gate_only``: the gate's inputs alone (what a batch whose targets
+    are all new to their histories needs): ``features`` is empty and ``candidate [B, L, 1]`` says whether
+    position ``i`` has any candidate at all."""
     length = prefix.shape[1]
     real = prefix > 0
     same = (prefix[:, :, None] == prefix[:, None, :]) & real[:, :, None] & real[:, None, :]
@@ -107,21 +109,25 @@ def history_features(prefix: torch.Tensor, earlier: torch.Tensor | None = None, 
         # earlier items the prefix repeats leave their earlier slot: the prefix slot counts them
         distinct = distinct + (earlier_counts > 0).sum(dim=1, keepdim=True) - (candidate & in_earlier[:, None]).sum(-1)
         history_length = history_length + earlier_length
-        count = count + earlier_counts.gather(1, prefix)[:, None, :].to(torch.float32)
-        items, item_count, item_time = _earlier_slots(earlier_counts, earlier_last, context,
-                                                      first_real=length - real.sum(dim=1, keepdim=True))
-        first_in_prefix = torch.full_like(earlier_counts, length).scatter_reduce_(
-            1, prefix, steps.expand_as(prefix), reduce="amin").gather(1, items)  # [B, C]
-        earlier_candidate = (items > 0)[:, None, :] & (first_in_prefix[:, None, :] > positions[None, :, None])
-        candidate = torch.cat([candidate, earlier_candidate], dim=2)
-        count = torch.cat([count, item_count[:, None, :].expand(-1, len(positions), -1).to(torch.float32)], dim=2)
-        earlier_recency = (positions[None, :, None] - item_time[:, None, :]).clamp(min=0).to(torch.float32)
-        recency = torch.cat([recency.expand(len(prefix), -1, -1), earlier_recency], dim=2)
-        slots = torch.cat([prefix, items], dim=1)
+        if not gate_only:
+            count = count + earlier_counts.gather(1, prefix)[:, None, :].to(torch.float32)
+            items, item_count, item_time = _earlier_slots(earlier_counts, earlier_last, context,
+                                                          first_real=length - real.sum(dim=1, keepdim=True))
+            first_in_prefix = torch.full_like(earlier_counts, length).scatter_reduce_(
+                1, prefix, steps.expand_as(prefix), reduce="amin").gather(1, items)  # [B, C]
+            earlier_candidate = (items > 0)[:, None, :] & (first_in_prefix[:, None, :] > positions[None, :, None])
+            candidate = torch.cat([candidate, earlier_candidate], dim=2)
+            count = torch.cat([count, item_count[:, None, :].expand(-1, len(positions), -1).to(torch.float32)],
+                              dim=2)
+            earlier_recency = (positions[None, :, None] - item_time[:, None, :]).clamp(min=0).to(torch.float32)
+            recency = torch.cat([recency.expand(len(prefix), -1, -1), earlier_recency], dim=2)
+            slots = torch.cat([prefix, items], dim=1)
     seen = history_length.clamp(min=1).to(torch.float32)
-    features = torch.stack([count.log1p(), recency.log1p().expand_as(count), count / seen[:, :, None]], dim=-1)
     repeat_share = (history_length - distinct) / seen  # 0 on padding
     gate_features = torch.stack([repeat_share, seen.log1p()], dim=-1)
+    if gate_only:  # any earlier item makes a candidate: itself, or its prefix slot once the prefix repeats it
+        return HistoryFeatures(slots, count.new_zeros(0), (history_length > 0)[:, :, None], gate_features)
+    features = torch.stack([count.log1p(), recency.log1p().expand_as(count), count / seen[:, :, None]], dim=-1)
     return HistoryFeatures(slots, features, candidate, gate_features)
 
 
@@ -175,14 +181,19 @@ class RepeatHead(nn.Module):
         repeat_logits = self.score(features).squeeze(-1) + self.item_weight * item_scores
         repeat_log_probs = repeat_logits.masked_fill(~candidate, IMPOSSIBLE).log_softmax(dim=-1)
         repeat_log_probs = repeat_log_probs.masked_fill(~candidate, IMPOSSIBLE)
+        log_gate, log_explore = self._gate(hidden, gate_features, candidate.any(dim=-1))
+        return log_gate, log_explore, repeat_log_probs, candidate, slots
+
+    def _gate(self, hidden: torch.Tensor, gate_features: torch.Tensor, has_history: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log g`` and ``log(1 - g)`` ``[B, P]``: ``IMPOSSIBLE`` and 0 where the history is empty."""
         # the gate reads the hidden state without training it: the backbone learns only from its own softmax
         # and the repeat scores, so on data without repeats it trains exactly as without the head
         state = hidden[..., : self.width].detach()
         gate_logits = self.gate(torch.cat([state, gate_features], dim=-1)).squeeze(-1)
-        has_history = candidate.any(dim=-1)
         log_gate = torch.where(has_history, F.logsigmoid(gate_logits), IMPOSSIBLE)
         log_explore = torch.where(has_history, F.logsigmoid(-gate_logits), 0.0)
-        return log_gate, log_explore, repeat_log_probs, candidate, slots
+        return log_gate, log_explore
 
     def scores(self, scores: torch.Tensor, hidden: torch.Tensor, table: torch.Tensor, histories: torch.Tensor,
                earlier: torch.Tensor | None = None) -> torch.Tensor:
@@ -205,10 +216,18 @@ class RepeatHead(nn.Module):
         (0 = no target), ``earlier [B, H]`` the items before the prefix. ``weights [B, L]`` (0/1): every
         position kept, those weighted 0 left out of the mean (fixed shapes for a compiled step); without,
         only the positions with a target are scored."""
-        log_gate, log_explore, repeat_log_probs, candidate, slots = self.mixture(hidden, table, prefix, earlier)
-        is_target = candidate & (slots[:, None, :] == targets[:, :, None])
-        repeat = torch.where(is_target.any(dim=-1), (repeat_log_probs * is_target).sum(dim=-1), IMPOSSIBLE)
         rows = (slice(None),) if weights is not None else (targets > 0,)
+        if self._repeats_a_target(prefix, targets, earlier, table.shape[0] - 1):
+            log_gate, log_explore, repeat_log_probs, candidate, slots = self.mixture(hidden, table, prefix, earlier)
+            is_target = candidate & (slots[:, None, :] == targets[:, :, None])
+            repeat = torch.where(is_target.any(dim=-1), (repeat_log_probs * is_target).sum(dim=-1), IMPOSSIBLE)
+        else:  # every target is new to its history: p_r(target) = 0, the gate is all the head adds
+            gate_inputs = history_features(prefix, earlier, table.shape[0] - 1, self.context, gate_only=True)
+            log_gate, log_explore = self._gate(hidden, gate_inputs.gate_features, gate_inputs.candidate[..., 0])
+            # the scores' weights get the zero gradients the full mixture gives them, so an optimiser (and its
+            # weight decay) treats them alike whichever path a batch takes
+            unused = sum(parameter.sum() for parameter in (self.item_weight, *self.score.parameters()))
+            repeat = torch.full_like(log_gate, IMPOSSIBLE) + 0.0 * unused
         flat = [part[rows].flatten() for part in (log_gate, log_explore, repeat, targets)]
         explore = -_cross_entropy_rows(hidden[rows].reshape(-1, hidden.shape[-1]), table, flat[3])
         log_p = torch.logaddexp(flat[0] + flat[2], flat[1] + explore)
@@ -216,6 +235,21 @@ class RepeatHead(nn.Module):
             return -log_p.mean()
         weights = weights.flatten()
         return -(log_p * weights).sum() / weights.sum().clamp(min=1)
+
+    def _repeats_a_target(self, prefix: torch.Tensor, targets: torch.Tensor, earlier: torch.Tensor | None,
+                          num_items: int) -> bool:
+        """Whether any position's target occurred in its history (``prefix[: i + 1]`` or ``earlier``): only then
+        can it be a repeat candidate. A superset of the candidates' targets, so the shortcut is exact."""
+        steps = torch.arange(prefix.shape[1], device=prefix.device)
+        seen = (targets[:, :, None] == prefix[:, None, :]) & (prefix > 0)[:, None, :] & (steps[None, :] <= steps[:, None])
+        if seen.any():
+            return True
+        if earlier is None or not earlier.shape[1] or self.context == 0:
+            return False
+        consumed = torch.zeros(len(earlier), num_items + 1, dtype=torch.bool, device=earlier.device)
+        consumed.scatter_(1, earlier, True)
+        consumed[:, 0] = False
+        return bool(consumed.gather(1, targets).any())
 
 
 def _cross_entropy_rows(hidden: torch.Tensor, table: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
