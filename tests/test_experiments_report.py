@@ -278,7 +278,8 @@ def test_summary_marks_only_differences_the_paired_tests_support():
     base = rng.random(400)
 
     def rows(method, shift, seed_noise):
-        return [{"dataset": "a", "model": "sasrec", "method": method, "seed": seed, "valid_NDCG@10": 0.1,
+        return [{"dataset": "a", "model": "sasrec", "method": method, "seed": seed, "run": f"{method}-seed{seed}",
+                 "valid_NDCG@10": 0.1,
                  "test_NDCG@10": base.mean() + shift + seed_noise[seed - 1],
                  f"{PER_USER_PREFIX}NDCG@10": base + shift + rng.normal(0, 0.3, base.size)} for seed in (1, 2, 3)]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dmesr.analysis.comparisons import SEED_MARK, SELECTION_METRIC, USER_MARK, seeds_text
+from dmesr.analysis.comparisons import SEED_MARK, SELECTION_METRIC, USER_MARK, seeds_text, users_mean
 from dmesr.evaluation import paired_test
 from dmesr.experiments.roles import runs_roles
 from dmesr.experiments.run_store import PER_USER_PREFIX
@@ -33,7 +33,7 @@ def significance(runs: pd.DataFrame, method: str, reference: str, metric: str, a
     if len(seeds) >= 2 and paired_test(a.loc[seeds, column].to_numpy(), b.loc[seeds, column].to_numpy())["p_value"] < alpha:
         marks += SEED_MARK
     if seeds and users in runs and all(isinstance(v, np.ndarray) for v in [*a.loc[seeds, users], *b.loc[seeds, users]]):
-        mean_a, mean_b = (np.mean(list(frame.loc[seeds, users]), axis=0) for frame in (a, b))
+        mean_a, mean_b = (users_mean(frame.loc[seeds], metric) for frame in (a, b))
         if len(mean_a) == len(mean_b) and paired_test(mean_a, mean_b, per_user_test)["p_value"] < alpha:
             marks += USER_MARK
     return marks

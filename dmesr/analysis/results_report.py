@@ -40,7 +40,7 @@ from dmesr.experiments.run_store import (
     REPEAT_GROUPS,
     runs_from,
 )
-from dmesr.markdown import markdown_table, mean_std
+from dmesr.markdown import markdown_table, mean_std, short_value
 
 
 def pivot_table(runs: pd.DataFrame, metric: str = SELECTION_METRIC) -> str:
@@ -80,7 +80,7 @@ def protocol_line(runs: pd.DataFrame) -> str:
             by_model.append(f"{field} " + ", ".join(f"{value} ({', '.join(sorted(names))})" for value, names in models.items()))
         elif runs.groupby(["model", "method"])[column].nunique().max() == 1:
             methods = runs.groupby(column)["method"].unique()
-            by_method.append(f"{field} " + ", ".join(f"{_short_value(value)} ({', '.join(sorted(names))})"
+            by_method.append(f"{field} " + ", ".join(f"{short_value(value)} ({', '.join(sorted(names))})"
                                                      for value, names in methods.items()))
         else:
             counts = runs[column].value_counts().sort_index()
@@ -93,10 +93,6 @@ def protocol_line(runs: pd.DataFrame) -> str:
     if mixed:
         text += f" **Mixed settings within a method's runs, its rows are not comparable:** {'; '.join(mixed)}."
     return text
-
-
-def _short_value(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def dataset_section(runs: pd.DataFrame, metrics, alpha: float, per_user_test: str, breakdown_metrics,

@@ -59,7 +59,7 @@ from dmesr.data.identity import dataset_key
 from dmesr.experiments.grid import AXIS_KEYS, Cell, expand_grid, read_experiment
 from dmesr.experiments.runner import exit_with_parent, with_thread_share
 from dmesr.lock import exclusive, is_locked
-from dmesr.markdown import markdown_table
+from dmesr.markdown import markdown_table, short_value
 from dmesr.paths import write_atomically
 from dmesr.training.trainer import SELECTION_METRIC, read_epoch_log
 
@@ -473,7 +473,7 @@ def summary_markdown(summary: dict) -> str:
     rows = []
     for row in summary["studies"]:
         best = "–" if row["best_valid_ndcg10"] is None else f"{row['best_valid_ndcg10']:.4f}"
-        settings = ", ".join(f"{key}={_short(value)}" for key, value in row["best_params"].items()) or "–"
+        settings = ", ".join(f"{key}={short_value(value)}" for key, value in row["best_params"].items()) or "–"
         rows.append([row["dataset"], row["model"], row["method"],
                      f"{row['complete']} / {row['pruned']} / {row['failed']} of {row['budget']}", row["interrupted"],
                      best, settings, f"{row['train_seconds'] / 60:.1f} min"])
@@ -482,5 +482,3 @@ def summary_markdown(summary: dict) -> str:
     return "\n".join([*lines, markdown_table(header, rows)]) + "\n"
 
 
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
