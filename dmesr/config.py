@@ -97,6 +97,9 @@ class ModelConfig:
     mask_prob: float = 0.2  # BERT4Rec cloze masking probability
     inner_size: int = 0  # SASRec feed-forward width; 0 = hidden_size (the SASRec paper's)
     activation: str = "relu"  # SASRec feed-forward activation: relu (the SASRec paper's) | gelu
+    # dropout after the feed-forward's activation too (the SASRec paper's code); RecBole drops out only after
+    # the feed-forward's second layer
+    inner_dropout: bool = True
     # SASRec's LayerNorms: "pre" (before each sub-layer, one after the last block) | "post" (the original
     # Transformer's and RecBole's: after each residual sum, one on the embeddings, none at the end)
     norm_layout: str = "pre"
@@ -422,6 +425,7 @@ ADDED_SETTINGS: dict[str, Any] = {
     "train.compile": False,  # 2026-12-04; before: eager steps
     "model.inner_size": 0,  # 2026-12-07; before: SASRec's feed-forward as wide as its hidden size
     "model.activation": "relu",  # 2026-12-07; before: SASRec's feed-forward with ReLU
+    "model.inner_dropout": True,  # 2026-12-07; before: dropout after the feed-forward's activation as well
     # 2026-12-07; before: SASRec's pre-LayerNorm blocks, sqrt(d)-scaled items, default init, positions from newest
     "model.norm_layout": "pre", "model.scale_embeddings": True, "model.init": "default", "model.positions": "newest",
     "train.window_stride": 0,  # 2026-12-07; before: windows by train.all_windows alone
@@ -454,8 +458,8 @@ IN_EFFECT: dict[str, Callable[[RunConfig], bool]] = {
     **dict.fromkeys(("model.hidden_size", "model.num_layers", "model.dropout"), _trained),
     "model.num_heads": lambda config: config.model.name in ("sasrec", "bert4rec"),
     "model.mask_prob": lambda config: config.model.name == "bert4rec",
-    **dict.fromkeys(("model.inner_size", "model.activation", "model.norm_layout", "model.scale_embeddings",
-                     "model.init", "model.positions"), lambda config: config.model.name == "sasrec"),
+    **dict.fromkeys(("model.inner_size", "model.activation", "model.inner_dropout", "model.norm_layout",
+                     "model.scale_embeddings", "model.init", "model.positions"), lambda config: config.model.name == "sasrec"),
     "model.repeat_head": _trained,
     **dict.fromkeys(("model.repeat_context", "train.repeat_head_lr"),
                     lambda config: _trained(config) and config.model.repeat_head),

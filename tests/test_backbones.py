@@ -180,7 +180,8 @@ def test_a_few_adam_steps_learn_a_cyclic_walk(name):
     assert (predicted == windows[:, -1]).float().mean() > 0.5
 
 
-RECBOLE_LAYOUT = {"norm_layout": "post", "scale_embeddings": False, "init": "normal", "positions": "oldest"}
+RECBOLE_LAYOUT = {"norm_layout": "post", "scale_embeddings": False, "init": "normal", "positions": "oldest",
+                  "inner_dropout": False}
 
 
 @pytest.mark.parametrize("overrides", [{"norm_layout": "post"}, {"positions": "oldest"}, RECBOLE_LAYOUT])
@@ -202,4 +203,7 @@ def test_sasrec_layout_settings_build_what_they_say():
     linears = [m for m in recbole.blocks.modules() if isinstance(m, nn.Linear)]
     assert all((m.bias == 0).all() for m in linears)
     assert abs(torch.cat([m.weight.flatten() for m in linears]).std().item() - 0.02) < 0.002
+    # dropout inside the feed-forward (after its activation) only where inner_dropout says so
+    assert [type(m) for m in default.blocks[0].feed_forward][2] is nn.Dropout
+    assert [type(m) for m in recbole.blocks[0].feed_forward][2] is nn.Identity
 

@@ -57,7 +57,7 @@ class CausalSelfAttention(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, width: int, num_heads: int, dropout: float, inner: int = 0, activation: str = "relu",
-                 post_norm: bool = False):
+                 post_norm: bool = False, inner_dropout: bool = True):
         super().__init__()
         self.post_norm = post_norm
         self.attention_norm = nn.LayerNorm(width)
@@ -66,7 +66,8 @@ class Block(nn.Module):
         # point-wise two-layer network, of width d with a ReLU in the SASRec paper
         inner = inner or width
         self.feed_forward = nn.Sequential(
-            nn.Linear(width, inner), nn.GELU() if activation == "gelu" else nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(width, inner), nn.GELU() if activation == "gelu" else nn.ReLU(),
+            nn.Dropout(dropout) if inner_dropout else nn.Identity(),
             nn.Linear(inner, width), nn.Dropout(dropout)
         )
 
@@ -85,8 +86,8 @@ class SASRec(SequentialRecommender):
         self.position_embedding = nn.Embedding(max_len, width)
         self.embedding_dropout = nn.Dropout(config.dropout)
         post_norm = config.norm_layout == "post"
-        blocks = (Block(width, config.num_heads, config.dropout, config.inner_size, config.activation, post_norm)
-                  for _ in range(config.num_layers))
+        blocks = (Block(width, config.num_heads, config.dropout, config.inner_size, config.activation, post_norm,
+                        config.inner_dropout) for _ in range(config.num_layers))
         self.blocks = nn.ModuleList(blocks)
         # post-norm blocks end normalised and take a normalised input; pre-norm ones need a final norm
         self.embedding_norm = nn.LayerNorm(width) if post_norm else nn.Identity()
