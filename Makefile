@@ -49,7 +49,7 @@ seeds; a mark or p-value over users compares the users of these two runs only an
 seed. A run marked not converged stopped at the epoch cap while validation still rose. This checks that the \
 pipeline works end to end, it is not the study. The study (3 seeds, patience 20, \
 every baseline and ablation) is reports/results.md, written from the committed run store by \
-`dmesr report main --out reports/results.md`.)\n\n
+`dmesr report main --tuned tuned-tuned --out reports/results.md`.)\n\n
 
 demo: $(STAMP)
 	$(VENV)/bin/dmesr embed --dataset ml-100k --descriptions data/descriptions/ml-100k.cascade.text.jsonl --views text
@@ -68,7 +68,7 @@ bench: $(STAMP)
 
 # every committed report, regenerated from the run store alone (reports/store)
 reports: $(STAMP)
-	$(VENV)/bin/dmesr report main --out reports/results.md
+	$(VENV)/bin/dmesr report main --tuned tuned-tuned --out reports/results.md
 	$(VENV)/bin/dmesr report main --brief --out reports/dmesr.md --overhead reports/bench/dmesr-overhead-*.json \
 		--beside overhead-variants --notes reports/dmesr-notes.md
 	$(VENV)/bin/dmesr report ml-1m-backbones-h100 ml-1m-backbones-full --out reports/backbones.md \

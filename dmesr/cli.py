@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--beside", nargs="*", default=[], metavar="COLLECTION",
                         help="(--brief) collections of variants, each set beside the proposed method seed by seed")
     report.add_argument("--notes", help="(--brief, --bench) a markdown file appended verbatim")
+    report.add_argument("--tuned", metavar="COLLECTION",
+                        help="a collection of methods tuned on the same budget (dmesr tune, then every seed of each "
+                             "best setting), whose cells are set beside the report's own")
     report.add_argument("--bench", nargs="*", default=[], metavar="JSON",
                         help="the backbones report: one ml-1m section per SOURCE, then these files written by "
                              "benchmarks/bench_backbones.py")
@@ -453,7 +456,7 @@ def _dispatch(args) -> int:
         from dmesr.analysis import report
 
         report(args.sources, args.out, brief=args.brief, overhead=args.overhead, notes=args.notes, bench=args.bench,
-               store=args.store, beside=args.beside)
+               store=args.store, beside=args.beside, tuned=args.tuned)
         return 0
     if args.command == "export":
         from dmesr.experiments import export

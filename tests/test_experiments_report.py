@@ -18,6 +18,7 @@ from dmesr.analysis.results_report import (
     write_brief_report,
     write_results_report,
 )
+from dmesr.analysis.proposed_summary import tuned_section
 from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
@@ -295,6 +296,34 @@ def test_summary_marks_only_differences_the_paired_tests_support():
     # a single seed: no test over seeds; the users' test alone marks
     _, sentence, table = proposed_summary(store[store["seed"] == 1])
     assert "in 1;" in sentence and "‡" in table.splitlines()[2] and "†" not in table.splitlines()[2]
+
+
+def test_tuned_section_sets_each_tuned_cell_beside_the_defaults():
+    rng = np.random.default_rng(1)
+    base = rng.random(300)
+    roles = Roles("backbone", ("text", "llmesr"), "dmesr", ()).to_json()
+
+    def rows(model, method, valid, test):
+        return [{"dataset": "a", "model": model, "method": method, "seed": seed, "run": f"{model}-{method}-{seed}",
+                 "roles": roles, "valid_NDCG@10": valid, "test_NDCG@10": test + 0.001 * seed,
+                 f"{PER_USER_PREFIX}NDCG@10": base + test + rng.normal(0, 0.01, base.size)} for seed in (1, 2, 3)]
+
+    defaults = pd.DataFrame(rows("sasrec", "backbone", 0.1, 0.10) + rows("sasrec", "dmesr", 0.1, 0.12)
+                            + rows("gru4rec", "backbone", 0.1, 0.05) + rows("gru4rec", "dmesr", 0.1, 0.10))
+    # tuned: sasrec's gain vanishes and text (best on validation, not llmesr) beats dmesr; gru4rec keeps a gain
+    tuned = pd.DataFrame(rows("sasrec", "backbone", 0.1, 0.11) + rows("sasrec", "dmesr", 0.1, 0.11)
+                         + rows("sasrec", "text", 0.3, 0.13) + rows("sasrec", "llmesr", 0.2, 0.14)
+                         + rows("gru4rec", "backbone", 0.1, 0.08) + rows("gru4rec", "dmesr", 0.1, 0.10)
+                         + rows("gru4rec", "text", 0.1, 0.09))
+    heading, sentence, table = tuned_section(defaults, tuned, "tuned-x")
+    assert heading == "## Does the gain survive tuning? (collection `tuned-x`)"
+    assert "In 1 of the 2 (dataset, model) cells tuned, `dmesr` beats its tuned backbone (1 with a significant" in sentence
+    assert "and in 1 the tuned baseline best on validation (1 significantly)" in sentence
+    gru4rec, sasrec = table.splitlines()[2:]
+    assert gru4rec.startswith("| a | gru4rec | 0.0520 → 0.0820 | 0.1020 → 0.1020 | +96.2% → +24.4%†‡ | `text` 0.0920")
+    assert sasrec.startswith("| a | sasrec | 0.1020 → 0.1120 | 0.1220 → 0.1120 | +19.6% → +0.0% | `text` 0.1320 (-15.2%")
+    assert sasrec.endswith("| 3 |")
+    assert tuned_section(defaults, tuned.iloc[:0], "tuned-x") == []
 
 
 def test_summary_shows_the_dmesr_variant_best_on_validation():

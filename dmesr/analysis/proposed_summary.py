@@ -131,3 +131,55 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC, alpha:
                             f"strongest baseline on test ({roles.proposed} vs it)",
                             f"{roles.proposed} variant best on validation: test (vs backbone)"],
                            [row for _, row in rows])]
+
+
+def tuned_section(store: pd.DataFrame, tuned: pd.DataFrame, tuned_name: str, metric: str = SELECTION_METRIC,
+                  alpha: float = 0.05, per_user_test: str = "ttest") -> list[str]:
+    """Whether the proposed method's gain survives tuning. ``tuned`` holds, per (dataset, model), every method
+    tuned on the same trial budget (``dmesr tune``) and run with every seed at its best setting; each cell is
+    set beside the same cell of ``store`` (the methods with their defaults): the backbone's and the proposed
+    method's test ``metric`` both ways, the gain over the backbone, and the proposed method against the tuned
+    baseline best on validation, with the paired tests of the tuned runs."""
+    roles = runs_roles(tuned)
+    if not roles.proposed or tuned.empty:
+        return []
+    rows, wins, significant_wins, wins_baseline, significant_baseline_wins = [], 0, 0, 0, 0
+    for (dataset, model), runs in tuned.groupby(["dataset", "model"], sort=True):
+        defaults = store[(store["dataset"] == dataset) & (store["model"] == model)]
+
+        def mean(frame, method, prefix="test"):
+            return frame.loc[frame["method"] == method, f"{prefix}_{metric}"].mean()
+
+        backbone, proposed = mean(runs, roles.backbone), mean(runs, roles.proposed)
+        gain, marks = _relative(proposed, backbone), significance(runs, roles.proposed, roles.backbone, metric, alpha,
+                                                                    per_user_test)
+        wins += proposed > backbone
+        significant_wins += proposed > backbone and bool(marks)
+        default_backbone, default_proposed = mean(defaults, roles.backbone), mean(defaults, roles.proposed)
+        default_gain = ("n/a" if np.isnan(default_backbone) or np.isnan(default_proposed)
+                        else f"{_relative(default_proposed, default_backbone):+.1f}%")
+        baselines = [m for m in roles.baselines if m in set(runs["method"])]
+        versus = "n/a"
+        if baselines:
+            selected = max(baselines, key=lambda m: mean(runs, m, "valid"))
+            versus_marks = significance(runs, roles.proposed, selected, metric, alpha, per_user_test)
+            wins_baseline += proposed > mean(runs, selected)
+            significant_baseline_wins += proposed > mean(runs, selected) and bool(versus_marks)
+            versus = (f"`{selected}` {mean(runs, selected):.4f} "
+                      f"({_relative(proposed, mean(runs, selected)):+.1f}%{versus_marks})")
+        seeds = runs.groupby("method").size()
+        rows.append([dataset, model, f"{default_backbone:.4f} → {backbone:.4f}",
+                     f"{default_proposed:.4f} → {proposed:.4f}", f"{default_gain} → {gain:+.1f}%{marks}", versus,
+                     seeds_text(seeds.min(), seeds.max())])
+    cells = len(rows)
+    return [f"## Does the gain survive tuning? (collection `{tuned_name}`)",
+            f"Each method of these cells was searched on validation {metric} with the same number of trials "
+            f"(`dmesr tune`), then its best setting was run with every seed and tested once. In {wins} of the {cells} "
+            f"(dataset, model) cells tuned, `{roles.proposed}` beats its tuned backbone ({significant_wins} with a "
+            f"significant difference, {SEED_MARK} over seeds or {USER_MARK} over test users, p < {alpha}), and in "
+            f"{wins_baseline} the tuned baseline best on validation ({significant_baseline_wins} significantly). "
+            f"Arrows go from this report's runs (the defaults) to the tuned ones; marks are the tuned runs' paired "
+            f"tests.",
+            markdown_table(["dataset", "model", f"backbone test {metric}", f"`{roles.proposed}` test {metric}",
+                            "gain over backbone", f"best tuned baseline on validation: test (`{roles.proposed}` vs it)",
+                            "seeds"], rows)]

@@ -30,7 +30,7 @@ from dmesr.analysis.comparisons import (
     seeds_text,
     significance_marks,
 )
-from dmesr.analysis.proposed_summary import proposed_summary
+from dmesr.analysis.proposed_summary import proposed_summary, tuned_section
 from dmesr.config import TRIVIAL_BASELINES
 from dmesr.experiments.roles import runs_roles
 from dmesr.experiments.run_store import (
@@ -403,12 +403,15 @@ def training_time_sentence(store: pd.DataFrame) -> str:
 
 def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str, metrics=REPORT_METRICS,
                          alpha: float = 0.05, per_user_test: str = "ttest",
-                         breakdown_metrics=BREAKDOWN_METRICS) -> Path:
-    """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table)."""
+                         breakdown_metrics=BREAKDOWN_METRICS, tuned: tuple[str, pd.DataFrame] | None = None) -> Path:
+    """Write the markdown report of the runs in ``store`` (a :func:`collect_runs` table); ``tuned``: a collection's
+    name and runs, every method tuned on the same budget, set beside the summary (:func:`tuned_section`)."""
     _check_store(store, metrics, per_user_test)
     parts = ["# Results", f"Command: `{command}`", _legend(store, alpha, per_user_test),
-             *proposed_summary(store, alpha=alpha, per_user_test=per_user_test), *not_converged_sentence(store),
-             "## Datasets", dataset_statistics(store)]
+             *proposed_summary(store, alpha=alpha, per_user_test=per_user_test), *not_converged_sentence(store)]
+    if tuned is not None:
+        parts += tuned_section(store, tuned[1], tuned[0], alpha=alpha, per_user_test=per_user_test)
+    parts += ["## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
         parts += [f"## {dataset}", dataset_section(runs, metrics, alpha, per_user_test, breakdown_metrics)]
@@ -418,12 +421,15 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
 
 def report(sources: list[str], out_path: str | Path | None = None, command: str | None = None,
            brief: bool = False, overhead: list[str] = (), notes: str | None = None, bench: list[str] = (),
-           store: str | Path = DEFAULT_STORE, beside: list[str] = ()) -> Path:
+           store: str | Path = DEFAULT_STORE, beside: list[str] = (), tuned: str | None = None) -> Path:
     """CLI entry: the report of the runs of ``sources``, each a collection of the run ``store`` or a folder
     of run directories (default out: ``<folder>/results.md``). ``brief``: the method's report
     (:func:`write_brief_report`) with ``overhead`` files, the collections ``beside`` and ``notes``; ``bench``: the
-    backbones report (:func:`dmesr.analysis.backbones_report.write_backbones_report`), one section per source."""
+    backbones report (:func:`dmesr.analysis.backbones_report.write_backbones_report`), one section per source;
+    ``tuned``: a collection of tuned runs whose cells the results report sets beside its own."""
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    if tuned is not None and (brief or bench):
+        raise ValueError("--tuned belongs to the results report, not to --brief or --bench")
     if bench:
         from dmesr.analysis.backbones_report import write_backbones_report
 
@@ -448,6 +454,7 @@ def report(sources: list[str], out_path: str | Path | None = None, command: str 
     else:
         if overhead or notes or beside:
             raise ValueError("--overhead, --beside and --notes belong to the --brief report")
-        written = write_results_report(runs, out_path, command)
+        written = write_results_report(runs, out_path, command,
+                                       tuned=None if tuned is None else (tuned, runs_from(tuned, store)))
     print(f"wrote {written}")
     return written
