@@ -324,6 +324,11 @@ def test_tuned_section_sets_each_tuned_cell_beside_the_defaults():
     assert sasrec.startswith("| a | sasrec | 0.1020 → 0.1120 | 0.1220 → 0.1120 | +19.6% → +0.0% | `text` 0.1320 (-15.2%")
     assert sasrec.endswith("| 3 |")
     assert tuned_section(defaults, tuned.iloc[:0], "tuned-x") == []
+    # a cell whose proposed method has no run yet is left out, not shown as nan
+    started = tuned[~((tuned["model"] == "gru4rec") & (tuned["method"] == "dmesr"))]
+    _, sentence, table = tuned_section(defaults, started, "tuned-x")
+    assert "of the 1 (dataset, model) cells" in sentence and "gru4rec" not in table and "nan" not in table
+    assert tuned_section(defaults, started[started["model"] == "gru4rec"], "tuned-x") == []
 
 
 def test_summary_shows_the_dmesr_variant_best_on_validation():

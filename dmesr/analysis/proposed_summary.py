@@ -145,6 +145,8 @@ def tuned_section(store: pd.DataFrame, tuned: pd.DataFrame, tuned_name: str, met
         return []
     rows, wins, significant_wins, wins_baseline, significant_baseline_wins = [], 0, 0, 0, 0
     for (dataset, model), runs in tuned.groupby(["dataset", "model"], sort=True):
+        if not {roles.proposed, roles.backbone} <= set(runs["method"]):  # a cell whose seed runs have not all begun
+            continue
         defaults = store[(store["dataset"] == dataset) & (store["model"] == model)]
 
         def mean(frame, method, prefix="test"):
@@ -172,6 +174,8 @@ def tuned_section(store: pd.DataFrame, tuned: pd.DataFrame, tuned_name: str, met
                      f"{default_proposed:.4f} → {proposed:.4f}", f"{default_gain} → {gain:+.1f}%{marks}", versus,
                      seeds_text(seeds.min(), seeds.max())])
     cells = len(rows)
+    if not cells:
+        return []
     return [f"## Does the gain survive tuning? (collection `{tuned_name}`)",
             f"Each method of these cells was searched on validation {metric} with the same number of trials "
             f"(`dmesr tune`), then its best setting was run with every seed and tested once. In {wins} of the {cells} "
