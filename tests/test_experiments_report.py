@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dmesr.analysis.proposed_summary import tuned_section
 from dmesr.analysis.results_report import (
     REPORT_METRICS,
     proposed_summary,
@@ -18,7 +19,6 @@ from dmesr.analysis.results_report import (
     write_brief_report,
     write_results_report,
 )
-from dmesr.analysis.proposed_summary import tuned_section
 from dmesr.config import load_config, save_config
 from dmesr.evaluation import paired_test
 from dmesr.experiments.export import export_split
