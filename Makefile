@@ -69,7 +69,7 @@ bench: $(STAMP)
 # every committed report, regenerated from the run store alone (reports/store)
 reports: $(STAMP)
 	$(VENV)/bin/dmesr report main --tuned tuned-tuned --out reports/results.md
-	$(VENV)/bin/dmesr report main --brief --out reports/dmesr.md --overhead reports/bench/dmesr-overhead-*.json \
+	$(VENV)/bin/dmesr report main --brief --tuned tuned-tuned --out reports/dmesr.md --overhead reports/bench/dmesr-overhead-*.json \
 		--beside overhead-variants --notes reports/dmesr-notes.md
 	$(VENV)/bin/dmesr report ml-1m-backbones-h100 ml-1m-backbones-full --out reports/backbones.md \
 		--bench reports/bench/backbones-cpu-*.json --notes reports/backbones-notes.md

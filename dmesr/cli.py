@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="(--brief) collections of variants, each set beside the proposed method seed by seed")
     report.add_argument("--notes", help="(--brief, --bench) a markdown file appended verbatim")
     report.add_argument("--tuned", metavar="COLLECTION",
-                        help="a collection of methods tuned on the same budget (dmesr tune, then every seed of each "
-                             "best setting), whose cells are set beside the report's own")
+                        help="(results, --brief) a collection of methods tuned on the same budget (dmesr tune, "
+                             "then every seed of each best setting), whose cells are set beside the report's own")
     report.add_argument("--bench", nargs="*", default=[], metavar="JSON",
                         help="the backbones report: one ml-1m section per SOURCE, then these files written by "
                              "benchmarks/bench_backbones.py")

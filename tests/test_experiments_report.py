@@ -178,6 +178,9 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     assert ("| toy | sasrec | 128 | 50 | cpu, 1 thread(s) | no | items.freeze_adapters=true | 200.0 | 250.0 | **1.25x** "
             "| `overhead-frozen.json` |") in variant_rows
     assert text.endswith("## Notes\n\nWritten by hand.\n")
+    # tuned runs (here the same store, tuned to itself) are set beside the summary, before the per-dataset tables
+    text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief", tuned=("tuned-x", store)).read_text()
+    assert text.index("## Does the gain survive tuning? (collection `tuned-x`)") < text.index("## toy")
 
 
 def test_a_variant_collection_is_set_beside_the_proposed_method_seed_by_seed(store, tmp_path):

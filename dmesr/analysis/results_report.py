@@ -364,14 +364,18 @@ def beside_proposed_table(runs: pd.DataFrame, variants: pd.DataFrame, metric: st
 
 def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, overhead: list[str | Path] = (),
                        notes: str | Path | None = None, metrics=("HR@10", "NDCG@10"), alpha: float = 0.05,
-                       per_user_test: str = "ttest", beside: dict[str, pd.DataFrame] | None = None) -> Path:
-    """The method's report: the summary, HR@10 / NDCG@10 with paired tests per dataset, the training
-    overhead benchmarks, the runs of other collections (``beside``: name -> runs) set beside the proposed
-    method, then hand-written notes (``notes``, included verbatim)."""
+                       per_user_test: str = "ttest", beside: dict[str, pd.DataFrame] | None = None,
+                       tuned: tuple[str, pd.DataFrame] | None = None) -> Path:
+    """The method's report: the summary (and the tuned cells beside it, ``tuned``: as in
+    :func:`write_results_report`), HR@10 / NDCG@10 with paired tests per dataset, the training overhead
+    benchmarks, the runs of other collections (``beside``: name -> runs) set beside the proposed method, then
+    hand-written notes (``notes``, included verbatim)."""
     _check_store(store, metrics, per_user_test)
     parts = [f"# `{runs_roles(store).proposed}` against its backbones, baselines and ablations", f"Command: `{command}`",
              _legend(store, alpha, per_user_test), *proposed_summary(store, alpha=alpha, per_user_test=per_user_test),
              *not_converged_sentence(store)]
+    if tuned is not None:
+        parts += tuned_section(store, tuned[1], tuned[0], alpha=alpha, per_user_test=per_user_test)
     for dataset in sorted(store["dataset"].unique()):
         parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,
                                                    per_user_test, (), details=False)]
@@ -426,10 +430,10 @@ def report(sources: list[str], out_path: str | Path | None = None, command: str 
     of run directories (default out: ``<folder>/results.md``). ``brief``: the method's report
     (:func:`write_brief_report`) with ``overhead`` files, the collections ``beside`` and ``notes``; ``bench``: the
     backbones report (:func:`dmesr.analysis.backbones_report.write_backbones_report`), one section per source;
-    ``tuned``: a collection of tuned runs whose cells the results report sets beside its own."""
+    ``tuned``: a collection of tuned runs whose cells the results and brief reports set beside their own."""
     command = command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    if tuned is not None and (brief or bench):
-        raise ValueError("--tuned belongs to the results report, not to --brief or --bench")
+    if tuned is not None and bench:
+        raise ValueError("--tuned belongs to the results and --brief reports, not to --bench")
     if bench:
         from dmesr.analysis.backbones_report import write_backbones_report
 
@@ -448,13 +452,13 @@ def report(sources: list[str], out_path: str | Path | None = None, command: str 
             raise ValueError(f"{source!r} is a collection of the run store: name the report file with --out")
         out_path = Path(source) / "results.md"
     runs = runs_from(source, store)
+    tuned_runs = None if tuned is None else (tuned, runs_from(tuned, store))
     if brief:
         written = write_brief_report(runs, out_path, command, overhead, notes,
-                                     beside={name: runs_from(name, store) for name in beside})
+                                     beside={name: runs_from(name, store) for name in beside}, tuned=tuned_runs)
     else:
         if overhead or notes or beside:
             raise ValueError("--overhead, --beside and --notes belong to the --brief report")
-        written = write_results_report(runs, out_path, command,
-                                       tuned=None if tuned is None else (tuned, runs_from(tuned, store)))
+        written = write_results_report(runs, out_path, command, tuned=tuned_runs)
     print(f"wrote {written}")
     return written
