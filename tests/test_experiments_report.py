@@ -318,7 +318,7 @@ def test_tuned_section_sets_each_tuned_cell_beside_the_defaults():
                          + rows("sasrec", "text", 0.3, 0.13) + rows("sasrec", "llmesr", 0.2, 0.14)
                          + rows("gru4rec", "backbone", 0.1, 0.08) + rows("gru4rec", "dmesr", 0.1, 0.10)
                          + rows("gru4rec", "text", 0.1, 0.09))
-    heading, sentence, table = tuned_section(defaults, tuned, "tuned-x")
+    heading, _, sentence, table = tuned_section(defaults, tuned, "tuned-x")
     assert heading == "## Does the gain survive tuning? (collection `tuned-x`)"
     assert "In 1 of the 2 (dataset, model) cells tuned, `dmesr` beats its tuned backbone (1 with a significant" in sentence
     assert "and in 1 the tuned baseline best on validation (1 significantly)" in sentence
@@ -329,7 +329,7 @@ def test_tuned_section_sets_each_tuned_cell_beside_the_defaults():
     assert tuned_section(defaults, tuned.iloc[:0], "tuned-x") == []
     # a cell whose proposed method has no run yet is left out, not shown as nan
     started = tuned[~((tuned["model"] == "gru4rec") & (tuned["method"] == "dmesr"))]
-    _, sentence, table = tuned_section(defaults, started, "tuned-x")
+    _, _, sentence, table = tuned_section(defaults, started, "tuned-x")
     assert "of the 1 (dataset, model) cells" in sentence and "gru4rec" not in table and "nan" not in table
     assert tuned_section(defaults, started[started["model"] == "gru4rec"], "tuned-x") == []
 

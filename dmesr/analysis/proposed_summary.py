@@ -178,12 +178,12 @@ def tuned_section(store: pd.DataFrame, tuned: pd.DataFrame, tuned_name: str, met
         return []
     return [f"## Does the gain survive tuning? (collection `{tuned_name}`)",
             f"Each method of these cells was searched on validation {metric} with the same number of trials "
-            f"(`dmesr tune`), then its best setting was run with every seed and tested once. In {wins} of the {cells} "
-            f"(dataset, model) cells tuned, `{roles.proposed}` beats its tuned backbone ({significant_wins} with a "
-            f"significant difference, {SEED_MARK} over seeds or {USER_MARK} over test users, p < {alpha}), and in "
-            f"{wins_baseline} the tuned baseline best on validation ({significant_baseline_wins} significantly). "
-            f"Arrows go from this report's runs (the defaults) to the tuned ones; marks are the tuned runs' paired "
-            f"tests.",
+            f"(`dmesr tune`), then its best setting was run with every seed and tested once. Arrows go from this "
+            f"report's runs (the defaults) to the tuned ones; marks are the tuned runs' paired tests.",
+            f"In {wins} of the {cells} (dataset, model) cells tuned, `{roles.proposed}` beats its tuned backbone "
+            f"({significant_wins} with a significant difference, {SEED_MARK} over seeds or {USER_MARK} over test "
+            f"users, p < {alpha}), and in {wins_baseline} the tuned baseline best on validation "
+            f"({significant_baseline_wins} significantly).",
             markdown_table(["dataset", "model", f"backbone test {metric}", f"`{roles.proposed}` test {metric}",
                             "gain over backbone", f"best tuned baseline on validation: test (`{roles.proposed}` vs it)",
                             "seeds"], rows)]
