@@ -39,6 +39,28 @@ def significance(runs: pd.DataFrame, method: str, reference: str, metric: str, a
     return marks
 
 
+def _mean(runs: pd.DataFrame, method: str, metric: str, split: str = "test") -> float:
+    return runs.loc[runs["method"] == method, f"{split}_{metric}"].mean()
+
+
+def _best_on(runs: pd.DataFrame, methods, metric: str, split: str) -> str | None:
+    """The method of ``methods`` with the highest mean ``split`` ``metric`` in ``runs``; ``None`` where none of
+    them ran or the runs have no such column."""
+    present = [m for m in methods if m in set(runs["method"])]
+    if not present or f"{split}_{metric}" not in runs:
+        return None
+    return max(present, key=lambda m: _mean(runs, m, metric, split))
+
+
+def _versus(runs: pd.DataFrame, proposed: str, method: str, metric: str, alpha: float,
+            per_user_test: str) -> tuple[str, str]:
+    """A table cell: ``method``'s test mean and ``proposed`` relative to it with the marks of the paired tests;
+    and those marks."""
+    marks = significance(runs, proposed, method, metric, alpha, per_user_test)
+    reference = _mean(runs, method, metric)
+    return f"`{method}` {reference:.4f} ({_relative(_mean(runs, proposed, metric), reference):+.1f}%{marks})", marks
+
+
 def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC, alpha: float = 0.05,
                      per_user_test: str = "ttest") -> list[str]:
     """The proposed method against its backbone and the best competing baseline, one row per
@@ -56,28 +78,19 @@ def proposed_summary(store: pd.DataFrame, metric: str = SELECTION_METRIC, alpha:
     versus_selected, versus_strongest = [], []  # dmesr relative to each cell's baseline (wins and averages)
     tuned_wins_backbone, tuned_wins_selected, with_tuned, partial_cells = 0, 0, 0, 0
     for (dataset, model), runs in store.groupby(["dataset", "model"], sort=True):
-        def mean(method, prefix):
-            return runs.loc[runs["method"] == method, f"{prefix}_{metric}"].mean()
+        def mean(method, split):
+            return _mean(runs, method, metric, split)
 
         if not {roles.proposed, roles.backbone} <= set(runs["method"]):
             continue
         backbone, proposed = mean(roles.backbone, "test"), mean(roles.proposed, "test")
-
-        def best_on(methods, prefix):
-            present = [m for m in methods if m in set(runs["method"])]
-            if not present or f"{prefix}_{metric}" not in runs:
-                return None
-            return max(present, key=lambda m: mean(m, prefix))
-
-        selected, strongest = best_on(roles.baselines, "valid"), best_on(roles.baselines, "test")
+        selected = _best_on(runs, roles.baselines, metric, "valid")
+        strongest = _best_on(runs, roles.baselines, metric, "test")
         variants = [m for m in roles.tuning if m in set(runs["method"])]
-        tuned = best_on(roles.tuning, "valid") if len(variants) > 1 else None
+        tuned = _best_on(runs, roles.tuning, metric, "valid") if len(variants) > 1 else None
 
         def versus(method):
-            if method is None:
-                return "n/a"
-            marks = significance(runs, roles.proposed, method, metric, alpha, per_user_test)
-            return f"`{method}` {mean(method, 'test'):.4f} ({_relative(proposed, mean(method, 'test')):+.1f}%{marks})"
+            return "n/a" if method is None else _versus(runs, roles.proposed, method, metric, alpha, per_user_test)[0]
 
         gain = _relative(proposed, backbone)
         gain_marks = significance(runs, roles.proposed, roles.backbone, metric, alpha, per_user_test)
@@ -148,27 +161,20 @@ def tuned_section(store: pd.DataFrame, tuned: pd.DataFrame, tuned_name: str, met
         if not {roles.proposed, roles.backbone} <= set(runs["method"]):  # a cell whose seed runs have not all begun
             continue
         defaults = store[(store["dataset"] == dataset) & (store["model"] == model)]
-
-        def mean(frame, method, prefix="test"):
-            return frame.loc[frame["method"] == method, f"{prefix}_{metric}"].mean()
-
-        backbone, proposed = mean(runs, roles.backbone), mean(runs, roles.proposed)
+        backbone, proposed = _mean(runs, roles.backbone, metric), _mean(runs, roles.proposed, metric)
         gain, marks = _relative(proposed, backbone), significance(runs, roles.proposed, roles.backbone, metric, alpha,
                                                                     per_user_test)
         wins += proposed > backbone
         significant_wins += proposed > backbone and bool(marks)
-        default_backbone, default_proposed = mean(defaults, roles.backbone), mean(defaults, roles.proposed)
+        default_backbone, default_proposed = (_mean(defaults, m, metric) for m in (roles.backbone, roles.proposed))
         default_gain = ("n/a" if np.isnan(default_backbone) or np.isnan(default_proposed)
                         else f"{_relative(default_proposed, default_backbone):+.1f}%")
-        baselines = [m for m in roles.baselines if m in set(runs["method"])]
+        selected = _best_on(runs, roles.baselines, metric, "valid")
         versus = "n/a"
-        if baselines:
-            selected = max(baselines, key=lambda m: mean(runs, m, "valid"))
-            versus_marks = significance(runs, roles.proposed, selected, metric, alpha, per_user_test)
-            wins_baseline += proposed > mean(runs, selected)
-            significant_baseline_wins += proposed > mean(runs, selected) and bool(versus_marks)
-            versus = (f"`{selected}` {mean(runs, selected):.4f} "
-                      f"({_relative(proposed, mean(runs, selected)):+.1f}%{versus_marks})")
+        if selected is not None:
+            versus, versus_marks = _versus(runs, roles.proposed, selected, metric, alpha, per_user_test)
+            wins_baseline += proposed > _mean(runs, selected, metric)
+            significant_baseline_wins += proposed > _mean(runs, selected, metric) and bool(versus_marks)
         seeds = runs.groupby("method").size()
         rows.append([dataset, model, f"{default_backbone:.4f} → {backbone:.4f}",
                      f"{default_proposed:.4f} → {proposed:.4f}", f"{default_gain} → {gain:+.1f}%{marks}", versus,
