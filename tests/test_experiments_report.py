@@ -181,6 +181,9 @@ def test_brief_report_has_the_summary_two_metrics_overhead_and_notes(store, tmp_
     # tuned runs (here the same store, tuned to itself) are set beside the summary, before the per-dataset tables
     text = write_brief_report(store, tmp_path / "dmesr.md", "dmesr report runs --brief", tuned=("tuned-x", store)).read_text()
     assert text.index("## Does the gain survive tuning? (collection `tuned-x`)") < text.index("## toy")
+    # asked for, a collection without a tuned cell is an error, not a report without the section
+    with pytest.raises(ValueError, match="collection 'tuned-y' has no \\(dataset, model\\) cell"):
+        write_brief_report(store, tmp_path / "dmesr.md", "c", tuned=("tuned-y", store[store["method"] != "dmesr"]))
 
 
 def test_a_variant_collection_is_set_beside_the_proposed_method_seed_by_seed(store, tmp_path):

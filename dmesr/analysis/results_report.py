@@ -298,6 +298,16 @@ def _legend(store: pd.DataFrame, alpha: float, per_user_test: str) -> str:
             "method (ID embeddings) of the same model, without correction for multiple comparisons.")
 
 
+def _tuned_parts(store: pd.DataFrame, tuned: tuple[str, pd.DataFrame], alpha: float, per_user_test: str) -> list[str]:
+    """The section of the tuned collection ``tuned`` (name, runs); asked for, it must have a cell to show."""
+    name, runs = tuned
+    parts = tuned_section(store, runs, name, alpha=alpha, per_user_test=per_user_test)
+    if not parts:
+        raise ValueError(f"collection {name!r} has no (dataset, model) cell with runs of both its backbone and its "
+                         "proposed method: nothing to set beside the defaults (is it a tuned collection?)")
+    return parts
+
+
 def _write(out_path: str | Path, parts: list[str]) -> Path:
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -375,7 +385,7 @@ def write_brief_report(store: pd.DataFrame, out_path: str | Path, command: str, 
              _legend(store, alpha, per_user_test), *proposed_summary(store, alpha=alpha, per_user_test=per_user_test),
              *not_converged_sentence(store)]
     if tuned is not None:
-        parts += tuned_section(store, tuned[1], tuned[0], alpha=alpha, per_user_test=per_user_test)
+        parts += _tuned_parts(store, tuned, alpha, per_user_test)
     for dataset in sorted(store["dataset"].unique()):
         parts += [f"## {dataset}", dataset_section(store[store["dataset"] == dataset], metrics, alpha,
                                                    per_user_test, (), details=False)]
@@ -414,7 +424,7 @@ def write_results_report(store: pd.DataFrame, out_path: str | Path, command: str
     parts = ["# Results", f"Command: `{command}`", _legend(store, alpha, per_user_test),
              *proposed_summary(store, alpha=alpha, per_user_test=per_user_test), *not_converged_sentence(store)]
     if tuned is not None:
-        parts += tuned_section(store, tuned[1], tuned[0], alpha=alpha, per_user_test=per_user_test)
+        parts += _tuned_parts(store, tuned, alpha, per_user_test)
     parts += ["## Datasets", dataset_statistics(store)]
     for dataset in sorted(store["dataset"].unique()):
         runs = store[store["dataset"] == dataset]
