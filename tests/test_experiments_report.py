@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.recbole_sasrec import write_benchmark_files
 from dmesr.analysis.proposed_summary import tuned_section
 from dmesr.analysis.results_report import (
     REPORT_METRICS,
@@ -393,6 +394,23 @@ def test_export_is_deterministic_checksummed_and_complete(tmp_path):
     negatives = pd.read_csv(folder / "sampled_negatives_test.csv")
     assert np.array_equal(negatives.pivot(index="user", columns="rank", values="item").to_numpy(), split.test_negatives)
     assert split.fingerprint in first["README.md"].decode()
+
+
+def test_recbole_benchmark_files_hold_the_exported_split_and_nothing_else(tmp_path):
+    """RecBole's reference run sees exactly dmesr's split: every training prefix, then validation and test."""
+    split = make_tiny_split(num_users=6, num_items=80, length=60)  # histories longer than RecBole's 50 items
+    counts = write_benchmark_files(export_split(split, tmp_path / "export"), tmp_path / "recbole")
+    assert counts == {"train": 6 * 57, "valid": 6, "test": 6}
+    stages = {stage: pd.read_csv(tmp_path / "recbole" / f"dmesr_split.{stage}.inter", sep="\t", dtype=str)
+              for stage in ("train", "valid", "test")}
+    for user in range(6):
+        sequence = split.flat_items[split.offsets[user]:split.offsets[user + 1]]
+        rows = {stage: table[table["user_id:token"] == str(user)] for stage, table in stages.items()}
+        for stage, row, end in [*(("train", row, 1 + k) for k, row in enumerate(rows["train"].itertuples())),
+                                ("valid", next(rows["valid"].itertuples()), 58), ("test", next(rows["test"].itertuples()), 59)]:
+            history = [int(token) for token in row[2].split(" ")]
+            assert history == sequence[max(0, end - 50):end].tolist(), (stage, user, end)
+            assert int(row[3]) == sequence[end], (stage, user, end)
 
 
 def test_export_refuses_foreign_files_and_drops_stale_negatives(tmp_path):
