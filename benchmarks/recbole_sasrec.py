@@ -15,13 +15,16 @@ exactly dmesr's users, targets and order: every prefix of a user's training part
 item, each cut to its last ``MAX_ITEM_LIST_LENGTH`` (50) items. Ranking is over the whole catalogue with
 nothing excluded (RecBole masks no history for sequential models); validation NDCG@10 picks the checkpoint
 that is tested. One CPU thread. Prints, per seed, the best validation NDCG@10 and its epoch, the test
-NDCG@10 of that checkpoint, seconds per epoch and the seconds to ``--threshold``, then the mean over seeds.
+NDCG@10 of that checkpoint, seconds per epoch (wall and CPU: a loaded machine inflates only the first) and the
+seconds to ``--threshold``, then the mean over seeds. Each seed is saved to ``--out`` as it ends, so a killed run
+resumes at the next seed.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import statistics
 import sys
@@ -93,11 +96,12 @@ def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
     init_seed(config["seed"], config["reproducibility"])
     model = SASRec(config, train_data.dataset).to(config["device"])
     trainer = Trainer(config, model)
-    curve, start = [], time.perf_counter()
+    curve, start, cpu_start = [], time.perf_counter(), time.process_time()
 
     def record(epoch: int, valid_score: float) -> None:
         curve.append({"epoch": epoch + 1, "valid_ndcg10": float(valid_score),
-                      "seconds": round(time.perf_counter() - start, 1)})
+                      "seconds": round(time.perf_counter() - start, 1),
+                      "cpu_seconds": round(time.process_time() - cpu_start, 1)})
         print(f"seed {seed} epoch {epoch + 1}: valid NDCG@10 {valid_score:.4f} ({curve[-1]['seconds']} s)",
               flush=True)
 
@@ -109,12 +113,28 @@ def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
     best = max(curve, key=lambda point: point["valid_ndcg10"])
     return {"seed": seed, "best_valid_ndcg10": best["valid_ndcg10"], "best_epoch": best["epoch"],
             "epochs": len(curve), "test_ndcg10": float(test["ndcg@10"]),
-            "seconds_per_epoch": round(curve[-1]["seconds"] / len(curve), 1), "curve": curve}
+            "seconds_per_epoch": round(curve[-1]["seconds"] / len(curve), 1),
+            "cpu_seconds_per_epoch": round(curve[-1]["cpu_seconds"] / len(curve), 1), "curve": curve}
 
 
 def seconds_to(curve: list[dict], threshold: float) -> float | None:
     """Seconds until validation NDCG@10 first reaches ``threshold`` (None if it never does)."""
     return next((point["seconds"] for point in curve if point["valid_ndcg10"] >= threshold), None)
+
+
+def _table(runs: list[dict], threshold: float) -> None:
+    print(f"\n| seed | best valid NDCG@10 (epoch / epochs) | test NDCG@10 | s / epoch (CPU s / epoch) | "
+          f"time to valid {threshold} |")
+    print("|---|---|---|---|---|")
+    for run in runs:
+        reached = seconds_to(run["curve"], threshold)
+        print(f"| {run['seed']} | {run['best_valid_ndcg10']:.4f} ({run['best_epoch']} / {run['epochs']}) | "
+              f"{run['test_ndcg10']:.4f} | {run['seconds_per_epoch']} ({run['cpu_seconds_per_epoch']}) | "
+              f"{'not reached' if reached is None else f'{reached:.0f} s'} |")
+    for key in ("best_valid_ndcg10", "test_ndcg10"):
+        values = [run[key] for run in runs]
+        spread = f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""
+        print(f"mean {key} over {len(values)} seeds: {statistics.mean(values):.4f}{spread}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,31 +143,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--epochs", type=int, default=10, help="RecBole's own default is 300 (with patience 10)")
     parser.add_argument("--threshold", type=float, default=0.0629, help="report the seconds to this valid NDCG@10")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="JSON results, written after every seed; seeds already in it are not run again")
     args = parser.parse_args(argv)
-    if not (args.export / "SHA256SUMS").is_file():
+    sums = args.export / "SHA256SUMS"
+    if not sums.is_file():
         parser.error(f"{args.export} is not a dmesr export (no SHA256SUMS); write one with `dmesr export`")
+    identity = {"export_sha256sums": hashlib.sha256(sums.read_bytes()).hexdigest(), "epochs": args.epochs}
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {**identity, "runs": []}
+    if {key: results.get(key) for key in identity} != identity:
+        parser.error(f"{args.out} holds runs of another export or epoch budget "
+                     f"({ {key: results.get(key) for key in identity} }); choose another --out")
+    done = {run["seed"] for run in results["runs"]}
     with tempfile.TemporaryDirectory() as tmp:
         counts = write_benchmark_files(args.export, Path(tmp) / DATASET)
-        print(f"benchmark files: {counts}", flush=True)
-        runs = [run_seed(Path(tmp), seed, args.epochs, Path(tmp) / "saved") for seed in args.seeds]
-    print(f"\n| seed | best valid NDCG@10 (epoch / epochs) | test NDCG@10 | s / epoch | time to valid {args.threshold} |")
-    print("|---|---|---|---|---|")
-    for run in runs:
-        reached = seconds_to(run["curve"], args.threshold)
-        print(f"| {run['seed']} | {run['best_valid_ndcg10']:.4f} ({run['best_epoch']} / {run['epochs']}) | "
-              f"{run['test_ndcg10']:.4f} | {run['seconds_per_epoch']} | "
-              f"{'not reached' if reached is None else f'{reached:.0f} s'} |")
-    for key in ("best_valid_ndcg10", "test_ndcg10"):
-        values = [run[key] for run in runs]
-        spread = f" +- {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-        print(f"mean {key} over {len(values)} seeds: {statistics.mean(values):.4f}{spread}")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "export": str(args.export),
-                                        "benchmark_rows": counts, "threshold": args.threshold, "runs": runs},
-                                       indent=2) + "\n")
-        print(f"wrote {args.out}")
+        print(f"benchmark files: {counts}; seeds already in {args.out}: {sorted(done) or 'none'}", flush=True)
+        for seed in (seed for seed in args.seeds if seed not in done):
+            results["runs"].append(run_seed(Path(tmp), seed, args.epochs, Path(tmp) / "saved"))
+            results["command"] = " ".join(sys.argv)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _table([run for run in results["runs"] if run["seed"] in args.seeds], args.threshold)
     return 0
 
 
