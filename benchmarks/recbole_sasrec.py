@@ -23,6 +23,7 @@ resumes at the next seed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import json
@@ -95,7 +96,6 @@ def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = SASRec(config, train_data.dataset).to(config["device"])
-    trainer = Trainer(config, model)
     curve, start, cpu_start = [], time.perf_counter(), time.process_time()
 
     def record(epoch: int, valid_score: float) -> None:
@@ -105,7 +105,10 @@ def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
         print(f"seed {seed} epoch {epoch + 1}: valid NDCG@10 {valid_score:.4f} ({curve[-1]['seconds']} s)",
               flush=True)
 
-    trainer.fit(train_data, valid_data, verbose=False, saved=True, callback_fn=record)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with contextlib.chdir(workdir):  # RecBole's trainer writes TensorBoard logs into the working directory
+        trainer = Trainer(config, model)
+        trainer.fit(train_data, valid_data, verbose=False, saved=True, callback_fn=record)
     # RecBole 1.2.1 reloads its checkpoint with torch.load's pre-2.6 default (weights_only=False) in mind
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
