@@ -173,8 +173,9 @@ def tuned_section(store: pd.DataFrame, tuned: pd.DataFrame, tuned_name: str, met
         versus = "n/a"
         if selected is not None:
             versus, versus_marks = _versus(runs, roles.proposed, selected, metric, alpha, per_user_test)
-            wins_baseline += proposed > _mean(runs, selected, metric)
-            significant_baseline_wins += proposed > _mean(runs, selected, metric) and bool(versus_marks)
+            ahead = proposed > _mean(runs, selected, metric)
+            wins_baseline += ahead
+            significant_baseline_wins += ahead and bool(versus_marks)
         seeds = runs.groupby("method").size()
         rows.append([dataset, model, f"{default_backbone:.4f} → {backbone:.4f}",
                      f"{default_proposed:.4f} → {proposed:.4f}", f"{default_gain} → {gain:+.1f}%{marks}", versus,
