@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     sums = args.export / "SHA256SUMS"
     if not sums.is_file():
         parser.error(f"{args.export} is not a dmesr export (no SHA256SUMS); write one with `dmesr export`")
+    for line in sums.read_text().splitlines():  # the checksums identify the data only if the files still match
+        digest, name = line.split("  ", 1)
+        if not (args.export / name).is_file() or hashlib.sha256((args.export / name).read_bytes()).hexdigest() != digest:
+            parser.error(f"{args.export / name} is missing or changed since the export (SHA256SUMS); export again")
     identity = {"export_sha256sums": hashlib.sha256(sums.read_bytes()).hexdigest(), "epochs": args.epochs}
     results = json.loads(args.out.read_text()) if args.out.is_file() else {**identity, "runs": []}
     if {key: results.get(key) for key in identity} != identity:
