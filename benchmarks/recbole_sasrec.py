@@ -16,8 +16,9 @@ item, each cut to its last ``MAX_ITEM_LIST_LENGTH`` (50) items. Ranking is over 
 nothing excluded (RecBole masks no history for sequential models); validation NDCG@10 picks the checkpoint
 that is tested. One CPU thread. Prints, per seed, the best validation NDCG@10 and its epoch, the test
 NDCG@10 of that checkpoint, seconds per epoch (wall and CPU: a loaded machine inflates only the first) and the
-seconds to ``--threshold``, then the mean over seeds. Each seed is saved to ``--out`` as it ends, so a killed run
-resumes at the next seed.
+seconds to ``--threshold``, then the mean over seeds. Each seed is saved to ``--out`` as it ends, with each test
+user's NDCG@10 for paired tests (``benchmarks/runs_to_threshold.py --recbole``), so a killed run resumes at the
+next seed.
 """
 
 from __future__ import annotations
@@ -113,11 +114,36 @@ def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    per_user = ndcg10_per_test_user(trainer, test_data)
+    if abs(sum(per_user) / len(per_user) - float(test["ndcg@10"])) > 1e-4:  # RecBole rounds to 4 places
+        raise SystemExit(f"per-user test NDCG@10 averages {sum(per_user) / len(per_user):.6f}, "
+                         f"RecBole reports {test['ndcg@10']}")
     best = max(curve, key=lambda point: point["valid_ndcg10"])
     return {"seed": seed, "best_valid_ndcg10": best["valid_ndcg10"], "best_epoch": best["epoch"],
-            "epochs": len(curve), "test_ndcg10": float(test["ndcg@10"]),
+            "epochs": len(curve), "test_ndcg10": float(test["ndcg@10"]), "test_ndcg10_per_user": per_user,
             "seconds_per_epoch": round(curve[-1]["seconds"] / len(curve), 1),
             "cpu_seconds_per_epoch": round(curve[-1]["cpu_seconds"] / len(curve), 1), "curve": curve}
+
+
+def ndcg10_per_test_user(trainer, test_data) -> list[float]:
+    """Each user's test NDCG@10 from RecBole's own full-sort scores, in the export's user order (for paired
+    tests against dmesr's ``test_per_user.npz``); their mean is RecBole's test NDCG@10."""
+    import math
+
+    import torch
+
+    by_user = {}
+    trainer.model.eval()
+    with torch.no_grad():
+        for batch in test_data:
+            interaction, scores, rows, targets = trainer._full_sort_batch_eval(batch)
+            ranks = (scores > scores[rows, targets][:, None]).sum(dim=1)  # items scored above the target
+            users = test_data.dataset.id2token("user_id", interaction["user_id"].cpu())
+            for user, rank in zip(users, ranks.tolist()):
+                by_user[int(user)] = round(1 / math.log2(rank + 2), 6) if rank < 10 else 0.0
+    if sorted(by_user) != list(range(len(by_user))):
+        raise SystemExit(f"RecBole's test covers {len(by_user)} users, not the export's 0..n-1")
+    return [by_user[user] for user in range(len(by_user))]
 
 
 def seconds_to(curve: list[dict], threshold: float) -> float | None:

@@ -7,6 +7,10 @@ first reached a threshold (a peer's best score, say), read from each run's per-e
 Every folder given is searched for run directories (``epochs.jsonl``); a run stopped before its end (no
 ``final.json``) shows its best logged validation epoch and no test score. Time to the threshold is the sum of
 the logged ``epoch_seconds`` (training and validation) up to the first epoch at or above it.
+
+``--recbole JSON`` (written by ``benchmarks/recbole_sasrec.py``) adds paired t-tests over test users of the runs'
+test NDCG@10 against RecBole's: each run against RecBole's run with the same seed, and each user's mean over
+the seeds both sides ran.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import json
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from dmesr.config import RunConfig, saved_run_config
+from dmesr.evaluation.significance import paired_test
 from dmesr.training.trainer import read_epoch_log
 
 SHOWN_ANYWAY = ("train.seed",)  # not a change from the defaults, but what tells repeated runs apart
@@ -46,10 +53,33 @@ def run_row(run_dir: Path, threshold: float) -> dict:
         if row["valid_NDCG@10"] >= threshold:
             reached = {"epoch": row["epoch"], "seconds": round(elapsed, 1)}
             break
-    return {"run": str(run_dir), "settings": changes_from_defaults(saved_run_config(run_dir)),
+    return {"run": str(run_dir), "seed": saved_run_config(run_dir).train.seed, "settings": changes_from_defaults(saved_run_config(run_dir)),
             "best_valid": final["valid"]["valid_NDCG@10"], "best_epoch": final["best_epoch"], "epochs": final["epochs"],
             "test": final["test"]["NDCG@10"], "seconds_per_epoch": statistics.median(r["epoch_seconds"] for r in epochs),
             "reached": reached, "exclude_history": final.get("exclude_history")}
+
+
+def against_recbole(rows: list[dict], recbole_json: Path) -> None:
+    """Paired t-tests over test users of each tested run's NDCG@10 against RecBole's run with its seed."""
+    recbole = {run["seed"]: np.asarray(run["test_ndcg10_per_user"])
+               for run in json.loads(recbole_json.read_text())["runs"] if "test_ndcg10_per_user" in run}
+    ours = {row["seed"]: np.load(Path(row["run"]) / "test_per_user.npz")["NDCG@10"] for row in rows
+            if row["test"] is not None and row["seed"] in recbole}
+    if not ours:
+        raise SystemExit(f"{recbole_json}: no RecBole run with per-user test scores shares a seed with these runs")
+    print(f"\n| seeds | test NDCG@10, these runs | RecBole's | difference | p (paired t-test over {len(next(iter(ours.values())))} "
+          f"test users) |")
+    print("|---|---|---|---|---|")
+    pairs = [([seed], ours[seed], recbole[seed]) for seed in sorted(ours)]
+    if len(ours) > 1:  # each user's mean over the seeds: the seeds' noise averaged out on both sides
+        pairs.append((sorted(ours), np.mean([ours[s] for s in sorted(ours)], axis=0),
+                      np.mean([recbole[s] for s in sorted(ours)], axis=0)))
+    for seeds, a, b in pairs:
+        if a.shape != b.shape:
+            raise SystemExit(f"{recbole_json}: {len(b)} test users, the runs have {len(a)}: not the same split")
+        test = paired_test(a, b)
+        print(f"| {' '.join(map(str, seeds))} | {a.mean():.4f} | {b.mean():.4f} | {test['mean_diff']:+.4f} | "
+              f"{test['p_value']:.3f} |")
 
 
 def main() -> None:
@@ -57,6 +87,7 @@ def main() -> None:
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--threshold", type=float, required=True, help="validation NDCG@10 to time")
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--recbole", type=Path, help="a benchmarks/recbole_sasrec.py JSON: paired tests against it")
     args = parser.parse_args()
     runs = sorted({log.parent for folder in args.folders for log in Path(folder).rglob("epochs.jsonl")},
                   key=lambda path: (path / "config.yaml").stat().st_mtime)
@@ -75,6 +106,8 @@ def main() -> None:
                   for name in ("best_valid", "test")}
         print(f"\nmean ± std over the {len(tested)} tested runs: best valid NDCG@10 {spread['best_valid'][0]:.4f} ± "
               f"{spread['best_valid'][1]:.4f}, test NDCG@10 {spread['test'][0]:.4f} ± {spread['test'][1]:.4f}")
+    if args.recbole:
+        against_recbole(rows, args.recbole)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.recbole_sasrec import write_benchmark_files
+from benchmarks.runs_to_threshold import against_recbole
 from dmesr.analysis.proposed_summary import tuned_section
 from dmesr.analysis.results_report import (
     REPORT_METRICS,
@@ -411,6 +412,32 @@ def test_recbole_benchmark_files_hold_the_exported_split_and_nothing_else(tmp_pa
             history = [int(token) for token in row[2].split(" ")]
             assert history == sequence[max(0, end - 50):end].tolist(), (stage, user, end)
             assert int(row[3]) == sequence[end], (stage, user, end)
+
+
+def test_runs_are_paired_with_recboles_run_of_the_same_seed_user_by_user(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    ours = {seed: rng.random(50) for seed in (1, 2, 5)}
+    theirs = {seed: rng.random(50) for seed in (1, 2, 3)}
+    rows = []
+    for seed, values in ours.items():
+        (tmp_path / f"s{seed}").mkdir()
+        np.savez(tmp_path / f"s{seed}" / "test_per_user.npz", **{"NDCG@10": values})
+        rows.append({"run": str(tmp_path / f"s{seed}"), "seed": seed, "test": float(values.mean())})
+    recbole = tmp_path / "recbole.json"
+    recbole.write_text(json.dumps({"runs": [{"seed": seed, "test_ndcg10_per_user": values.tolist()}
+                                            for seed, values in theirs.items()]}))
+    against_recbole(rows, recbole)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1")]
+    pooled = paired_test((ours[1] + ours[2]) / 2, (theirs[1] + theirs[2]) / 2)
+    assert lines[0] == (f"| 1 | {ours[1].mean():.4f} | {theirs[1].mean():.4f} | "
+                        f"{paired_test(ours[1], theirs[1])['mean_diff']:+.4f} | {paired_test(ours[1], theirs[1])['p_value']:.3f} |")
+    assert lines[1] == (f"| 1 2 | {(ours[1] + ours[2]).mean() / 2:.4f} | {(theirs[1] + theirs[2]).mean() / 2:.4f} | "
+                        f"{pooled['mean_diff']:+.4f} | {pooled['p_value']:.3f} |")  # seed 5 has no partner
+    with pytest.raises(SystemExit, match="shares a seed"):
+        against_recbole([row for row in rows if row["seed"] == 5], recbole)
+    recbole.write_text(json.dumps({"runs": [{"seed": 1, "test_ndcg10_per_user": [0.5] * 49}]}))
+    with pytest.raises(SystemExit, match="49 test users, the runs have 50"):
+        against_recbole(rows, recbole)
 
 
 def test_export_refuses_foreign_files_and_drops_stale_negatives(tmp_path):
