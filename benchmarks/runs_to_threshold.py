@@ -53,7 +53,8 @@ def run_row(run_dir: Path, threshold: float) -> dict:
         if row["valid_NDCG@10"] >= threshold:
             reached = {"epoch": row["epoch"], "seconds": round(elapsed, 1)}
             break
-    return {"run": str(run_dir), "seed": saved_run_config(run_dir).train.seed, "settings": changes_from_defaults(saved_run_config(run_dir)),
+    config = saved_run_config(run_dir)
+    return {"run": str(run_dir), "seed": config.train.seed, "settings": changes_from_defaults(config),
             "best_valid": final["valid"]["valid_NDCG@10"], "best_epoch": final["best_epoch"], "epochs": final["epochs"],
             "test": final["test"]["NDCG@10"], "seconds_per_epoch": statistics.median(r["epoch_seconds"] for r in epochs),
             "reached": reached, "exclude_history": final.get("exclude_history")}
@@ -67,8 +68,8 @@ def against_recbole(rows: list[dict], recbole_json: Path) -> None:
             if row["test"] is not None and row["seed"] in recbole}
     if not ours:
         raise SystemExit(f"{recbole_json}: no RecBole run with per-user test scores shares a seed with these runs")
-    print(f"\n| seeds | test NDCG@10, these runs | RecBole's | difference | p (paired t-test over {len(next(iter(ours.values())))} "
-          f"test users) |")
+    users = len(next(iter(ours.values())))
+    print(f"\n| seeds | test NDCG@10, these runs | RecBole's | difference | p (paired t-test over {users} test users) |")
     print("|---|---|---|---|---|")
     pairs = [([seed], ours[seed], recbole[seed]) for seed in sorted(ours)]
     if len(ours) > 1:  # each user's mean over the seeds: the seeds' noise averaged out on both sides
