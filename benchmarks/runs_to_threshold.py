@@ -64,8 +64,11 @@ def against_recbole(rows: list[dict], recbole_json: Path) -> None:
     """Paired t-tests over test users of each tested run's NDCG@10 against RecBole's run with its seed."""
     recbole = {run["seed"]: np.asarray(run["test_ndcg10_per_user"])
                for run in json.loads(recbole_json.read_text())["runs"] if "test_ndcg10_per_user" in run}
-    ours = {row["seed"]: np.load(Path(row["run"]) / "test_per_user.npz")["NDCG@10"] for row in rows
-            if row["test"] is not None and row["seed"] in recbole}
+    tested = [row for row in rows if row["test"] is not None and row["seed"] in recbole]
+    seeds = [row["seed"] for row in tested]
+    if len(set(seeds)) < len(seeds):
+        raise SystemExit(f"two runs with the same seed ({sorted(seeds)}): pair one group of runs at a time")
+    ours = {row["seed"]: np.load(Path(row["run"]) / "test_per_user.npz")["NDCG@10"] for row in tested}
     if not ours:
         raise SystemExit(f"{recbole_json}: no RecBole run with per-user test scores shares a seed with these runs")
     users = len(next(iter(ours.values())))

@@ -435,6 +435,8 @@ def test_runs_are_paired_with_recboles_run_of_the_same_seed_user_by_user(tmp_pat
                         f"{pooled['mean_diff']:+.4f} | {pooled['p_value']:.3f} |")  # seed 5 has no partner
     with pytest.raises(SystemExit, match="shares a seed"):
         against_recbole([row for row in rows if row["seed"] == 5], recbole)
+    with pytest.raises(SystemExit, match="two runs with the same seed"):
+        against_recbole(rows + rows[:1], recbole)
     recbole.write_text(json.dumps({"runs": [{"seed": 1, "test_ndcg10_per_user": [0.5] * 49}]}))
     with pytest.raises(SystemExit, match="49 test users, the runs have 50"):
         against_recbole(rows, recbole)
