@@ -4,7 +4,7 @@
 RecBole is not a dependency of dmesr; it runs in an environment of its own (PyPI's ``torch`` is the CUDA
 build, several GB; a CPU wheel gives the same numbers on a CPU):
 
-    python -m venv .venv-recbole && .venv-recbole/bin/pip install recbole==1.2.1 'numpy<2' torch
+    python -m venv .venv-recbole && .venv-recbole/bin/pip install recbole==1.2.1 'numpy<2' 'pandas<3' torch
     .venv/bin/dmesr export ml-100k exports/ml-100k
     .venv-recbole/bin/python benchmarks/recbole_sasrec.py exports/ml-100k --seeds 1 2 3 --epochs 10 \
         --out reports/bench/recbole-sasrec-ml-100k.json
@@ -76,6 +76,7 @@ def write_benchmark_files(export: Path, folder: Path) -> dict[str, int]:
 def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
     """Train and test RecBole's default SASRec once; returns its validation curve and test NDCG@10."""
     # imported here: RecBole lives in an environment of its own, the benchmark files are written without it
+    import pandas
     import torch
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -83,6 +84,9 @@ def run_seed(data_dir: Path, seed: int, epochs: int, workdir: Path) -> dict:
     from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
+    if int(pandas.__version__.split(".")[0]) >= 3:  # RecBole 1.2.1's dataset code predates pandas 3
+        raise SystemExit(f"RecBole 1.2.1 cannot read its files with pandas {pandas.__version__}; "
+                         "install 'pandas<3' in RecBole's environment")
     config = Config(model="SASRec", dataset=DATASET, config_dict={
         "data_path": str(data_dir), "benchmark_filename": ["train", "valid", "test"],
         "load_col": {"inter": ["user_id", "item_id_list", "item_id"]}, "alias_of_item_id": ["item_id_list"],
