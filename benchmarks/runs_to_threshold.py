@@ -71,6 +71,10 @@ def against_recbole(rows: list[dict], recbole_json: Path) -> None:
     ours = {row["seed"]: np.load(Path(row["run"]) / "test_per_user.npz")["NDCG@10"] for row in tested}
     if not ours:
         raise SystemExit(f"{recbole_json}: no RecBole run with per-user test scores shares a seed with these runs")
+    for seed, values in ours.items():  # checked before anything is printed
+        if values.shape != recbole[seed].shape:
+            raise SystemExit(f"{recbole_json}: {len(recbole[seed])} test users, the runs have {len(values)}: "
+                             "not the same split")
     users = len(next(iter(ours.values())))
     print(f"\n| seeds | test NDCG@10, these runs | RecBole's | difference | p (paired t-test over {users} test users) |")
     print("|---|---|---|---|---|")
@@ -79,8 +83,6 @@ def against_recbole(rows: list[dict], recbole_json: Path) -> None:
         pairs.append((sorted(ours), np.mean([ours[s] for s in sorted(ours)], axis=0),
                       np.mean([recbole[s] for s in sorted(ours)], axis=0)))
     for seeds, a, b in pairs:
-        if a.shape != b.shape:
-            raise SystemExit(f"{recbole_json}: {len(b)} test users, the runs have {len(a)}: not the same split")
         test = paired_test(a, b)
         print(f"| {' '.join(map(str, seeds))} | {a.mean():.4f} | {b.mean():.4f} | {test['mean_diff']:+.4f} | "
               f"{test['p_value']:.3f} |")
