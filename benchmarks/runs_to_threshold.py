@@ -62,8 +62,11 @@ def run_row(run_dir: Path, threshold: float) -> dict:
 
 def against_recbole(rows: list[dict], recbole_json: Path) -> None:
     """Paired t-tests over test users of each tested run's NDCG@10 against RecBole's run with its seed."""
-    recbole = {run["seed"]: np.asarray(run["test_ndcg10_per_user"])
-               for run in json.loads(recbole_json.read_text())["runs"] if "test_ndcg10_per_user" in run}
+    try:
+        recbole = {run["seed"]: np.asarray(run["test_ndcg10_per_user"])
+                   for run in json.loads(recbole_json.read_text())["runs"] if "test_ndcg10_per_user" in run}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f"{recbole_json}: not a results file of benchmarks/recbole_sasrec.py ({error!r})") from None
     tested = [row for row in rows if row["test"] is not None and row["seed"] in recbole]
     seeds = [row["seed"] for row in tested]
     if len(set(seeds)) < len(seeds):

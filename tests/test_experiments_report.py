@@ -437,6 +437,12 @@ def test_runs_are_paired_with_recboles_run_of_the_same_seed_user_by_user(tmp_pat
         against_recbole([row for row in rows if row["seed"] == 5], recbole)
     with pytest.raises(SystemExit, match="two runs with the same seed"):
         against_recbole(rows + rows[:1], recbole)
+    for text in ("<html>", '{"seeds": []}'):
+        recbole.write_text(text)
+        with pytest.raises(SystemExit, match="not a results file of benchmarks/recbole_sasrec.py"):
+            against_recbole(rows, recbole)
+    with pytest.raises(SystemExit, match="not a results file"):
+        against_recbole(rows, tmp_path / "missing.json")
     recbole.write_text(json.dumps({"runs": [{"seed": 1, "test_ndcg10_per_user": [0.5] * 49}]}))
     with pytest.raises(SystemExit, match="49 test users, the runs have 50"):
         against_recbole(rows, recbole)
